@@ -1,0 +1,34 @@
+# Everything a fresh machine needs (Python 3.11, node, npm) is installed by these targets.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY_OK  := $(VENV)/.installed
+NODE_OK := node_modules/.installed
+
+.PHONY: install demo test bench clean
+
+install: $(PY_OK) $(NODE_OK)
+
+$(PY_OK): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade "pip==26.3"
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+$(NODE_OK): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+demo: install
+	rm -rf runs/demo
+	$(BIN)/gridshare demo --out runs/demo
+
+test: install
+	$(BIN)/pytest -q -n 2 --dist loadgroup
+
+bench: install
+	$(BIN)/gridshare bench round
+
+clean:
+	rm -rf $(VENV) node_modules build runs .pytest_cache

@@ -1,0 +1,1 @@
+"""Paillier keys, packed fixed-point encoding, pairwise masks and opening proofs."""

@@ -1,0 +1,62 @@
+"""Pairwise additive masks from X25519 agreements (Bonawitz et al., CCS 2017, without dropouts).
+
+Each participant registers an X25519 public key on chain. Participants ``i`` and ``j`` derive the
+same pair seed with HKDF-SHA256 from their Diffie-Hellman secret, bound to the market, the round
+and both addresses; the per-iteration mask is expanded from it with SHAKE-256. The lower address
+adds the mask and the higher one subtracts it, so all masks cancel in the sum modulo 2^B while
+each single masked vector is uniform.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+
+class MaskKey:
+    """A participant's X25519 key pair for mask agreement."""
+
+    def __init__(self, private: X25519PrivateKey | None = None) -> None:
+        self._private = private or X25519PrivateKey.generate()
+
+    @property
+    def public_bytes(self) -> bytes:
+        return self._private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    def pair_seeds(self, own_address: str, peers: Sequence[tuple[str, bytes]], context: bytes) -> dict[str, bytes]:
+        """One 32-byte seed per peer (``peers`` = registered ``(address, public key)``, self skipped)."""
+        own = own_address.lower()
+        seeds = {}
+        for address, public in peers:
+            peer = address.lower()
+            if peer == own:
+                continue
+            shared = self._private.exchange(X25519PublicKey.from_public_bytes(bytes(public)))
+            low, high = sorted((own, peer))
+            seeds[peer] = HKDF(
+                algorithm=hashes.SHA256(), length=32, salt=context,
+                info=b"gridshare/pairwise-mask/" + low.encode() + b"/" + high.encode(),
+            ).derive(shared)
+        return seeds
+
+
+def _stream(seed: bytes, iteration: int, count: int, slot_bits: int) -> list[int]:
+    width = -(-slot_bits // 8)
+    raw = hashlib.shake_256(seed + iteration.to_bytes(8, "big")).digest(count * width)
+    modulus = 1 << slot_bits
+    return [int.from_bytes(raw[k * width:(k + 1) * width], "big") % modulus for k in range(count)]
+
+
+def mask_vector(own_address: str, seeds: dict[str, bytes], iteration: int, periods: int, slot_bits: int) -> list[int]:
+    """This participant's net mask for one iteration, uniform modulo 2^B per slot."""
+    own, modulus = own_address.lower(), 1 << slot_bits
+    total = [0] * periods
+    for peer, seed in seeds.items():
+        sign = 1 if own < peer else -1
+        for t, value in enumerate(_stream(seed, iteration, periods, slot_bits)):
+            total[t] += sign * value
+    return [v % modulus for v in total]

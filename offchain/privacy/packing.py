@@ -1,0 +1,69 @@
+"""Many signed values in one Paillier plaintext (layout in docs/protocol.md, "Packed plaintexts").
+
+Slot ``t`` holds ``(v_t + mask_t) mod 2^B`` at bit offset ``t*W``. ``W - B`` headroom bits let
+``N < 2^(W-B)`` plaintexts add without carries between slots; the low ``B`` bits of a slot of the
+sum, read as a two's-complement integer, are the exact sum of the ``v_t`` (masks cancel mod 2^B).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class PackingError(ValueError):
+    """A layout that does not fit, or a value outside its slot's range."""
+
+
+@dataclass(frozen=True)
+class SlotLayout:
+    periods: int
+    slot_bits: int
+    slot_width: int
+    participants: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.slot_bits <= 64:
+            raise PackingError(f"slot_bits must be in [1, 64], got {self.slot_bits}")
+        if self.participants < 1 or self.participants >= 1 << (self.slot_width - self.slot_bits):
+            raise PackingError(
+                f"{self.participants} participants need more than {self.slot_width - self.slot_bits} headroom bits")
+
+    @classmethod
+    def for_round(cls, periods: int, participants: int, key_bits: int, slot_bits: int = 64) -> "SlotLayout":
+        """The narrowest layout for ``participants`` that fits a ``key_bits`` Paillier modulus."""
+        layout = cls(periods, slot_bits, slot_bits + participants.bit_length(), participants)
+        if periods * layout.slot_width > key_bits - 8:
+            raise PackingError(
+                f"{periods} slots of {layout.slot_width} bits do not fit a {key_bits}-bit key")
+        return layout
+
+    @property
+    def max_abs_value(self) -> int:
+        """Largest |value| a participant may contribute so that the sum cannot overflow B bits."""
+        return ((1 << (self.slot_bits - 1)) - 1) // self.participants
+
+    def pack(self, values: Sequence[int], mask: Sequence[int] | None = None) -> int:
+        """Pack ``values`` (signed ints) plus ``mask`` (uniform mod 2^B) into one plaintext."""
+        if len(values) != self.periods or (mask is not None and len(mask) != self.periods):
+            raise PackingError(f"expected {self.periods} values")
+        modulus, limit = 1 << self.slot_bits, self.max_abs_value
+        packed = 0
+        for t, v in enumerate(values):
+            if abs(v) > limit:
+                raise PackingError(f"value {v} in slot {t} exceeds the slot range +-{limit}")
+            packed |= ((v + (mask[t] if mask is not None else 0)) % modulus) << (t * self.slot_width)
+        return packed
+
+    def slots(self, plaintext: int) -> list[int]:
+        """Raw slot contents (W bits each)."""
+        full = (1 << self.slot_width) - 1
+        return [(plaintext >> (t * self.slot_width)) & full for t in range(self.periods)]
+
+    def unpack_sums(self, plaintext: int) -> list[int]:
+        """The signed per-slot sums of an aggregate plaintext."""
+        modulus, half = 1 << self.slot_bits, 1 << (self.slot_bits - 1)
+        out = []
+        for slot in self.slots(plaintext):
+            low = slot % modulus
+            out.append(low - modulus if low >= half else low)
+        return out

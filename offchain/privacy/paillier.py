@@ -1,0 +1,140 @@
+"""Paillier with g = n + 1, keys from phe, arithmetic in gmpy2.
+
+Encryption is split into an offline and an online part: ``r^n mod n^2`` (the expensive
+exponentiation) is precomputed by a :class:`RandomnessPool`, so encrypting a plaintext online is
+one multiplication, ``(1 + m*n) * r^n mod n^2``.
+
+Opening proof: the key holder reveals the plaintext ``m`` and the randomness ``rho`` of a
+ciphertext ``c``; anyone checks ``c == (1 + m*n) * rho^n mod n^2``. ``rho`` is recoverable with the
+factorisation: ``c * (1+n)^-m = rho^n mod n^2``, hence ``rho = (c mod n)^(n^-1 mod phi(n)) mod n``
+after removing the plaintext. Revealing ``(m, rho)`` of an aggregate discloses nothing beyond ``m``.
+"""
+from __future__ import annotations
+
+import secrets
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import gmpy2
+from phe import paillier as phe_paillier
+
+DEFAULT_KEY_BITS = 2048
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    n: int
+
+    @cached_property
+    def n_sq(self) -> int:
+        return self.n * self.n
+
+    @cached_property
+    def nbytes(self) -> int:
+        """Byte length of ``n`` on chain: the bit length rounded up to whole 32-byte words."""
+        return -(-self.n.bit_length() // 256) * 32
+
+    @property
+    def ciphertext_bytes(self) -> int:
+        return 2 * self.nbytes
+
+    def random_rn(self) -> int:
+        """``r^n mod n^2`` for a fresh uniform ``r`` in Z*_n (the offline part of an encryption)."""
+        while True:
+            r = secrets.randbelow(self.n - 1) + 1
+            if gmpy2.gcd(r, self.n) == 1:
+                return int(gmpy2.powmod(r, self.n, self.n_sq))
+
+    def encrypt(self, m: int, rn: int | None = None) -> int:
+        """Encrypt ``0 <= m < n``; ``rn`` is a precomputed ``r^n mod n^2`` used exactly once."""
+        if not 0 <= m < self.n:
+            raise ValueError("plaintext out of range [0, n)")
+        rn = self.random_rn() if rn is None else rn
+        return int(gmpy2.f_mod(gmpy2.mpz(1 + m * self.n) * rn, self.n_sq))
+
+    def add(self, *ciphertexts: int) -> int:
+        """Homomorphic sum: the product of the ciphertexts mod n^2."""
+        acc = gmpy2.mpz(1)
+        for c in ciphertexts:
+            acc = gmpy2.f_mod(acc * c, self.n_sq)
+        return int(acc)
+
+    def verify_opening(self, c: int, m: int, rho: int) -> bool:
+        """True when ``c`` encrypts ``m`` with randomness ``rho``."""
+        if not (0 <= m < self.n and 0 < rho < self.n and 0 < c < self.n_sq):
+            return False
+        return (1 + m * self.n) * int(gmpy2.powmod(rho, self.n, self.n_sq)) % self.n_sq == c
+
+    def to_bytes(self, c: int) -> bytes:
+        return int(c).to_bytes(self.ciphertext_bytes, "big")
+
+    def plaintext_to_bytes(self, m: int) -> bytes:
+        return int(m).to_bytes(self.nbytes, "big")
+
+
+@dataclass(frozen=True)
+class PrivateKey:
+    public: PublicKey
+    p: int
+    q: int
+
+    @cached_property
+    def _phe(self) -> phe_paillier.PaillierPrivateKey:
+        return phe_paillier.PaillierPrivateKey(phe_paillier.PaillierPublicKey(self.public.n), self.p, self.q)
+
+    @cached_property
+    def _n_inv_mod_phi(self) -> int:
+        return int(gmpy2.invert(self.public.n, (self.p - 1) * (self.q - 1)))
+
+    def decrypt(self, c: int) -> int:
+        return int(self._phe.raw_decrypt(int(c)))
+
+    def opening(self, c: int) -> tuple[int, int]:
+        """``(m, rho)`` with ``c = (1+n)^m * rho^n mod n^2``: the decryption and its proof."""
+        n, n_sq = self.public.n, self.public.n_sq
+        m = self.decrypt(c)
+        rn = gmpy2.f_mod(gmpy2.mpz(c) * (1 - m * n), n_sq)  # (1+n)^-m = 1 - m*n mod n^2
+        rho = int(gmpy2.powmod(gmpy2.f_mod(rn, n), self._n_inv_mod_phi, n))
+        return m, rho
+
+
+def generate_keypair(bits: int = DEFAULT_KEY_BITS) -> tuple[PublicKey, PrivateKey]:
+    """A fresh Paillier key pair (phe's generator, g = n + 1)."""
+    pub, priv = phe_paillier.generate_paillier_keypair(n_length=bits)
+    public = PublicKey(pub.n)
+    return public, PrivateKey(public, priv.p, priv.q)
+
+
+@dataclass
+class RandomnessPool:
+    """Precomputed ``r^n mod n^2`` values, filled in a background thread off the critical path.
+
+    Each value is handed out once (reusing randomness would leak plaintext differences).
+    """
+
+    key: PublicKey
+    _ready: deque = field(default_factory=deque, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _worker: threading.Thread | None = field(default=None, init=False, repr=False)
+
+    def fill(self, count: int) -> None:
+        """Precompute ``count`` values now (blocking)."""
+        values = [self.key.random_rn() for _ in range(count)]
+        with self._lock:
+            self._ready.extend(values)
+
+    def fill_async(self, count: int) -> None:
+        """Start precomputing ``count`` values in a background thread (gmpy2 releases the GIL)."""
+        self._worker = threading.Thread(target=self.fill, args=(count,), daemon=True)
+        self._worker.start()
+
+    def take(self) -> int:
+        with self._lock:
+            if self._ready:
+                return self._ready.popleft()
+        return self.key.random_rn()
+
+    def __len__(self) -> int:
+        return len(self._ready)
