@@ -7,12 +7,9 @@ from .tariff import (
     TariffRule,
     aggregate,
     centralized_reference,
-    energy_fixed,
     quantise,
     run_plaintext,
-    to_fixed,
 )
 
 __all__ = ["Decision", "PlaintextResult", "ReferenceResult", "TariffIteration", "TariffRule",
-           "aggregate", "centralized_reference", "energy_fixed", "quantise", "run_plaintext",
-           "to_fixed"]
+           "aggregate", "centralized_reference", "quantise", "run_plaintext"]

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 import cvxpy as cp
 import numpy as np
 
-from ..units import ENERGY_SCALE, PRICE_SCALE
+from ..units import ENERGY_SCALE, PRICE_SCALE, energy_to_fixed, price_to_fixed
 
 QUANTUM = 1.0 / PRICE_SCALE  # 1e-6 CNY/kWh, the on-chain price unit
 
@@ -62,21 +62,11 @@ def quantise(values: np.ndarray, quantum: float = QUANTUM) -> np.ndarray:
     return np.rint(np.asarray(values, dtype=float) / quantum) * quantum
 
 
-def to_fixed(tariff: np.ndarray) -> list[int]:
-    """Tariff (CNY/kWh) as integer micro-units for the chain."""
-    return [int(v) for v in np.rint(np.asarray(tariff, dtype=float) * PRICE_SCALE)]
-
-
-def energy_fixed(x: np.ndarray) -> np.ndarray:
-    """A schedule (kW = kWh per hourly period) as int64 micro-kWh, as a prosumer submits it."""
-    return np.rint(np.asarray(x, dtype=float) * ENERGY_SCALE).astype(np.int64)
-
-
 def aggregate(schedules: Sequence[np.ndarray]) -> np.ndarray:
     """Exact sum of fixed-point schedules, back in kW: what the private mode decrypts."""
     total = np.zeros(len(schedules[0]), dtype=np.int64)
     for x in schedules:
-        total += energy_fixed(x)
+        total += np.asarray(energy_to_fixed(x), dtype=np.int64)
     return total.astype(float) / ENERGY_SCALE
 
 
@@ -179,7 +169,7 @@ class TariffIteration:
         return len(self.history)
 
     def tariff_fixed(self) -> list[int]:
-        return to_fixed(self.tariff)
+        return price_to_fixed(self.tariff)
 
     def pinned(self, tariff: np.ndarray, imbalance: np.ndarray) -> np.ndarray:
         """Per-hour mask: tariff at a band edge with the imbalance pushing outward."""
@@ -379,7 +369,7 @@ class PlaintextResult:
         return {
             "converged": self.converged, "reason": self.reason, "iterations": self.iterations,
             "names": list(self.names), "tariff": self.tariff.tolist(),
-            "tariff_fixed": to_fixed(self.tariff), "tariffs": self.tariffs.tolist(),
+            "tariff_fixed": price_to_fixed(self.tariff), "tariffs": self.tariffs.tolist(),
             "imbalances": self.imbalances.tolist(), "changes": self.changes.tolist(),
             "final_schedules": self.schedules[-1].tolist(),
             "objectives": self.objectives.tolist(), "solve_times": self.solve_times.tolist(),

@@ -11,9 +11,11 @@ after removing the plaintext. Revealing ``(m, rho)`` of an aggregate discloses n
 """
 from __future__ import annotations
 
+import atexit
+import multiprocessing as mp
 import secrets
-import threading
 from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -107,34 +109,63 @@ def generate_keypair(bits: int = DEFAULT_KEY_BITS) -> tuple[PublicKey, PrivateKe
     return public, PrivateKey(public, priv.p, priv.q)
 
 
+def _random_rn_batch(n: int, count: int) -> list[int]:
+    key = PublicKey(n)
+    return [key.random_rn() for _ in range(count)]
+
+
+_precompute_executor: ProcessPoolExecutor | None = None
+
+
+def _executor() -> ProcessPoolExecutor:
+    """One worker process: precomputation runs on the second core while the round goes on.
+
+    Forked (not spawned): the worker needs only this module, and fork does not re-run the
+    caller's main script.
+    """
+    global _precompute_executor
+    if _precompute_executor is None:
+        _precompute_executor = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("fork"))
+        atexit.register(_precompute_executor.shutdown, wait=False, cancel_futures=True)
+    return _precompute_executor
+
+
 @dataclass
 class RandomnessPool:
-    """Precomputed ``r^n mod n^2`` values, filled in a background thread off the critical path.
+    """Precomputed ``r^n mod n^2`` values: the offline part of every encryption.
 
-    Each value is handed out once (reusing randomness would leak plaintext differences).
+    A background process keeps ``ahead`` values in flight, off the critical path; ``take`` hands
+    each value out once (reusing randomness would leak plaintext differences), orders a
+    replacement, and computes inline only when nothing was ordered.
     """
 
     key: PublicKey
+    ahead: int = 0
     _ready: deque = field(default_factory=deque, init=False, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    _worker: threading.Thread | None = field(default=None, init=False, repr=False)
+    _pending: deque = field(default_factory=deque, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for _ in range(self.ahead):
+            self._order()
+
+    def _order(self) -> None:
+        self._pending.append(_executor().submit(_random_rn_batch, self.key.n, 1))
 
     def fill(self, count: int) -> None:
-        """Precompute ``count`` values now (blocking)."""
-        values = [self.key.random_rn() for _ in range(count)]
-        with self._lock:
-            self._ready.extend(values)
-
-    def fill_async(self, count: int) -> None:
-        """Start precomputing ``count`` values in a background thread (gmpy2 releases the GIL)."""
-        self._worker = threading.Thread(target=self.fill, args=(count,), daemon=True)
-        self._worker.start()
+        """Precompute ``count`` values now, in this process."""
+        self._ready.extend(_random_rn_batch(self.key.n, count))
 
     def take(self) -> int:
-        with self._lock:
-            if self._ready:
-                return self._ready.popleft()
-        return self.key.random_rn()
+        if not self._ready and self._pending:
+            self._ready.extend(self._pending.popleft().result())
+        if self.ahead:
+            self._order()
+        return self._ready.popleft() if self._ready else self.key.random_rn()
+
+    def close(self) -> None:
+        """Cancel the values still on order."""
+        while self._pending:
+            self._pending.popleft().cancel()
 
     def __len__(self) -> int:
         return len(self._ready)

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from offchain.units import price_to_fixed as to_fixed
 from offchain.mechanisms.tariff import (
     TariffIteration,
     TariffRule,
@@ -13,7 +14,6 @@ from offchain.mechanisms.tariff import (
     centralized_reference,
     quantise,
     run_plaintext,
-    to_fixed,
 )
 from offchain.models.prosumer import build_models
 from offchain.models.scenario import load_scenario

@@ -1,0 +1,108 @@
+"""``gridshare bench round``: one scenario, plaintext and private side by side in one process."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from .chain.backends import connect, start_anvil
+from .mechanisms.tariff import TariffRule, run_plaintext
+from .models.prosumer import build_models
+from .models.scenario import load_scenario
+from .protocol.round import run_private_round
+
+TARGETS = {"embedded_seconds": 30.0, "anvil_seconds": 10.0, "private_over_plaintext": 5.0,
+           "gas_per_submission": 60_000, "gas_per_prosumer_iteration": 150_000}
+
+
+def _private(chain, scenario, args) -> dict[str, Any]:
+    models = build_models(scenario)
+    for m in models:  # stand-alone solves belong to neither mode's loop
+        m.alone()
+    rule = TariffRule.from_scenario(scenario)
+    t0 = time.perf_counter()
+    result = run_private_round(chain, models, [m.name for m in models], rule, scenario.initial_tariff(),
+                               key_bits=args.key_bits, verify_openings=not args.no_verify_openings)
+    wall = time.perf_counter() - t0
+    n, gas = len(models), result.gas
+    iterations = len(result.iterations)
+    aggregation = float(np.mean(gas["aggregate"]))
+    decryption = gas.get("publish", []) + gas.get("conclude", [])
+    return {
+        "chain": chain.kind if chain.url is None else chain.url,
+        "wall_seconds": wall, "iterations": iterations, "converged": result.converged,
+        "phases": {k: round(v, 3) for k, v in result.seconds.items()},
+        "gas_per_submission": float(np.mean(gas["submit"])),
+        "gas_aggregate_per_iteration": aggregation,
+        "gas_publish_per_iteration": float(np.mean(decryption)),
+        "gas_per_prosumer_per_iteration": float(np.mean(gas["submit"])) + aggregation / n,
+        "gas_per_iteration": float(np.mean(gas["submit"])) * n + aggregation + float(np.mean(decryption)),
+        "gas_total": int(sum(sum(v) for v in gas.values())),
+        "final_tariff": result.final_tariff.tolist(),
+    }
+
+
+def bench_round(args, console: Console) -> dict[str, Any]:
+    scenario = load_scenario(args.scenario, prosumers=args.prosumers, seed=args.seed)
+    models = build_models(scenario)
+    for m in models:
+        m.alone()
+    rule = TariffRule.from_scenario(scenario)
+    t0 = time.perf_counter()
+    plain = run_plaintext(models, rule, scenario.initial_tariff())
+    plain_seconds = time.perf_counter() - t0
+    out: dict[str, Any] = {
+        "prosumers": len(models), "key_bits": args.key_bits, "verify_openings": not args.no_verify_openings,
+        "plaintext": {"wall_seconds": plain_seconds, "iterations": plain.iterations,
+                      "solve_seconds": float(plain.solve_times.sum())},
+        "private": {},
+        "targets": TARGETS,
+    }
+    with console.status("private round on the embedded chain"):
+        out["private"]["embedded"] = _private(connect(args.chain), scenario, args) if not args.chain else None
+    if args.chain:
+        with console.status(f"private round on {args.chain}"):
+            out["private"]["rpc"] = _private(connect(args.chain), scenario, args)
+    if args.anvil:
+        with console.status("private round on anvil (started here)"), start_anvil() as node:
+            out["private"]["anvil"] = _private(connect(node.url), scenario, args)
+    for run in out["private"].values():
+        if run:
+            run["private_over_plaintext"] = run["wall_seconds"] / plain_seconds
+            run["tariff_gap_vs_plaintext"] = float(np.max(np.abs(np.asarray(run["final_tariff"]) - plain.tariff)))
+    return out
+
+
+def bench_round_command(args, console: Console) -> int:
+    result = bench_round(args, console)
+    table = Table(title=f"bench round: {result['prosumers']} prosumers x 24 h, {result['key_bits']}-bit Paillier")
+    table.add_column("figure")
+    runs = {k: v for k, v in result["private"].items() if v}
+    for name in runs:
+        table.add_column(name, justify="right")
+    rows = [("wall time, private round (s)", "wall_seconds", "{:.2f}"),
+            ("private / plaintext time", "private_over_plaintext", "{:.2f}x"),
+            ("iterations", "iterations", "{}"),
+            ("gas per submission tx", "gas_per_submission", "{:,.0f}"),
+            ("gas per prosumer per iteration", "gas_per_prosumer_per_iteration", "{:,.0f}"),
+            ("gas aggregate per iteration", "gas_aggregate_per_iteration", "{:,.0f}"),
+            ("gas publish/conclude per iteration", "gas_publish_per_iteration", "{:,.0f}"),
+            ("gas per iteration, all told", "gas_per_iteration", "{:,.0f}"),
+            ("max tariff gap vs plaintext", "tariff_gap_vs_plaintext", "{:.1e}")]
+    for label, key, fmt in rows:
+        table.add_row(label, *(fmt.format(run[key]) for run in runs.values()))
+    phases = sorted({p for run in runs.values() for p in run["phases"]})
+    for phase in phases:
+        table.add_row(f"  phase {phase} (s)", *(f"{run['phases'].get(phase, 0):.2f}" for run in runs.values()))
+    out = Console()
+    out.print(table)
+    out.print(f"plaintext mode: {result['plaintext']['wall_seconds']:.2f} s, "
+              f"{result['plaintext']['iterations']} iterations")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+        out.print(f"written: {args.json}")
+    return 0

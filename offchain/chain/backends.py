@@ -1,0 +1,652 @@
+"""Chain backends: an in-process eth-tester chain or any JSON-RPC node (anvil), one interface.
+
+``connect(None | "embedded")`` gives an eth-tester chain (py-evm, Prague) with 256 funded
+deterministic dev accounts and a 60M block gas limit; ``connect("http://...")`` wraps a JSON-RPC
+node. Transactions are signed locally (eth-account) with locally tracked nonces; gas estimates
+are reused (with a margin) for calls of the same shape, and a revert raises :class:`ContractRevert`
+carrying the decoded custom error.
+"""
+from __future__ import annotations
+
+import ast
+import itertools
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import requests
+from eth_abi import decode as abi_decode
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak, to_checksum_address
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.contract import Contract
+from web3.logs import DISCARD
+
+from .compiler import ROOT, Artifact, compile_contracts
+
+DEV_ACCOUNTS = 256
+DEV_BALANCE = 10**6 * 10**18  # genesis balance of each embedded dev account
+FUND_AMOUNT = 100 * 10**18  # what an RPC dev account is topped up to
+FUND_THRESHOLD = 10 * 10**18
+EMBEDDED_GAS_LIMIT = 60_000_000
+RPC_TIMEOUT = 3.0
+GAS_MARGIN = 1.25
+GAS_EXTRA = 25_000
+
+
+class ChainError(RuntimeError):
+    """The chain is unreachable, not an Ethereum node, or rejected a transaction."""
+
+
+class ContractRevert(RuntimeError):
+    """A call or transaction reverted; ``str()`` is the decoded error, e.g.
+    ``AlreadySubmitted(participant=0xAb.., iteration=3)``."""
+
+    def __init__(self, name: str, args: dict[str, Any], data: bytes, text: str):
+        super().__init__(text)
+        self.name = name
+        self.error_args = args
+        self.data = data
+
+
+def dev_key(index: int) -> bytes:
+    """Private key of deterministic dev account ``index``."""
+    return keccak(b"gridshare-dev" + index.to_bytes(4, "big"))
+
+
+_ACCOUNT_CACHE: dict[int, LocalAccount] = {}
+
+
+def dev_account(index: int) -> LocalAccount:
+    acct = _ACCOUNT_CACHE.get(index)
+    if acct is None:
+        acct = _ACCOUNT_CACHE[index] = Account.from_key(dev_key(index))
+    return acct
+
+
+# ---------------------------------------------------------------------------------------------
+# revert decoding
+
+
+def _fmt_value(typ: str, value: Any) -> str:
+    if typ == "address":
+        return to_checksum_address(value)
+    if isinstance(value, (bytes, bytearray)):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, (list, tuple)):
+        inner = typ[: typ.rfind("[")] if typ.endswith("]") else typ
+        return "[" + ", ".join(_fmt_value(inner, v) for v in value) + "]"
+    if isinstance(value, str):
+        return repr(value)
+    return str(value)
+
+
+def _abi_type(inp: dict) -> str:
+    typ = inp["type"]
+    if typ.startswith("tuple"):
+        return "(" + ",".join(_abi_type(c) for c in inp.get("components", [])) + ")" + typ[5:]
+    return typ
+
+
+class ErrorDecoder:
+    """Maps 4-byte selectors to the custom errors declared in the compiled artifacts."""
+
+    def __init__(self, artifacts: Iterable[Artifact]):
+        self.errors: dict[bytes, tuple[str, list[str], list[str]]] = {
+            bytes.fromhex("08c379a0"): ("Error", ["string"], ["message"]),
+            bytes.fromhex("4e487b71"): ("Panic", ["uint256"], ["code"]),
+        }
+        for art in artifacts:
+            for item in art.abi:
+                if item.get("type") != "error":
+                    continue
+                types = [_abi_type(i) for i in item["inputs"]]
+                sel = keccak(text=f"{item['name']}({','.join(types)})")[:4]
+                self.errors[sel] = (item["name"], types, [i["name"] for i in item["inputs"]])
+
+    def decode(self, data: bytes) -> ContractRevert:
+        data = bytes(data or b"")
+        if len(data) < 4:
+            return ContractRevert("Revert", {}, data, "Revert()" if not data else f"Revert(data=0x{data.hex()})")
+        entry = self.errors.get(data[:4])
+        if entry is None:
+            return ContractRevert("Revert", {}, data, f"Revert(data=0x{data.hex()})")
+        name, types, names = entry
+        try:
+            values = abi_decode(types, data[4:])
+        except Exception:  # noqa: BLE001 - malformed payload
+            return ContractRevert(name, {}, data, f"{name}(data=0x{data[4:].hex()})")
+        args = {n: (to_checksum_address(v) if t == "address" else v) for n, t, v in zip(names, types, values)}
+        if name == "Panic":
+            text = f"Panic(code=0x{values[0]:02x})"
+        else:
+            text = f"{name}(" + ", ".join(f"{n}={_fmt_value(t, v)}" for n, t, v in zip(names, types, values)) + ")"
+        return ContractRevert(name, args, data, text)
+
+
+_HEX_RE = re.compile(r"0x[0-9a-fA-F]{8,}")
+_BYTES_RE = re.compile(r"execution reverted: (b(?:\"|').*(?:\"|'))\s*$", re.S)
+
+
+def _revert_data(exc: BaseException) -> bytes | None:
+    """Revert payload carried by a web3 / eth-tester / RPC exception, if any."""
+    for attr in ("data",):
+        val = getattr(exc, attr, None)
+        if isinstance(val, (bytes, bytearray)) and val:
+            return bytes(val)
+        if isinstance(val, str) and val.startswith("0x"):
+            try:
+                return bytes.fromhex(val[2:])
+            except ValueError:
+                pass
+        if isinstance(val, dict) and isinstance(val.get("data"), str):
+            try:
+                return bytes.fromhex(val["data"].removeprefix("0x"))
+            except ValueError:
+                pass
+    for arg in getattr(exc, "args", ()):
+        if isinstance(arg, str):
+            m = _BYTES_RE.search(arg)
+            if m:
+                try:
+                    val = ast.literal_eval(m.group(1))
+                    if isinstance(val, bytes):
+                        return val
+                except (ValueError, SyntaxError):
+                    pass
+        if isinstance(arg, dict):
+            d = arg.get("data")
+            if isinstance(d, str) and d.startswith("0x"):
+                return bytes.fromhex(d[2:])
+        if isinstance(arg, (bytes, bytearray)) and len(arg) >= 4:
+            return bytes(arg)
+        if isinstance(arg, str):
+            m = _HEX_RE.search(arg)
+            if m and len(m.group()) % 2 == 0:
+                return bytes.fromhex(m.group()[2:])
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# chain
+
+
+@dataclass
+class _Pending:
+    tx: dict
+    sender: LocalAccount
+    tx_hash: bytes
+    cache_key: tuple | None
+
+
+class Chain:
+    """A connected chain: web3 instance, funded dev accounts, deploy and fast transaction helpers."""
+
+    def __init__(self, w3: Web3, kind: str, url: str | None, tester: Any = None):
+        self.w3 = w3
+        self.kind = kind
+        self.url = url
+        self.tester = tester
+        self.chain_id = int(w3.eth.chain_id)
+        self._nonces: dict[str, int] = {}
+        self._gas_cache: dict[tuple, int] = {}
+        self._artifacts: dict[str, Artifact] | None = None
+        self._decoder: ErrorDecoder | None = None
+        self._contracts: dict[tuple[str, str], Contract] = {}
+        self._session = requests.Session() if kind == "rpc" else None
+        self._rpc_ids = itertools.count(1)
+        self._sent = 0
+        block = w3.eth.get_block("latest")
+        self.block_gas_limit = int(block["gasLimit"])
+        # eth-tester's estimate is a binary search (~14 executions): skip it, a revert refunds the
+        # unused gas anyway and dev accounts hold plenty of ether. RPC nodes estimate natively.
+        self._fixed_gas = self.block_gas_limit if kind == "embedded" else None
+        self._refresh_fees(block)
+
+    # -------------------------------------------------------------- basics
+
+    def __repr__(self) -> str:
+        return f"Chain(kind={self.kind!r}, url={self.url!r}, chain_id={self.chain_id})"
+
+    @property
+    def artifacts(self) -> dict[str, Artifact]:
+        if self._artifacts is None:
+            self._artifacts = compile_contracts()
+        return self._artifacts
+
+    @property
+    def errors(self) -> ErrorDecoder:
+        if self._decoder is None:
+            self._decoder = ErrorDecoder(self.artifacts.values())
+        return self._decoder
+
+    def _refresh_fees(self, block: Any = None) -> None:
+        block = block or self.w3.eth.get_block("latest")
+        base = int(block.get("baseFeePerGas") or 0)
+        self._priority = 10**9 if self.kind == "rpc" else 0
+        self._max_fee = max(4 * base + self._priority, 10 * 10**9)
+
+    def snapshot(self) -> Any:
+        """Embedded only: a snapshot id for :meth:`revert`."""
+        if self.tester is None:
+            return self._rpc("evm_snapshot", [])
+        return self.tester.take_snapshot()
+
+    def revert(self, snapshot: Any) -> None:
+        if self.tester is None:
+            self._rpc("evm_revert", [snapshot])
+        else:
+            self.tester.revert_to_snapshot(snapshot)
+        self._nonces.clear()
+
+    # -------------------------------------------------------------- accounts
+
+    def accounts(self, n: int, offset: int = 0) -> list[LocalAccount]:
+        """``n`` funded deterministic dev accounts starting at index ``offset``."""
+        accts = [dev_account(i) for i in range(offset, offset + n)]
+        if self.kind == "embedded":
+            need = [a for i, a in zip(range(offset, offset + n), accts) if i >= DEV_ACCOUNTS]
+            if need:
+                need = [a for a in need if self.w3.eth.get_balance(a.address) < FUND_THRESHOLD]
+                if need:
+                    funder = dev_account(0)
+                    self._transfer_many([(funder, a.address, FUND_AMOUNT) for a in need])
+        else:
+            balances = self._rpc_batch([("eth_getBalance", [a.address, "latest"]) for a in accts])
+            need = [a for a, b in zip(accts, balances) if int(b, 16) < FUND_THRESHOLD]
+            if need:
+                self._fund_from_node(need)
+        return accts
+
+    def _fund_from_node(self, accts: Sequence[LocalAccount]) -> None:
+        nodes = self._rpc("eth_accounts", [])
+        if not nodes:
+            raise ChainError(f"{self.url}: node has no unlocked account to fund dev accounts from")
+        funder = nodes[0]
+        nonce = int(self._rpc("eth_getTransactionCount", [funder, "pending"]), 16)
+        calls = []
+        for i, a in enumerate(accts):
+            calls.append(("eth_sendTransaction", [{
+                "from": funder, "to": a.address, "value": hex(FUND_AMOUNT), "gas": hex(21000),
+                "nonce": hex(nonce + i), "maxFeePerGas": hex(self._max_fee),
+                "maxPriorityFeePerGas": hex(self._priority),
+            }]))
+        hashes = self._rpc_batch(calls)
+        self._wait_raw(hashes)
+
+    def _transfer_many(self, transfers: Sequence[tuple[LocalAccount, str, int]]) -> None:
+        pending = []
+        for sender, to, value in transfers:
+            tx = self._base_tx(sender, to, b"", 21000, value)
+            pending.append(self._send(tx, sender, None))
+        for p in pending:
+            self._receipt(p)
+
+    # -------------------------------------------------------------- contracts
+
+    def contract(self, artifact_name: str, address: str) -> Contract:
+        key = (artifact_name, address.lower())
+        c = self._contracts.get(key)
+        if c is None:
+            art = self.artifacts[artifact_name]
+            c = self._contracts[key] = self.w3.eth.contract(address=to_checksum_address(address), abi=art.abi)
+        return c
+
+    def deploy(self, artifact_name: str, *args: Any, sender: LocalAccount) -> Contract:
+        """Deploys a compiled contract and returns it bound to its address."""
+        art = self.artifacts[artifact_name]
+        factory = self.w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
+        ctor = factory.constructor(*args)
+        data = HexBytes(ctor._encode_data_in_transaction(*args))
+        gas = self._fixed_gas or self._estimate({"from": sender.address, "data": data.to_0x_hex()})
+        tx = self._base_tx(sender, None, data, gas, 0)
+        receipt = self._receipt(self._send(tx, sender, None))
+        return self.contract(artifact_name, receipt["contractAddress"])
+
+    def events(self, receipt: Any, contract: Contract, event: str) -> list[Any]:
+        """Decoded ``event`` logs of ``contract`` in ``receipt`` (no log scan of the chain)."""
+        return list(getattr(contract.events, event)().process_receipt(receipt, errors=DISCARD))
+
+    # -------------------------------------------------------------- transactions
+
+    def transact(self, fn: Any, sender: LocalAccount) -> Any:
+        """Sends a contract call signed by ``sender``; returns the receipt or raises ContractRevert."""
+        return self.transact_many([(fn, sender)])[0]
+
+    def transact_many(self, items: Sequence[tuple[Any, LocalAccount]]) -> list[Any]:
+        """Sends many contract calls as fast as the backend allows; receipts in order.
+
+        Embedded: sequential, each call gets the block gas limit (no estimate; unused gas is
+        refunded). RPC: calls of a shape already seen (same contract, selector and calldata length)
+        reuse the largest estimate seen (x1.25 + 25k); others are estimated first (an estimate that
+        reverts while earlier calls of the batch are pending waits for them and retries); a call
+        that runs out of gas on a reused estimate is re-estimated and resent. All transactions are
+        signed locally and sent before the receipts are collected (one JSON-RPC batch poll).
+        Raises ContractRevert for the first call that reverted (the others still went through).
+        """
+        receipts: list[Any] = [None] * len(items)
+        pending: list[tuple[int, _Pending]] = []
+        sequential = self.kind == "embedded"
+
+        def flush() -> None:
+            for idx, p in pending:
+                receipts[idx] = self._receipt(p, raise_revert=False)
+            pending.clear()
+
+        for idx, (fn, sender) in enumerate(items):
+            to = fn.address
+            data = HexBytes(fn._encode_transaction_data())
+            key = (to, bytes(data[:4]), len(data))
+            gas = self._fixed_gas or self._gas_cache.get(key)
+            if gas is None:
+                call = {"from": sender.address, "to": to, "data": data.to_0x_hex()}
+                try:
+                    gas = self._estimate(call, key)
+                except ContractRevert:
+                    if not pending:
+                        raise
+                    flush()
+                    gas = self._estimate(call, key)
+            tx = self._base_tx(sender, to, data, gas, 0)
+            pending.append((idx, self._send(tx, sender, key)))
+            if sequential:
+                flush()
+        if pending:
+            if self.kind == "rpc":
+                self._wait_raw([p.tx_hash for _, p in pending])
+            flush()
+        first_error = None
+        for i, r in enumerate(receipts):
+            if isinstance(r, ContractRevert):
+                first_error = first_error or r
+        if first_error is not None:
+            raise first_error
+        return receipts
+
+    # -------------------------------------------------------------- internals
+
+    def _estimate(self, call: dict, key: tuple | None = None) -> int:
+        try:
+            est = int(self.w3.eth.estimate_gas(call))
+        except Exception as exc:  # noqa: BLE001 - web3/eth-tester raise many types
+            data = _revert_data(exc)
+            if data is not None:
+                raise self.errors.decode(data) from None
+            msg = str(exc)
+            if "revert" in msg.lower():
+                raise self.errors.decode(b"") from None
+            raise ChainError(f"gas estimation failed: {msg.splitlines()[0] if msg else type(exc).__name__}") from exc
+        gas = min(int(est * GAS_MARGIN) + GAS_EXTRA, self.block_gas_limit)
+        if key is not None:
+            self._gas_cache[key] = max(gas, self._gas_cache.get(key, 0))
+        return gas
+
+    def _base_tx(self, sender: LocalAccount, to: str | None, data: bytes, gas: int, value: int) -> dict:
+        tx = {
+            "chainId": self.chain_id,
+            "nonce": self._next_nonce(sender.address),
+            "gas": gas,
+            "maxFeePerGas": self._max_fee,
+            "maxPriorityFeePerGas": self._priority,
+            "value": value,
+            "data": bytes(data),
+            "type": 2,
+        }
+        if to is not None:
+            tx["to"] = to
+        return tx
+
+    def _next_nonce(self, address: str) -> int:
+        n = self._nonces.get(address)
+        if n is None:
+            n = int(self.w3.eth.get_transaction_count(address, "pending"))
+        self._nonces[address] = n + 1
+        return n
+
+    def _send(self, tx: dict, sender: LocalAccount, key: tuple | None) -> _Pending:
+        signed = sender.sign_transaction(tx)
+        self._sent += 1
+        if self.kind == "rpc" and self._sent % 200 == 0:
+            self._refresh_fees()
+        try:
+            h = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+        except Exception as exc:  # noqa: BLE001
+            self._nonces.pop(sender.address, None)
+            data = _revert_data(exc)
+            if data is not None and len(data) >= 4 and "revert" in str(exc).lower():
+                raise self.errors.decode(data) from None
+            raise ChainError(f"transaction rejected: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        return _Pending(tx, sender, bytes(h), key)
+
+    def _receipt(self, p: _Pending, raise_revert: bool = True) -> Any:
+        receipt = self.w3.eth.wait_for_transaction_receipt(p.tx_hash, timeout=120, poll_latency=0.01)
+        if receipt["status"] == 1:
+            return receipt
+        # failed: out of gas with a reused estimate -> estimate precisely and resend
+        if p.cache_key is not None and receipt["gasUsed"] >= 0.9 * p.tx["gas"]:
+            call = {"from": p.sender.address, "to": p.tx.get("to"), "data": HexBytes(p.tx["data"]).to_0x_hex()}
+            try:
+                gas = self._estimate(call, None)
+            except ContractRevert as err:
+                if raise_revert:
+                    raise
+                return err
+            if gas > p.tx["gas"]:
+                self._gas_cache[p.cache_key] = max(gas, self._gas_cache.get(p.cache_key, 0))
+                tx = self._base_tx(p.sender, p.tx.get("to"), p.tx["data"], gas, p.tx["value"])
+                return self._receipt(self._send(tx, p.sender, None), raise_revert)
+        err = self._replay(p.tx, p.sender, receipt)
+        if raise_revert:
+            raise err
+        return err
+
+    def _replay(self, tx: dict, sender: LocalAccount, receipt: Any) -> ContractRevert:
+        call = {"from": sender.address, "data": HexBytes(tx["data"]).to_0x_hex(), "gas": tx["gas"],
+                "value": tx["value"]}
+        if tx.get("to"):
+            call["to"] = tx["to"]
+        try:
+            self.w3.eth.call(call, "latest")
+        except Exception as exc:  # noqa: BLE001
+            data = _revert_data(exc)
+            if data is not None:
+                return self.errors.decode(data)
+            return ContractRevert("Revert", {}, b"", f"Revert(reason={str(exc).splitlines()[0]!r})")
+        return ContractRevert("Revert", {}, b"", f"Revert(tx=0x{bytes(receipt['transactionHash']).hex()}, gasUsed={receipt['gasUsed']})")
+
+    # -------------------------------------------------------------- raw JSON-RPC (rpc kind)
+
+    def _rpc(self, method: str, params: list) -> Any:
+        return self._rpc_batch([(method, params)])[0]
+
+    def _rpc_batch(self, calls: Sequence[tuple[str, list]]) -> list[Any]:
+        if not calls:
+            return []
+        if self._session is None:  # embedded: go through web3's provider
+            out = []
+            for method, params in calls:
+                resp = self.w3.provider.make_request(method, params)
+                if "error" in resp:
+                    raise ChainError(f"{method}: {resp['error']}")
+                out.append(resp["result"])
+            return out
+        payload = [{"jsonrpc": "2.0", "id": next(self._rpc_ids), "method": m, "params": p} for m, p in calls]
+        try:
+            resp = self._session.post(self.url, json=payload, timeout=max(RPC_TIMEOUT, 0.05 * len(calls)))
+            body = resp.json()
+        except (requests.RequestException, ValueError) as exc:
+            raise ChainError(f"{self.url}: JSON-RPC batch failed: {exc}") from exc
+        if isinstance(body, dict):
+            raise ChainError(f"{self.url}: {body.get('error', body)}")
+        by_id = {r.get("id"): r for r in body}
+        out = []
+        for call in payload:
+            r = by_id.get(call["id"], {})
+            if "error" in r:
+                raise ChainError(f"{call['method']}: {r['error'].get('message', r['error'])}")
+            out.append(r.get("result"))
+        return out
+
+    def _wait_raw(self, hashes: Sequence[Any], timeout: float = 120.0) -> None:
+        """Polls receipts in JSON-RPC batches until all are mined (rpc kind only)."""
+        if self._session is None:
+            return
+        todo = [HexBytes(h).to_0x_hex() for h in hashes]
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while todo:
+            results = self._rpc_batch([("eth_getTransactionReceipt", [h]) for h in todo])
+            todo = [h for h, r in zip(todo, results) if r is None]
+            if not todo:
+                return
+            if time.monotonic() > deadline:
+                raise ChainError(f"{len(todo)} transactions not mined after {timeout:.0f} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# connect
+
+
+def _embedded() -> Chain:
+    from eth_tester import EthereumTester, PyEVMBackend
+    from web3 import EthereumTesterProvider
+
+    state = {
+        dev_account(i).address: {"balance": DEV_BALANCE, "nonce": 0, "code": b"", "storage": {}}
+        for i in range(DEV_ACCOUNTS)
+    }
+    from eth_utils import to_canonical_address
+
+    genesis_state = {to_canonical_address(a): s for a, s in state.items()}
+    params = PyEVMBackend.generate_genesis_params(overrides={"gas_limit": EMBEDDED_GAS_LIMIT})
+    backend = PyEVMBackend(genesis_parameters=params, genesis_state=genesis_state)
+    tester = EthereumTester(backend)
+    w3 = Web3(EthereumTesterProvider(tester))
+    w3.eth.default_account = dev_account(0).address  # eth_call needs a funded sender on eth-tester
+    return Chain(w3, "embedded", None, tester=tester)
+
+
+def _rpc(url: str) -> Chain:
+    payload = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+    try:
+        resp = requests.post(url, json=payload, timeout=RPC_TIMEOUT)
+    except requests.RequestException as exc:
+        reason = type(exc).__name__
+        if isinstance(exc, requests.ConnectionError):
+            reason = "connection refused or host unreachable"
+        elif isinstance(exc, requests.Timeout):
+            reason = f"no answer within {RPC_TIMEOUT:.0f} s"
+        raise ChainError(f"{url}: cannot reach a JSON-RPC node ({reason})") from None
+    try:
+        body = resp.json()
+        int(body["result"], 16)
+    except (ValueError, KeyError, TypeError):
+        raise ChainError(f"{url}: not an Ethereum JSON-RPC node (HTTP {resp.status_code}, no eth_chainId result)") from None
+    from web3 import HTTPProvider
+
+    w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 60}))
+    try:
+        return Chain(w3, "rpc", url)
+    except Exception as exc:  # noqa: BLE001
+        raise ChainError(f"{url}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+def connect(url: str | None = None) -> Chain:
+    """``None``/"embedded": in-process eth-tester chain; ``http(s)://...``: a JSON-RPC node."""
+    if url is None or url == "embedded":
+        return _embedded()
+    if not re.match(r"^https?://", url):
+        raise ChainError(f"{url}: unsupported chain URL (use 'embedded' or http(s)://host:port)")
+    return _rpc(url)
+
+
+# ---------------------------------------------------------------------------------------------
+# anvil
+
+
+def anvil_binary() -> str | None:
+    """Path of the anvil executable (the platform binary if present, else the npm wrapper)."""
+    nm = ROOT / "node_modules" / "@foundry-rs"
+    for cand in sorted(nm.glob("anvil-*/bin/anvil")):
+        if os.access(cand, os.X_OK):
+            return str(cand)
+    wrapper = ROOT / "node_modules" / ".bin" / "anvil"
+    if wrapper.exists() and shutil.which("node"):
+        return str(wrapper)
+    return shutil.which("anvil")
+
+
+class AnvilProcess:
+    """A running anvil node on 127.0.0.1 (context manager)."""
+
+    def __init__(self, proc: subprocess.Popen, url: str, port: int):
+        self.proc = proc
+        self.url = url
+        self.port = port
+        self.chain_id = 31337
+
+    def __enter__(self) -> "AnvilProcess":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, 15)
+            except (ProcessLookupError, PermissionError):
+                self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait(timeout=5)
+
+
+def start_anvil(accounts: int = 10, gas_limit: int = EMBEDDED_GAS_LIMIT, timeout: float = 20.0) -> AnvilProcess:
+    """Starts anvil (Prague rules, chain id 31337) on a free port and waits until it listens."""
+    binary = anvil_binary()
+    if binary is None:
+        raise ChainError("anvil not found (run `npm ci` to install node_modules/@foundry-rs/anvil)")
+    cmd = [binary, "--host", "127.0.0.1", "--port", "0", "--hardfork", "prague", "--chain-id", "31337",
+           "--accounts", str(accounts), "--balance", str(10**9), "--gas-limit", str(gas_limit)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    port: list[int] = []
+    ready = threading.Event()
+
+    def pump() -> None:
+        buf = b""
+        assert proc.stdout is not None
+        while True:
+            chunk = proc.stdout.read1(65536) if hasattr(proc.stdout, "read1") else proc.stdout.read(4096)
+            if not chunk:
+                ready.set()
+                return
+            if not port:
+                buf += chunk
+                m = re.search(rb"Listening on [\d.]+:(\d+)", buf)
+                if m:
+                    port.append(int(m.group(1)))
+                    ready.set()
+                    buf = b""
+
+    threading.Thread(target=pump, name="anvil-stdout", daemon=True).start()
+    ready.wait(timeout)
+    if not port:
+        proc.kill()
+        raise ChainError(f"anvil did not start listening within {timeout:.0f} s")
+    url = f"http://127.0.0.1:{port[0]}"
+    return AnvilProcess(proc, url, port[0])

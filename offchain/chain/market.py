@@ -1,0 +1,217 @@
+"""Typed wrapper of the TariffMarket / SettlementToken contracts (thin: no mechanism math)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from eth_abi import encode as abi_encode
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak, to_checksum_address
+
+from .backends import Chain
+
+PHASES = ("Registering", "Iterating", "Concluded", "Settled")
+
+
+@dataclass(frozen=True)
+class RoundParams:
+    n: int
+    periods: int
+    slot_bits: int
+    slot_width: int
+    max_iterations: int
+    price_floor: list[int]
+    price_cap: list[int]
+    grid_account: str
+    verify_openings: bool
+
+    @property
+    def nbytes(self) -> int:
+        """len(n) on chain: the bit length rounded up to whole 32-byte words."""
+        return -(-self.n.bit_length() // 256) * 32
+
+    def as_tuple(self) -> tuple:
+        return (
+            self.n.to_bytes(self.nbytes, "big"), self.periods, self.slot_bits, self.slot_width,
+            self.max_iterations, list(self.price_floor), list(self.price_cap),
+            to_checksum_address(self.grid_account), self.verify_openings,
+        )
+
+
+@dataclass(frozen=True)
+class Reveal:
+    values: list[int]
+    salt: bytes
+    ciphertext_hash: bytes
+
+    def as_tuple(self) -> tuple:
+        return (list(self.values), bytes(self.salt), bytes(self.ciphertext_hash))
+
+
+def commitment(round_id: int, iteration: int, participant: str, values: Sequence[int], salt: bytes) -> bytes:
+    """keccak256(abi.encode(roundId, iteration, participant, int64[] values, bytes32 salt))."""
+    return keccak(abi_encode(
+        ["uint256", "uint32", "address", "int64[]", "bytes32"],
+        [round_id, iteration, to_checksum_address(participant), list(values), bytes(salt)],
+    ))
+
+
+def ciphertext_hash(ciphertext: bytes) -> bytes:
+    return keccak(ciphertext)
+
+
+def _addr(account: Any) -> str:
+    return account.address if hasattr(account, "address") else to_checksum_address(account)
+
+
+class Token:
+    """The SettlementToken."""
+
+    def __init__(self, chain: Chain, address: str):
+        self.chain = chain
+        self.contract = chain.contract("SettlementToken", address)
+        self.address = self.contract.address
+
+    def mint(self, owner: LocalAccount, to: Any, amount: int) -> Any:
+        return self.chain.transact(self.contract.functions.mint(_addr(to), amount), owner)
+
+    def mint_many(self, owner: LocalAccount, items: Sequence[tuple[Any, int]]) -> list[Any]:
+        return self.chain.transact_many([(self.contract.functions.mint(_addr(a), v), owner) for a, v in items])
+
+    def approve(self, account: LocalAccount, spender: str, amount: int) -> Any:
+        return self.chain.transact(self.contract.functions.approve(_addr(spender), amount), account)
+
+    def balance_of(self, account: Any) -> int:
+        return int(self.contract.functions.balanceOf(_addr(account)).call())
+
+
+class Market:
+    """A deployed TariffMarket with its SettlementToken."""
+
+    def __init__(self, chain: Chain, address: str, token_address: str | None = None):
+        self.chain = chain
+        self.contract = chain.contract("TariffMarket", address)
+        self.address = self.contract.address
+        self.token = Token(chain, token_address or self.contract.functions.token().call())
+        self._n_bytes: dict[int, int] = {}
+
+    # ------------------------------------------------------------------ deployment
+    @classmethod
+    def deploy(cls, chain: Chain, operator: LocalAccount) -> "Market":
+        token = chain.deploy("SettlementToken", operator.address, sender=operator)
+        market = chain.deploy("TariffMarket", token.address, sender=operator)
+        return cls(chain, market.address, token.address)
+
+    @classmethod
+    def at(cls, chain: Chain, address: str) -> "Market":
+        return cls(chain, address)
+
+    # ------------------------------------------------------------------ helpers
+    def _fn(self):
+        return self.contract.functions
+
+    def _event(self, receipt: Any, name: str) -> Any:
+        events = self.chain.events(receipt, self.contract, name)
+        if not events:
+            raise LookupError(f"no {name} event in receipt")
+        return events[0]["args"]
+
+    def modulus_bytes(self, round_id: int) -> int:
+        nb = self._n_bytes.get(round_id)
+        if nb is None:
+            nb = self._n_bytes[round_id] = int(self.round_info(round_id)["modulus_bytes"])
+        return nb
+
+    # ------------------------------------------------------------------ transactions
+    def create_round(self, coordinator: LocalAccount, params: RoundParams) -> tuple[int, Any]:
+        receipt = self.chain.transact(self._fn().createRound(params.as_tuple()), coordinator)
+        round_id = int(self._event(receipt, "RoundCreated")["roundId"])
+        self._n_bytes[round_id] = params.nbytes
+        return round_id, receipt
+
+    def register(self, participant: LocalAccount, round_id: int, mask_key: bytes) -> Any:
+        return self.chain.transact(self._fn().register(round_id, bytes(mask_key).rjust(32, b"\0")), participant)
+
+    def register_many(self, items: Sequence[tuple[LocalAccount, int, bytes]]) -> list[Any]:
+        return self.chain.transact_many(
+            [(self._fn().register(r, bytes(k).rjust(32, b"\0")), p) for p, r, k in items])
+
+    def deposit(self, account: LocalAccount, round_id: int, amount: int) -> Any:
+        self.token.approve(account, self.address, amount)
+        return self.chain.transact(self._fn().deposit(round_id, amount), account)
+
+    def start(self, coordinator: LocalAccount, round_id: int, tariff: Sequence[int]) -> Any:
+        return self.chain.transact(self._fn().start(round_id, list(tariff)), coordinator)
+
+    def submit(self, participant: LocalAccount, round_id: int, iteration: int, ciphertext: bytes,
+               commitment: bytes) -> Any:
+        return self.chain.transact(
+            self._fn().submit(round_id, iteration, bytes(ciphertext), bytes(commitment)), participant)
+
+    def submit_many(self, items: Sequence[tuple[LocalAccount, int, int, bytes, bytes]]) -> list[Any]:
+        """items: (participant, round_id, iteration, ciphertext, commitment)."""
+        return self.chain.transact_many(
+            [(self._fn().submit(r, k, bytes(c), bytes(cm)), p) for p, r, k, c, cm in items])
+
+    def aggregate(self, sender: LocalAccount, round_id: int, ciphertexts: Sequence[bytes],
+                  commitments: Sequence[bytes]) -> tuple[bytes, Any]:
+        receipt = self.chain.transact(
+            self._fn().aggregate(round_id, [bytes(c) for c in ciphertexts], [bytes(c) for c in commitments]), sender)
+        return bytes(self._event(receipt, "Aggregated")["aggregate"]), receipt
+
+    def _m(self, round_id: int, value: int) -> bytes:
+        return int(value).to_bytes(self.modulus_bytes(round_id), "big")
+
+    def publish(self, coordinator: LocalAccount, round_id: int, aggregate: bytes, plaintext: int, opening: int,
+                next_tariff: Sequence[int]) -> tuple[list[int], Any]:
+        fn = self._fn().publish(round_id, bytes(aggregate), self._m(round_id, plaintext),
+                                self._m(round_id, opening), list(next_tariff))
+        receipt = self.chain.transact(fn, coordinator)
+        return list(self._event(receipt, "Published")["sums"]), receipt
+
+    def conclude(self, coordinator: LocalAccount, round_id: int, aggregate: bytes, plaintext: int,
+                 opening: int) -> tuple[list[int], Any]:
+        fn = self._fn().conclude(round_id, bytes(aggregate), self._m(round_id, plaintext), self._m(round_id, opening))
+        receipt = self.chain.transact(fn, coordinator)
+        return list(self._event(receipt, "Concluded")["sums"]), receipt
+
+    def settle(self, sender: LocalAccount, round_id: int, reveals: Sequence[Reveal]) -> tuple[dict[str, int], Any]:
+        receipt = self.chain.transact(self._fn().settle(round_id, [r.as_tuple() for r in reveals]), sender)
+        payments: dict[str, int] = {}
+        for ev in self.chain.events(receipt, self.contract, "Payment"):
+            a = ev["args"]
+            payments[a["account"]] = payments.get(a["account"], 0) + int(a["amount"])
+        return payments, receipt
+
+    def withdraw(self, account: LocalAccount, round_id: int) -> Any:
+        return self.chain.transact(self._fn().withdraw(round_id), account)
+
+    # ------------------------------------------------------------------ views
+    def participants(self, round_id: int) -> list[tuple[str, bytes]]:
+        accounts, keys = self._fn().participants(round_id).call()
+        return [(a, bytes(k)) for a, k in zip(accounts, keys)]
+
+    def tariff(self, round_id: int) -> list[int]:
+        return [int(p) for p in self._fn().tariff(round_id).call()]
+
+    def final_sums(self, round_id: int) -> list[int]:
+        return [int(s) for s in self._fn().finalSums(round_id).call()]
+
+    def quote(self, round_id: int, values: Sequence[Sequence[int]]) -> tuple[list[int], int]:
+        amounts, grid = self._fn().quote(round_id, [list(v) for v in values]).call()
+        return [int(a) for a in amounts], int(grid)
+
+    def round_info(self, round_id: int) -> dict:
+        info = self._fn().roundInfo(round_id).call()
+        keys = ("phase", "iteration", "coordinator", "grid_account", "key_data", "participant_count", "periods",
+                "slot_bits", "slot_width", "max_iterations", "verify_openings", "aggregated", "modulus_bytes")
+        out = dict(zip(keys, info))
+        out["phase"] = PHASES[out["phase"]]
+        return out
+
+    def balance(self, round_id: int, account: Any) -> int:
+        return int(self._fn().balanceOf(round_id, _addr(account)).call())
+
+    def member(self, round_id: int, account: Any) -> tuple[bytes, int, int]:
+        h, pos, it = self._fn().member(round_id, _addr(account)).call()
+        return bytes(h), int(pos), int(it)

@@ -1,0 +1,121 @@
+"""gridshare command line: demo, chain, bench.
+
+Bad input exits with status 2 and one line ``gridshare: error: <reason>``; nothing is written.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SCENARIO = PROJECT_ROOT / "scenarios" / "community10.toml"
+console = Console(stderr=True)
+
+
+class UserError(Exception):
+    """A problem with the user's input: reported in one line, exit status 2."""
+
+
+def _positive_int(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _add_round_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scenario", type=Path, default=DEFAULT_SCENARIO, help="scenario TOML (default: %(default)s)")
+    p.add_argument("--prosumers", type=_positive_int(2), help="scale the scenario to N prosumers (N >= 2)")
+    p.add_argument("--seed", type=int, help="seed for profiles and scaling (default: the scenario's)")
+    p.add_argument("--chain", metavar="URL", help="JSON-RPC URL of a node (default: the embedded eth-tester chain)")
+    p.add_argument("--key-bits", type=_positive_int(512), default=2048, help="Paillier modulus size (default: %(default)s)")
+    p.add_argument("--no-verify-openings", action="store_true",
+                   help="skip the on-chain check of each decryption's opening proof (2.8M gas per iteration)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other user error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"gridshare: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="gridshare", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    demo = sub.add_parser("demo", help="run a full private trading round and write run.json + report.html",
+                          description="Run a full private trading round of the tariff mechanism: encrypted bids on "
+                                      "chain, on-chain aggregation, tariff iteration, settlement in tokens.")
+    _add_round_options(demo)
+    demo.add_argument("--out", type=Path, help="output folder for run.json and report.html (default: runs/<time>)")
+    demo.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
+
+    chain = sub.add_parser("chain", help="manage a local development chain",
+                           description="Manage a local development chain.")
+    chain_sub = chain.add_subparsers(dest="chain_command", required=True, metavar="ACTION", parser_class=_Parser)
+    up = chain_sub.add_parser("up", help="start anvil (Prague) on 127.0.0.1 and print its URL",
+                              description="Start anvil from node_modules with --hardfork prague on 127.0.0.1, "
+                                          "print its URL, and keep it running until interrupted.")
+    up.add_argument("--port", type=int, default=8545, help="port (default: %(default)s; 0 picks a free one)")
+    up.add_argument("--accounts", type=_positive_int(1), default=10, help="unlocked accounts (default: %(default)s)")
+
+    bench = sub.add_parser("bench", help="benchmarks", description="Benchmarks of the product's main jobs.")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH", parser_class=_Parser)
+    rnd = bench_sub.add_parser("round", help="time one private round per phase, gas, private/plaintext ratio",
+                               description="Run the plaintext and the private round of one scenario side by side "
+                                           "and report wall time per phase, gas and the privacy overhead.")
+    _add_round_options(rnd)
+    rnd.add_argument("--anvil", action="store_true", help="also start an anvil node and run the round there")
+    rnd.add_argument("--json", type=Path, help="write the figures to this JSON file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            from .runner import demo_command
+            return demo_command(args, console)
+        if args.command == "chain":
+            return _chain_up(args)
+        if args.command == "bench":
+            from .bench import bench_round_command
+            return bench_round_command(args, console)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - every user-facing failure becomes one line
+        from .runner import user_error_types
+        if isinstance(exc, (UserError, *user_error_types())):
+            print(f"gridshare: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
+def _chain_up(args) -> int:
+    from .chain.backends import start_anvil
+    with start_anvil(accounts=args.accounts, port=args.port) as node:
+        print(node.url, flush=True)
+        console.print(f"anvil (hardfork prague) listening on {node.url}; Ctrl-C stops it")
+        try:
+            while node.alive():
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Agents (prosumers, coordinator) and the round driver: binds a mechanism to privacy and the chain."""

@@ -1,0 +1,152 @@
+"""run.json and a self-contained report.html with plots, for every mechanism's run."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+RUN_SCHEMA = "gridshare.run/1"
+
+
+class OutputError(ValueError):
+    """The output folder cannot take this run."""
+
+
+def check_output_dir(out: Path) -> None:
+    """Refuse a folder that already holds a run (or any other files): nothing gets overwritten."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        what = "another run" if (out / "run.json").exists() else "other files"
+        raise OutputError(f"output folder {out} already holds {what}; choose a new --out")
+
+
+def write_run(out: Path, run: dict[str, Any], figures: dict[str, plt.Figure], title: str,
+              summary_rows: list[tuple[str, str]]) -> None:
+    """Write run.json and report.html atomically: into a temporary folder renamed at the end."""
+    check_output_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out.parent))
+    try:
+        (tmp / "run.json").write_text(json.dumps(run, indent=2, default=_json_default))
+        (tmp / "report.html").write_text(_html(title, summary_rows, figures))
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        for fig in figures.values():
+            plt.close(fig)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, (bytes, bytearray)):
+        return "0x" + bytes(value).hex()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _png(fig: plt.Figure) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _html(title: str, rows: list[tuple[str, str]], figures: dict[str, plt.Figure]) -> str:
+    table = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    imgs = "\n".join(
+        f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{_png(fig)}"/>'
+        f"<figcaption>{html.escape(name)}</figcaption></figure>" for name, fig in figures.items())
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse}}th,td{{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}}
+figure{{margin:1.5em 0}}img{{max-width:100%}}figcaption{{color:#555}}</style></head>
+<body><h1>{html.escape(title)}</h1><table>{table}</table>{imgs}</body></html>
+"""
+
+
+def tariff_figures(run: dict[str, Any]) -> dict[str, plt.Figure]:
+    """Plots of a tariff-mechanism run, drawn from run.json alone."""
+    iters = run["iterations"]
+    hours = np.arange(len(run["final_tariff"]))
+    figs: dict[str, plt.Figure] = {}
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    cmap = plt.get_cmap("viridis")
+    for k, it in enumerate(iters):
+        ax.plot(hours, it["tariff"], color=cmap(k / max(len(iters) - 1, 1)), lw=1, alpha=0.8)
+    ax.step(hours, run["market"]["retail"], where="mid", color="crimson", ls="--", label="retail (band cap)")
+    ax.step(hours, run["market"]["feed_in"], where="mid", color="navy", ls="--", label="feed-in (band floor)")
+    ax.plot(hours, run["final_tariff"], color="black", lw=2.2, label="final internal tariff")
+    if run.get("reference"):
+        ax.plot(hours, run["reference"]["tariff"], "o", ms=3, color="orange", label="centralized reference")
+    ax.set(xlabel="hour", ylabel="price (CNY/kWh)", title="Internal tariff per iteration (light to dark)")
+    ax.legend(fontsize=8)
+    figs["Tariff convergence"] = fig
+
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    worst = [max(abs(v) for v in it["imbalance"]) for it in iters]
+    total = [sum(abs(v) for v in it["imbalance"]) for it in iters]
+    ax.semilogy(range(len(iters)), np.maximum(worst, 1e-6), "o-", label="max |imbalance| over hours")
+    ax.semilogy(range(len(iters)), np.maximum(total, 1e-6), "s-", label="sum |imbalance| over hours")
+    ax.set(xlabel="iteration", ylabel="kW", title="Community imbalance (decrypted aggregate) per iteration")
+    ax.legend(fontsize=8)
+    figs["Imbalance per iteration"] = fig
+
+    prosumers = run["prosumers"][:12]
+    cols = 4
+    rows = -(-len(prosumers) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(12, 2.4 * rows), sharex=True, squeeze=False)
+    for ax, p in zip(axes.flat, prosumers):
+        s = p["schedule"]
+        ax.bar(hours, s["internal"], color="tab:green", label="internal (+buy / -sell)")
+        ax.plot(hours, s["grid"], color="tab:red", lw=1, label="grid (+buy / -sell)")
+        if any(abs(v) > 1e-9 for v in s.get("battery", [])):
+            ax.plot(hours, s["battery"], color="tab:purple", lw=1, label="battery (+charge)")
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set_title(p["name"], fontsize=9)
+    for ax in list(axes.flat)[len(prosumers):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("Schedules at the final tariff (kW, expected over scenarios)"
+                 + ("" if len(run["prosumers"]) <= 12 else f" - first 12 of {len(run['prosumers'])}"))
+    fig.tight_layout()
+    figs["Prosumer schedules"] = fig
+
+    fig, ax = plt.subplots(figsize=(max(9, 0.35 * len(run["prosumers"])), 3.8))
+    idx = np.arange(len(run["prosumers"]))
+    ax.bar(idx - 0.2, [p["cost_alone"] for p in run["prosumers"]], 0.4, label="alone")
+    ax.bar(idx + 0.2, [p["cost_shared"] for p in run["prosumers"]], 0.4, label="with sharing")
+    ax.set_xticks(idx, [p["name"] for p in run["prosumers"]], rotation=60, fontsize=7, ha="right")
+    ax.set(ylabel="objective (CNY/day)", title="Cost of each prosumer before and after sharing")
+    ax.legend(fontsize=8)
+    figs["Costs before and after"] = fig
+
+    if iters and "gas" in iters[0]:
+        fig, ax = plt.subplots(figsize=(9, 3.2))
+        kinds = list(iters[0]["gas"])
+        bottom = np.zeros(len(iters))
+        for kind in kinds:
+            vals = np.array([it["gas"].get(kind, 0) for it in iters], dtype=float)
+            ax.bar(range(len(iters)), vals, bottom=bottom, label=kind)
+            bottom += vals
+        ax.set(xlabel="iteration", ylabel="gas", title="Gas per iteration")
+        ax.legend(fontsize=8)
+        figs["Gas per iteration"] = fig
+    return figs

@@ -1,0 +1,96 @@
+"""The command line: --help everywhere, one-line errors that leave nothing behind, a full demo."""
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+
+import pytest
+
+from offchain.cli import build_parser, main
+
+from .conftest import SCENARIO
+
+COMMANDS = [[], ["demo"], ["chain"], ["chain", "up"], ["bench"], ["bench", "round"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "gridshare")
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(command + ["--help"])
+    assert exit_info.value.code == 0
+    assert "usage: gridshare" in capsys.readouterr().out
+
+
+def _fails(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        code = main(argv)
+        raise SystemExit(code)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gridshare: error: ") and "\n" not in err
+    return err
+
+
+def test_fewer_than_two_prosumers_is_refused(capsys, tmp_path):
+    assert "--prosumers" in _fails(["demo", "--prosumers", "1", "--out", str(tmp_path / "o")], capsys)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_scenario_field_of_the_wrong_type_is_named(capsys, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SCENARIO.read_text().replace("cvar_alpha = 0.90", 'cvar_alpha = "high"'))
+    assert "risk.cvar_alpha" in _fails(["demo", "--scenario", str(bad), "--out", str(tmp_path / "o")], capsys)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_scenario_field_out_of_range_is_named(capsys, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SCENARIO.read_text().replace("efficiency = 0.95", "efficiency = 1.5", 1))
+    assert "battery.efficiency" in _fails(["demo", "--scenario", str(bad), "--out", str(tmp_path / "o")], capsys)
+
+
+def test_an_unreachable_rpc_url_is_refused(capsys, tmp_path):
+    err = _fails(["demo", "--chain", "http://127.0.0.1:9", "--out", str(tmp_path / "o")], capsys)
+    assert "127.0.0.1:9" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_url_that_is_not_an_ethereum_node_is_refused(capsys, tmp_path):
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        err = _fails(["demo", "--chain", f"http://127.0.0.1:{server.server_port}", "--out", str(tmp_path / "o")], capsys)
+    finally:
+        server.shutdown()
+    assert "not an Ethereum JSON-RPC node" in err
+
+
+def test_an_output_folder_holding_another_run_is_refused_and_kept(capsys, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text("{}")
+    assert "another run" in _fails(["demo", "--out", str(out)], capsys)
+    assert (out / "run.json").read_text() == "{}"
+
+
+def test_the_demo_writes_run_json_and_a_self_contained_report(capsys, tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--prosumers", "3", "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    run = json.loads((out / "run.json").read_text())
+    assert run["converged"] and summary["chain"]["market"] == run["chain"]["market"]
+    assert len(run["prosumers"]) == 3 and len(run["final_tariff"]) == 24
+    assert run["gas"]["submission_mean"] <= 60_000
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 4 and "http://" not in html.replace("http://127", "")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".partial")]
+
+
+def test_the_parser_knows_every_command():
+    parser = build_parser()
+    assert parser.parse_args(["chain", "up", "--port", "0"]).port == 0
