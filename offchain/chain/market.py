@@ -137,8 +137,13 @@ class Market:
             [(self._fn().register(r, bytes(k).rjust(32, b"\0")), p) for p, r, k in items])
 
     def deposit(self, account: LocalAccount, round_id: int, amount: int) -> Any:
-        self.token.approve(account, self.address, amount)
-        return self.chain.transact(self._fn().deposit(round_id, amount), account)
+        return self.deposit_many([(account, round_id, amount)])[0]
+
+    def deposit_many(self, items: Sequence[tuple[LocalAccount, int, int]]) -> list[Any]:
+        """items: (account, round_id, amount); approves the market, then deposits. Deposit receipts."""
+        token = self.token.contract.functions
+        self.chain.transact_many([(token.approve(self.address, v), a) for a, _, v in items])
+        return self.chain.transact_many([(self._fn().deposit(r, v), a) for a, r, v in items])
 
     def start(self, coordinator: LocalAccount, round_id: int, tariff: Sequence[int]) -> Any:
         return self.chain.transact(self._fn().start(round_id, list(tariff)), coordinator)
@@ -182,6 +187,9 @@ class Market:
             a = ev["args"]
             payments[a["account"]] = payments.get(a["account"], 0) + int(a["amount"])
         return payments, receipt
+
+    def withdraw_many(self, accounts: Sequence[LocalAccount], round_id: int) -> list[Any]:
+        return self.chain.transact_many([(self._fn().withdraw(round_id), a) for a in accounts])
 
     def withdraw(self, account: LocalAccount, round_id: int) -> Any:
         return self.chain.transact(self._fn().withdraw(round_id), account)

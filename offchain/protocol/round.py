@@ -97,19 +97,21 @@ def run_private_round(chain: Chain, models: list, names: list[str], rule, initia
     record("create_round", receipt)
 
     progress("registering prosumers and posting collateral", 0.0)
-    for agent in agents:
-        record("register", market.register(agent.account, round_id, agent.mask_key.public_bytes))
+    record("register", market.register_many([(a.account, round_id, a.mask_key.public_bytes) for a in agents]))
     # Collateral covers the worst case: a prosumer buying its trade limit every hour at retail,
     # the grid account buying every prosumer's limit at feed-in.
     limits = [float(m.spec.trade_limit_kw) for m in models]
     deposits = [(grid, collateral(params.price_floor, sum(limits)))]
     deposits += [(a.account, collateral(params.price_cap, limit)) for a, limit in zip(agents, limits)]
-    for account, amount in deposits:
-        record("mint", market.token.mint(operator, account.address, amount))
-        record("deposit", market.deposit(account, round_id, amount))
+    record("mint", market.token.mint_many(operator, [(account, amount) for account, amount in deposits]))
+    record("deposit", market.deposit_many([(account, round_id, amount) for account, amount in deposits]))
     t = clock.add("chain", t)
 
     peers = market.participants(round_id)
+    # aggregation and settlement follow the on-chain registration order (concurrent
+    # registrations may be mined in any order)
+    position = {address.lower(): i for i, (address, _) in enumerate(peers)}
+    agents.sort(key=lambda a: position[a.address.lower()])
     context = market.address.encode() + round_id.to_bytes(32, "big") + chain.chain_id.to_bytes(32, "big")
     for agent in agents:
         agent.join(key, layout, peers, context)
@@ -160,8 +162,7 @@ def run_private_round(chain: Chain, models: list, names: list[str], rule, initia
     progress("settling payments", 1.0)
     payments, receipt = market.settle(operator, round_id, [a.reveal() for a in agents])
     record("settle", receipt)
-    for account in [grid] + [a.account for a in agents]:
-        record("withdraw", market.withdraw(account, round_id))
+    record("withdraw", market.withdraw_many([grid] + [a.account for a in agents], round_id))
     clock.add("chain", t)
     return PrivateRoundResult(
         market=market, round_id=round_id, agents=agents, coordinator=coordinator, iterations=iterations,
