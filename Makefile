@@ -28,7 +28,7 @@ test: install
 	$(BIN)/pytest -q -n 2 --dist loadgroup
 
 bench: install
-	$(BIN)/gridshare bench round
+	$(BIN)/gridshare bench round --anvil --json benchmarks/round-10-prosumers.json
 
 clean:
 	rm -rf $(VENV) node_modules build runs .pytest_cache

@@ -62,18 +62,15 @@ def bench_round(args, console: Console) -> dict[str, Any]:
         "private": {},
         "targets": TARGETS,
     }
-    with console.status("private round on the embedded chain"):
-        out["private"]["embedded"] = _private(connect(args.chain), scenario, args) if not args.chain else None
-    if args.chain:
-        with console.status(f"private round on {args.chain}"):
-            out["private"]["rpc"] = _private(connect(args.chain), scenario, args)
+    name = "rpc" if args.chain else "embedded"
+    with console.status(f"private round on {args.chain or 'the embedded chain'}"):
+        out["private"][name] = _private(connect(args.chain), scenario, args)
     if args.anvil:
         with console.status("private round on anvil (started here)"), start_anvil() as node:
             out["private"]["anvil"] = _private(connect(node.url), scenario, args)
     for run in out["private"].values():
-        if run:
-            run["private_over_plaintext"] = run["wall_seconds"] / plain_seconds
-            run["tariff_gap_vs_plaintext"] = float(np.max(np.abs(np.asarray(run["final_tariff"]) - plain.tariff)))
+        run["private_over_plaintext"] = run["wall_seconds"] / plain_seconds
+        run["tariff_gap_vs_plaintext"] = float(np.max(np.abs(np.asarray(run["final_tariff"]) - plain.tariff)))
     return out
 
 
@@ -81,7 +78,7 @@ def bench_round_command(args, console: Console) -> int:
     result = bench_round(args, console)
     table = Table(title=f"bench round: {result['prosumers']} prosumers x 24 h, {result['key_bits']}-bit Paillier")
     table.add_column("figure")
-    runs = {k: v for k, v in result["private"].items() if v}
+    runs = result["private"]
     for name in runs:
         table.add_column(name, justify="right")
     rows = [("wall time, private round (s)", "wall_seconds", "{:.2f}"),

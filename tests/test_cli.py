@@ -94,3 +94,13 @@ def test_the_demo_writes_run_json_and_a_self_contained_report(capsys, tmp_path):
 def test_the_parser_knows_every_command():
     parser = build_parser()
     assert parser.parse_args(["chain", "up", "--port", "0"]).port == 0
+
+
+def test_bench_round_reports_phases_gas_and_the_privacy_overhead(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "round", "--prosumers", "2", "--key-bits", "1024", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    run = result["private"]["embedded"]
+    assert {"solve", "encrypt", "chain", "decrypt"} <= set(run["phases"])
+    assert 0 < run["gas_per_submission"] <= 60_000
+    assert run["private_over_plaintext"] > 1 and run["tariff_gap_vs_plaintext"] <= 1e-6

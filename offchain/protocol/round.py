@@ -138,8 +138,9 @@ def run_private_round(chain: Chain, models: list, names: list[str], rule, initia
         record("aggregate", receipt)
         t = clock.add("chain", t)
         decision, plaintext, opening = coordinator.decide(aggregate, layout)
-        t = time.perf_counter()
-        if decision.converged or decision.next_tariff is None or k == rule.max_iterations - 1:
+        t = clock.add("decrypt", t)
+        final = decision.next_tariff is None  # converged, or the iteration cap reached
+        if final:
             sums, receipt = market.conclude(operator, round_id, aggregate, plaintext, opening)
             record("conclude", receipt)
         else:
@@ -154,7 +155,7 @@ def run_private_round(chain: Chain, models: list, names: list[str], rule, initia
             "gas": {kind: sum(gas[kind][before.get(kind, 0):]) for kind in ("submit", "aggregate", "publish", "conclude")
                     if len(gas[kind]) > before.get(kind, 0)},
         })
-        if receipt is not None and (decision.converged or decision.next_tariff is None):
+        if final:
             break
 
     for agent in agents:
