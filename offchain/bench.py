@@ -25,7 +25,7 @@ def _private(chain, scenario, args) -> dict[str, Any]:
         m.alone()
     rule = TariffRule.from_scenario(scenario)
     t0 = time.perf_counter()
-    result = run_private_round(chain, models, [m.name for m in models], rule, scenario.initial_tariff(),
+    result = run_private_round(chain, models, rule, scenario.initial_tariff(),
                                key_bits=args.key_bits, verify_openings=not args.no_verify_openings)
     wall = time.perf_counter() - t0
     n, gas = len(models), result.gas

@@ -39,7 +39,6 @@ def run_tariff_demo(args, console: Console, chain: Chain | None = None) -> dict[
     models = build_models(scenario)
     rule = TariffRule.from_scenario(scenario)
     initial = scenario.initial_tariff()
-    names = [m.name for m in models]
     with progress_bar(console) as bar:
         task = bar.add_task("plaintext mode (no chain, no encryption)", total=rule.max_iterations)
         plain = run_plaintext(models, rule, initial,
@@ -48,7 +47,7 @@ def run_tariff_demo(args, console: Console, chain: Chain | None = None) -> dict[
         reference = centralized_reference(models, scenario.market)
         bar.update(task, description="private round on chain", completed=0)
         private = run_private_round(
-            chain, models, names, rule, initial, key_bits=args.key_bits,
+            chain, models, rule, initial, key_bits=args.key_bits,
             verify_openings=not args.no_verify_openings,
             progress=lambda what, frac: bar.update(task, description=what, completed=frac * rule.max_iterations))
     return assemble_run(scenario, chain, plain, reference, private, args, time.perf_counter() - t0)

@@ -1,8 +1,9 @@
 """Many signed values in one Paillier plaintext (layout in docs/protocol.md, "Packed plaintexts").
 
 Slot ``t`` holds ``(v_t + mask_t) mod 2^B`` at bit offset ``t*W``. ``W - B`` headroom bits let
-``N < 2^(W-B)`` plaintexts add without carries between slots; the low ``B`` bits of a slot of the
-sum, read as a two's-complement integer, are the exact sum of the ``v_t`` (masks cancel mod 2^B).
+``N <= 2^(W-B)`` plaintexts add without carries between slots (N values below 2^B sum below 2^W);
+the low ``B`` bits of a slot of the sum, read as a two's-complement integer, are the exact sum of
+the ``v_t`` (masks cancel mod 2^B).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ class SlotLayout:
     def __post_init__(self) -> None:
         if not 1 <= self.slot_bits <= 64:
             raise PackingError(f"slot_bits must be in [1, 64], got {self.slot_bits}")
-        if self.participants < 1 or self.participants >= 1 << (self.slot_width - self.slot_bits):
+        if self.slot_width < self.slot_bits or not 1 <= self.participants <= 1 << (self.slot_width - self.slot_bits):
             raise PackingError(
                 f"{self.participants} participants need more than {self.slot_width - self.slot_bits} headroom bits")
 

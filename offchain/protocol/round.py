@@ -63,7 +63,7 @@ def collateral(prices: list[int], kwh_per_period: float) -> int:
     return sum(prices) * int(np.ceil(kwh_per_period * ENERGY_SCALE)) * AMOUNT_PER_PRICE_ENERGY
 
 
-def run_private_round(chain: Chain, models: list, names: list[str], rule, initial_tariff: np.ndarray, *,
+def run_private_round(chain: Chain, models: list, rule, initial_tariff: np.ndarray, *,
                       key_bits: int = 2048, verify_openings: bool = True, market: Market | None = None,
                       progress: Progress | None = None) -> PrivateRoundResult:
     progress = progress or (lambda what, frac: None)
@@ -83,7 +83,7 @@ def run_private_round(chain: Chain, models: list, names: list[str], rule, initia
     coordinator = Coordinator(operator, TariffIteration(rule, initial_tariff), key_bits)
     key = coordinator.public_key
     layout = SlotLayout.for_round(len(initial_tariff), n, key.nbytes * 8)
-    agents = [ProsumerAgent(name, model, account) for name, model, account in zip(names, models, prosumer_accounts)]
+    agents = [ProsumerAgent(model.name, model, account) for model, account in zip(models, prosumer_accounts)]
     t = clock.add("setup", t)
 
     progress("deploying contracts", 0.0)

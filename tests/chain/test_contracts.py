@@ -5,13 +5,13 @@ import random
 import secrets
 from dataclasses import dataclass
 
-import gmpy2
 import pytest
 from eth_utils import keccak
-from phe import paillier as phe_paillier
 
 from offchain.chain.backends import ContractRevert, connect
 from offchain.chain.market import Market, Reveal, RoundParams, commitment
+from offchain.privacy.packing import SlotLayout
+from offchain.privacy.paillier import PrivateKey, PublicKey, generate_keypair
 
 pytestmark = pytest.mark.xdist_group("chain-contracts")
 
@@ -25,52 +25,41 @@ UNIT = 10**6
 # ----------------------------------------------------------------------------- Paillier helpers
 @dataclass
 class Key:
-    n: int
-    p: int
-    q: int
+    """Test shorthand over offchain.privacy's key pair."""
+    public: PublicKey
+    private: PrivateKey
 
-    @property
-    def nsq(self):
-        return self.n * self.n
-
-    @property
-    def nbytes(self):
-        return -(-self.n.bit_length() // 256) * 32
+    n = property(lambda self: self.public.n)
+    nsq = property(lambda self: self.public.n_sq)
+    nbytes = property(lambda self: self.public.nbytes)
 
     def enc(self, m: int) -> int:
-        r = secrets.randbelow(self.n - 1) + 1
-        return int((1 + m * self.n) * gmpy2.powmod(r, self.n, self.nsq) % self.nsq)
+        return self.public.encrypt(m)
 
     def dec(self, c: int) -> int:
-        lam = (self.p - 1) * (self.q - 1)
-        return int((gmpy2.powmod(c, lam, self.nsq) - 1) // self.n * gmpy2.invert(lam, self.n) % self.n)
+        return self.private.decrypt(c)
 
     def opening(self, c: int) -> tuple[int, int]:
-        m = self.dec(c)
-        lam = (self.p - 1) * (self.q - 1)
-        x = c * gmpy2.powmod(1 + self.n, -m, self.nsq) % self.nsq
-        return m, int(gmpy2.powmod(x % self.n, gmpy2.invert(self.n, lam), self.n))
+        return self.private.opening(c)
 
     def ct(self, c: int) -> bytes:
-        return int(c).to_bytes(2 * self.nbytes, "big")
+        return self.public.to_bytes(c)
 
 
 def keygen(bits: int) -> Key:
-    pub, priv = phe_paillier.generate_paillier_keypair(n_length=bits)
-    return Key(pub.n, priv.p, priv.q)
+    return Key(*generate_keypair(bits))
+
+
+def _layout(periods: int = T, bits: int = B, width: int = W) -> SlotLayout:
+    return SlotLayout(periods, bits, width, participants=1)  # one participant: the full B-bit range
 
 
 def pack(values, masks=None, bits=B, width=W) -> int:
-    masks = masks or [0] * len(values)
-    return sum(((v + mk) % (1 << bits)) << (t * width) for t, (v, mk) in enumerate(zip(values, masks)))
+    return _layout(len(values), bits, width).pack(values, masks)
 
 
 def py_decode(m: int, periods: int, bits: int, width: int) -> list[int]:
-    out = []
-    for t in range(periods):
-        v = (m >> (t * width)) & ((1 << bits) - 1)
-        out.append(v - (1 << bits) if v >> (bits - 1) else v)
-    return out
+    return _layout(periods, bits, width).unpack_sums(m)
 
 
 def settle_reference(values, tariff, floor, cap):

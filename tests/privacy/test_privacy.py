@@ -40,7 +40,7 @@ def test_a_layout_that_does_not_fit_the_key_is_rejected():
     with pytest.raises(PackingError, match="do not fit"):
         SlotLayout.for_round(periods=24, participants=10, key_bits=1024)
     with pytest.raises(PackingError, match="headroom"):
-        SlotLayout(periods=24, slot_bits=64, slot_width=66, participants=4)
+        SlotLayout(periods=24, slot_bits=64, slot_width=66, participants=5)
 
 
 def test_pairwise_masks_cancel_in_the_sum_and_hide_each_vector():

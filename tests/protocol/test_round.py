@@ -23,7 +23,7 @@ def _round(chain, spy=None):
     scenario = load_scenario(SCENARIO, prosumers=PROSUMERS)
     models = build_models(scenario)
     rule = TariffRule.from_scenario(scenario)
-    result = run_private_round(chain, models, [m.name for m in models], rule, scenario.initial_tariff(),
+    result = run_private_round(chain, models, rule, scenario.initial_tariff(),
                                key_bits=2048, verify_openings=True)
     return scenario, models, rule, result
 
