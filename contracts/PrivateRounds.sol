@@ -33,6 +33,7 @@ abstract contract PrivateRounds is ReentrancyGuardTransient {
         uint64[] priceCap; // per period, retail price
         address gridAccount;
         bool verifyOpenings;
+        string mechanism; // the mechanism and its public update rule (JSON), for auditors; not interpreted here
     }
 
     /// @notice A participant's opening of its final commitment.

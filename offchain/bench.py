@@ -103,3 +103,37 @@ def bench_round_command(args, console: Console) -> int:
         args.json.write_text(json.dumps(result, indent=2))
         out.print(f"written: {args.json}")
     return 0
+
+
+def bench_audit_command(args, console: Console) -> int:
+    """A private round on anvil, then its audit by URL: in-process and as the whole command."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from .audit.command import run_audit
+
+    scenario = load_scenario(args.scenario, prosumers=args.prosumers, seed=args.seed)
+    with start_anvil() as node:
+        chain = connect(node.url)
+        with console.status("private round on anvil"):
+            result = run_private_round(chain, build_models(scenario), TariffRule.from_scenario(scenario),
+                                       scenario.initial_tariff())
+        t0 = time.perf_counter()
+        findings, _ = run_audit(connect(node.url), result.market.address)
+        in_process = time.perf_counter() - t0
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "offchain.cli", "audit", "--chain", node.url,
+                                   "--market", result.market.address, "--out", f"{tmp}/audit"],
+                                  capture_output=True, text=True)
+            command = time.perf_counter() - t0
+    out = {"prosumers": len(result.agents), "iterations": len(result.iterations), "checks": len(findings),
+           "passed": all(f.ok for f in findings) and proc.returncode == 0,
+           "audit_seconds_in_process": in_process, "audit_command_seconds": command, "target_seconds": 5.0}
+    Console().print(f"audit of a {out['prosumers']}-prosumer, {out['iterations']}-iteration round on anvil: "
+                    f"{out['checks']} checks, passed={out['passed']}; {in_process:.2f} s in process, "
+                    f"{command:.2f} s as the whole `gridshare audit` command (target 5 s)")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+    return 0

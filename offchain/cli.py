@@ -1,4 +1,4 @@
-"""gridshare command line: demo, chain, bench.
+"""gridshare command line: demo, audit, chain, bench.
 
 Bad input exits with status 2 and one line ``gridshare: error: <reason>``; nothing is written.
 """
@@ -70,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=8545, help="port (default: %(default)s; 0 picks a free one)")
     up.add_argument("--accounts", type=_positive_int(1), default=10, help="unlocked accounts (default: %(default)s)")
 
+    audit = sub.add_parser("audit", help="rebuild and verify a market's rounds from chain data alone",
+                           description="Read a market's transactions, events and storage from a node (no keys, no run "
+                                       "files) and re-verify every round: participants and key, aggregates, "
+                                       "opening proofs, tariff updates, stop rule, settlement, token conservation, "
+                                       "order of events. Exit status 1 when any check fails.")
+    audit.add_argument("--chain", metavar="URL", required=True, help="JSON-RPC URL of the node")
+    audit.add_argument("--market", metavar="ADDRESS", required=True, help="the market contract (printed by the demo)")
+    audit.add_argument("--round", type=_positive_int(1), help="audit this round only (default: every round)")
+    audit.add_argument("--from-block", type=_positive_int(0), default=0, help="first block to read (default: 0)")
+    audit.add_argument("--out", type=Path, help="output folder for audit.json and audit.html (default: runs/audit-...)")
+
     bench = sub.add_parser("bench", help="benchmarks", description="Benchmarks of the product's main jobs.")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH", parser_class=_Parser)
     rnd = bench_sub.add_parser("round", help="time one private round per phase, gas, private/plaintext ratio",
@@ -78,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_round_options(rnd)
     rnd.add_argument("--anvil", action="store_true", help="also start an anvil node and run the round there")
     rnd.add_argument("--json", type=Path, help="write the figures to this JSON file")
+    aud = bench_sub.add_parser("audit", help="time the audit of a demo round on anvil",
+                               description="Run a private round on an anvil node started here, then audit it by URL; "
+                                           "report the audit's time in process and as the whole command.")
+    aud.add_argument("--scenario", type=Path, default=DEFAULT_SCENARIO, help="scenario TOML (default: %(default)s)")
+    aud.add_argument("--prosumers", type=_positive_int(2), help="scale the scenario to N prosumers (N >= 2)")
+    aud.add_argument("--seed", type=int, help="seed for profiles and scaling")
+    aud.add_argument("--json", type=Path, help="write the figures to this JSON file")
     return parser
 
 
@@ -87,11 +105,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from .runner import demo_command
             return demo_command(args, console)
+        if args.command == "audit":
+            from .audit.command import audit_command
+            return audit_command(args, console)
         if args.command == "chain":
             return _chain_up(args)
         if args.command == "bench":
-            from .bench import bench_round_command
-            return bench_round_command(args, console)
+            from . import bench
+            return (bench.bench_audit_command if args.bench_command == "audit" else bench.bench_round_command)(args, console)
     except KeyboardInterrupt:
         console.print("interrupted")
         return 130

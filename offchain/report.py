@@ -16,8 +16,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 
 RUN_SCHEMA = "gridshare.run/1"
+
+
+def progress_bar(console) -> Progress:
+    """The progress bar of long commands (on stderr, gone when done)."""
+    return Progress(TextColumn("{task.description:<48}"), BarColumn(), TimeElapsedColumn(),
+                    console=console, transient=True)
 
 
 class OutputError(ValueError):
@@ -27,19 +34,19 @@ class OutputError(ValueError):
 def check_output_dir(out: Path) -> None:
     """Refuse a folder that already holds a run (or any other files): nothing gets overwritten."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        what = "another run" if (out / "run.json").exists() else "other files"
+        what = "another run" if (out / "run.json").exists() or (out / "audit.json").exists() else "other files"
         raise OutputError(f"output folder {out} already holds {what}; choose a new --out")
 
 
 def write_run(out: Path, run: dict[str, Any], figures: dict[str, plt.Figure], title: str,
-              summary_rows: list[tuple[str, str]]) -> None:
-    """Write run.json and report.html atomically: into a temporary folder renamed at the end."""
+              summary_rows: list[tuple[str, str]], names: tuple[str, str] = ("run.json", "report.html")) -> None:
+    """Write run.json and report.html (or ``names``) atomically: into a temporary folder renamed at the end."""
     check_output_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out.parent))
     try:
-        (tmp / "run.json").write_text(json.dumps(run, indent=2, default=_json_default))
-        (tmp / "report.html").write_text(_html(title, summary_rows, figures))
+        (tmp / names[0]).write_text(json.dumps(run, indent=2, default=_json_default))
+        (tmp / names[1]).write_text(_html(title, summary_rows, figures))
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
@@ -149,4 +156,41 @@ def tariff_figures(run: dict[str, Any]) -> dict[str, plt.Figure]:
         ax.set(xlabel="iteration", ylabel="gas", title="Gas per iteration")
         ax.legend(fontsize=8)
         figs["Gas per iteration"] = fig
+    return figs
+
+
+def audit_figures(series: dict[int, dict[str, Any]]) -> dict[str, plt.Figure]:
+    """Plots of an audit, drawn from what was read on chain."""
+    figs: dict[str, plt.Figure] = {}
+    for rid, s in series.items():
+        if s["tariff"]:
+            fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 3.8))
+            cmap = plt.get_cmap("viridis")
+            k = len(s["tariff"])
+            for i, (tar, imb) in enumerate(zip(s["tariff"], s["imbalance"])):
+                a1.plot(tar, color=cmap(i / max(k - 1, 1)), lw=1)
+                a2.plot(imb, color=cmap(i / max(k - 1, 1)), lw=1)
+            a1.set(xlabel="hour", ylabel="price (CNY/kWh)", title=f"round {rid}: tariff per iteration")
+            a2.set(xlabel="hour", ylabel="kW", title=f"round {rid}: decrypted imbalance per iteration")
+            figs[f"Round {rid}: tariff and imbalance"] = fig
+        if s["payments"]:
+            fig, ax = plt.subplots(figsize=(max(8, 0.4 * len(s["payments"])), 3.5))
+            accounts = list(s["payments"])
+            ax.bar(range(len(accounts)), [s["payments"][a] for a in accounts],
+                   color=["tab:green" if s["payments"][a] >= 0 else "tab:red" for a in accounts])
+            ax.set_xticks(range(len(accounts)), [a[:8] for a in accounts], rotation=60, fontsize=7)
+            ax.set(ylabel="token (+ received / - paid)", title=f"round {rid}: settlement transfers per party")
+            figs[f"Round {rid}: payments"] = fig
+        if s["gas"]:
+            fig, ax = plt.subplots(figsize=(9, 3.2))
+            kinds = sorted({kind for g in s["gas"].values() for kind in g})
+            its = list(s["gas"])
+            bottom = np.zeros(len(its))
+            for kind in kinds:
+                vals = np.array([s["gas"][k].get(kind, 0) for k in its], dtype=float)
+                ax.bar(its, vals, bottom=bottom, label=kind)
+                bottom += vals
+            ax.set(xlabel="iteration", ylabel="gas", title=f"round {rid}: gas per iteration")
+            ax.legend(fontsize=8)
+            figs[f"Round {rid}: gas per iteration"] = fig
     return figs

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .chain.backends import Chain, ChainError, connect
@@ -18,17 +17,12 @@ from .models.prosumer import build_models
 from .models.scenario import ScenarioError, load_scenario
 from .privacy.packing import PackingError
 from .protocol.round import PrivateRoundResult, run_private_round
-from .report import RUN_SCHEMA, OutputError, check_output_dir, tariff_figures, write_run
+from .report import RUN_SCHEMA, OutputError, check_output_dir, progress_bar, tariff_figures, write_run
 from .units import tokens
 
 
 def user_error_types() -> tuple[type[Exception], ...]:
     return ScenarioError, ChainError, OutputError, PackingError, CompileError
-
-
-def progress_bar(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description:<48}"), BarColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)
 
 
 def run_tariff_demo(args, console: Console, chain: Chain | None = None) -> dict[str, Any]:

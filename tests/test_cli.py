@@ -11,7 +11,7 @@ from offchain.cli import build_parser, main
 
 from .conftest import SCENARIO
 
-COMMANDS = [[], ["demo"], ["chain"], ["chain", "up"], ["bench"], ["bench", "round"]]
+COMMANDS = [[], ["demo"], ["audit"], ["chain"], ["chain", "up"], ["bench"], ["bench", "round"], ["bench", "audit"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "gridshare")

@@ -665,6 +665,9 @@ class AnvilProcess:
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             try:
@@ -678,15 +681,16 @@ class AnvilProcess:
                 self.proc.wait(timeout=5)
 
 
-def start_anvil(accounts: int = 10, gas_limit: int = EMBEDDED_GAS_LIMIT, timeout: float = 20.0) -> AnvilProcess:
-    """Starts anvil (Prague rules, chain id 31337) on a free port and waits until it listens."""
+def start_anvil(accounts: int = 10, gas_limit: int = EMBEDDED_GAS_LIMIT, timeout: float = 20.0,
+                port: int = 0) -> AnvilProcess:
+    """Starts anvil (Prague rules, chain id 31337) on ``port`` (0: a free one) and waits until it listens."""
     binary = anvil_binary()
     if binary is None:
         raise ChainError("anvil not found (run `npm ci` to install node_modules/@foundry-rs/anvil)")
-    cmd = [binary, "--host", "127.0.0.1", "--port", "0", "--hardfork", "prague", "--chain-id", str(DEV_CHAIN_ID),
+    cmd = [binary, "--host", "127.0.0.1", "--port", str(port), "--hardfork", "prague", "--chain-id", str(DEV_CHAIN_ID),
            "--accounts", str(accounts), "--balance", str(10**9), "--gas-limit", str(gas_limit)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    port: list[int] = []
+    listening: list[int] = []
     ready = threading.Event()
 
     def pump() -> None:
@@ -697,18 +701,18 @@ def start_anvil(accounts: int = 10, gas_limit: int = EMBEDDED_GAS_LIMIT, timeout
             if not chunk:
                 ready.set()
                 return
-            if not port:
+            if not listening:
                 buf += chunk
                 m = re.search(rb"Listening on [\d.]+:(\d+)", buf)
                 if m:
-                    port.append(int(m.group(1)))
+                    listening.append(int(m.group(1)))
                     ready.set()
                     buf = b""
 
     threading.Thread(target=pump, name="anvil-stdout", daemon=True).start()
     ready.wait(timeout)
-    if not port:
+    if not listening:
         proc.kill()
-        raise ChainError(f"anvil did not start listening within {timeout:.0f} s")
-    url = f"http://127.0.0.1:{port[0]}"
-    return AnvilProcess(proc, url, port[0])
+        raise ChainError(f"anvil did not start listening on 127.0.0.1:{port} within {timeout:.0f} s "
+                         "(port in use?)" if port else f"anvil did not start listening within {timeout:.0f} s")
+    return AnvilProcess(proc, f"http://127.0.0.1:{listening[0]}", listening[0])

@@ -24,6 +24,7 @@ class RoundParams:
     price_cap: list[int]
     grid_account: str
     verify_openings: bool
+    mechanism: str = ""  # the public update rule (JSON), emitted in RoundCreated for auditors
 
     @property
     def nbytes(self) -> int:
@@ -34,7 +35,7 @@ class RoundParams:
         return (
             self.n.to_bytes(self.nbytes, "big"), self.periods, self.slot_bits, self.slot_width,
             self.max_iterations, list(self.price_floor), list(self.price_cap),
-            to_checksum_address(self.grid_account), self.verify_openings,
+            to_checksum_address(self.grid_account), self.verify_openings, self.mechanism,
         )
 
 

@@ -49,10 +49,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import cvxpy as cp
 import numpy as np
 
-from ..units import ENERGY_SCALE, PRICE_SCALE, energy_to_fixed, price_to_fixed
+from ..units import AMOUNT_PER_PRICE_ENERGY, ENERGY_SCALE, PRICE_SCALE, energy_to_fixed, price_to_fixed
 
 QUANTUM = 1.0 / PRICE_SCALE  # 1e-6 CNY/kWh, the on-chain price unit
 
@@ -121,6 +120,11 @@ class TariffRule:
                    step=m.step * safe, imbalance_tol=m.imbalance_tol, tariff_tol=m.tariff_tol,
                    max_iterations=m.max_iterations, step_min=m.step_min * safe,
                    step_max=m.step_max * safe, damping=m.damping, method=m.method)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TariffRule":
+        """Inverse of :meth:`to_dict` (an auditor rebuilds the rule published on chain)."""
+        return cls(**{**d, "floor": np.array(d["floor"]), "cap": np.array(d["cap"])})
 
     def to_dict(self) -> dict:
         return {"floor": self.floor.tolist(), "cap": self.cap.tolist(), "step": self.step,
@@ -445,6 +449,8 @@ def centralized_reference(models: Sequence, market, solver: str = "CLARABEL") ->
     t0 = time.perf_counter()
     blocks = [m.fresh_block() for m in models]
     T = market.hours
+    import cvxpy as cp  # here, not at the top: the auditor replays the rule without cvxpy
+
     buy = cp.Variable(T, nonneg=True, name="community_buy")
     sell = cp.Variable(T, nonneg=True, name="community_sell")
     total_x = cp.sum(cp.vstack([b.x for b in blocks]), axis=0)
@@ -468,3 +474,32 @@ def centralized_reference(models: Sequence, market, solver: str = "CLARABEL") ->
                            grid_buy=np.asarray(buy.value, dtype=float),
                            grid_sell=np.asarray(sell.value, dtype=float), objectives=objs,
                            solve_time=time.perf_counter() - t0, status=prob.status)
+
+
+# ------------------------------------------------------------------------------------------
+# settlement (the rule TariffMarket.sol applies; docs/protocol.md)
+# ------------------------------------------------------------------------------------------
+def settlement(values: Sequence[Sequence[int]], tariff: Sequence[int], floor: Sequence[int],
+               cap: Sequence[int]) -> tuple[list[int], int]:
+    """Token transfers (positive = credit) of every participant and of the grid account.
+
+    Integers in the on-chain units: ``values[i][t]`` micro-kWh bought (+) or sold (-), prices in
+    micro-token per kWh. Per period, the long side shares the residual's grid price pro rata
+    (rounded down); the grid account balances the period, so the transfers sum to zero.
+    """
+    amounts = [0] * len(values)
+    grid = 0
+    for t in range(len(tariff)):
+        xs = [v[t] for v in values]
+        bought = sum(x for x in xs if x > 0)
+        sold = -sum(x for x in xs if x < 0)
+        p, residual = tariff[t], bought - sold
+        if residual >= 0:  # shortage: sellers get p, buyers share p*sold + retail*residual
+            total = (p * sold + cap[t] * residual) * AMOUNT_PER_PRICE_ENERGY
+            period = [-(total * x // bought) if x > 0 else -x * p * AMOUNT_PER_PRICE_ENERGY for x in xs]
+        else:  # surplus: buyers pay p, sellers share p*bought + feed-in*|residual|
+            total = (p * bought - floor[t] * residual) * AMOUNT_PER_PRICE_ENERGY
+            period = [-x * p * AMOUNT_PER_PRICE_ENERGY if x > 0 else (total * -x // sold if x < 0 else 0) for x in xs]
+        amounts = [a + b for a, b in zip(amounts, period)]
+        grid -= sum(period)
+    return amounts, grid

@@ -8,6 +8,7 @@ prosumers reveal their last schedules and the contract settles payments that sum
 """
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -65,7 +66,12 @@ def collateral(prices: list[int], kwh_per_period: float) -> int:
 
 def run_private_round(chain: Chain, models: list, rule, initial_tariff: np.ndarray, *,
                       key_bits: int = 2048, verify_openings: bool = True, market: Market | None = None,
-                      progress: Progress | None = None) -> PrivateRoundResult:
+                      progress: Progress | None = None, settle: bool = True,
+                      coordinator_class: type[Coordinator] = Coordinator) -> PrivateRoundResult:
+    """One private round; ``settle=False`` stops after conclusion (the agents keep their reveals).
+
+    ``coordinator_class`` lets tests run a deliberately dishonest coordinator.
+    """
     progress = progress or (lambda what, frac: None)
     clock = PhaseClock()
     gas: dict[str, list[int]] = defaultdict(list)
@@ -80,7 +86,7 @@ def run_private_round(chain: Chain, models: list, rule, initial_tariff: np.ndarr
     operator, grid, *prosumer_accounts = chain.accounts(n + 2)
     t = time.perf_counter()
     progress("generating the coordinator's Paillier key", 0.0)
-    coordinator = Coordinator(operator, TariffIteration(rule, initial_tariff), key_bits)
+    coordinator = coordinator_class(operator, TariffIteration(rule, initial_tariff), key_bits)
     key = coordinator.public_key
     layout = SlotLayout.for_round(len(initial_tariff), n, key.nbytes * 8)
     agents = [ProsumerAgent(model.name, model, account) for model, account in zip(models, prosumer_accounts)]
@@ -92,7 +98,8 @@ def run_private_round(chain: Chain, models: list, rule, initial_tariff: np.ndarr
     params = RoundParams(
         n=key.n, periods=layout.periods, slot_bits=layout.slot_bits, slot_width=layout.slot_width,
         max_iterations=rule.max_iterations, price_floor=price_to_fixed(rule.floor), price_cap=price_to_fixed(rule.cap),
-        grid_account=grid.address, verify_openings=verify_openings)
+        grid_account=grid.address, verify_openings=verify_openings,
+        mechanism=json.dumps({"mechanism": "tariff", "rule": rule.to_dict()}, sort_keys=True))
     round_id, receipt = market.create_round(operator, params)
     record("create_round", receipt)
 
@@ -160,10 +167,12 @@ def run_private_round(chain: Chain, models: list, rule, initial_tariff: np.ndarr
 
     for agent in agents:
         agent.leave()
-    progress("settling payments", 1.0)
-    payments, receipt = market.settle(operator, round_id, [a.reveal() for a in agents])
-    record("settle", receipt)
-    record("withdraw", market.withdraw_many([grid] + [a.account for a in agents], round_id))
+    payments: dict[str, int] = {}
+    if settle:
+        progress("settling payments", 1.0)
+        payments, receipt = market.settle(operator, round_id, [a.reveal() for a in agents])
+        record("settle", receipt)
+        record("withdraw", market.withdraw_many([grid] + [a.account for a in agents], round_id))
     clock.add("chain", t)
     return PrivateRoundResult(
         market=market, round_id=round_id, agents=agents, coordinator=coordinator, iterations=iterations,

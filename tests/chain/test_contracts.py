@@ -10,6 +10,7 @@ from eth_utils import keccak
 
 from offchain.chain.backends import ContractRevert, connect
 from offchain.chain.market import Market, Reveal, RoundParams, commitment
+from offchain.mechanisms.tariff import settlement
 from offchain.privacy.packing import SlotLayout
 from offchain.privacy.paillier import PrivateKey, PublicKey, generate_keypair
 
@@ -60,27 +61,6 @@ def pack(values, masks=None, bits=B, width=W) -> int:
 
 def py_decode(m: int, periods: int, bits: int, width: int) -> list[int]:
     return _layout(periods, bits, width).unpack_sums(m)
-
-
-def settle_reference(values, tariff, floor, cap):
-    """The tariff market settlement rule of docs/protocol.md in plain integers."""
-    amounts = [0] * len(values)
-    grid = 0
-    for t in range(len(tariff)):
-        xs = [v[t] for v in values]
-        bought = sum(x for x in xs if x > 0)
-        sold = -sum(x for x in xs if x < 0)
-        p, r = tariff[t], bought - sold
-        period = []
-        if r >= 0:
-            total = (p * sold + cap[t] * r) * UNIT
-            period = [-(total * x // bought) if x > 0 else (-x * p * UNIT if x < 0 else 0) for x in xs]
-        else:
-            total = (p * bought + floor[t] * -r) * UNIT
-            period = [-(x * p * UNIT) if x > 0 else (total * -x // sold if x < 0 else 0) for x in xs]
-        amounts = [a + b for a, b in zip(amounts, period)]
-        grid -= sum(period)
-    return amounts, grid
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -206,7 +186,7 @@ def test_bad_round_parameters_are_rejected(w, change, reason):
         kw["price_floor"], kw["price_cap"] = [], []
     if kw["n"] == 0:
         fn = lambda: w.chain.transact(w.market.contract.functions.createRound(
-            (b"", T, B, W, 3, FLOOR, CAP, w.grid.address, False)), w.coord)
+            (b"", T, B, W, 3, FLOOR, CAP, w.grid.address, False, "")), w.coord)
     else:
         fn = lambda: w.market.create_round(w.coord, RoundParams(**kw))
     err = assert_rejected(w, "BadParameters", fn)
@@ -504,7 +484,7 @@ SCENARIO = [  # per participant, per period (1e-6 kWh): shortage, surplus, balan
 def test_settlement_follows_the_rule_and_sums_to_zero(w):
     subs, sums = conclude_with(w, SCENARIO)
     tariff = w.market.tariff(w.rid)
-    exp_amounts, exp_grid = settle_reference(SCENARIO, tariff, FLOOR, CAP)
+    exp_amounts, exp_grid = settlement(SCENARIO, tariff, FLOOR, CAP)
     assert w.market.quote(w.rid, SCENARIO) == (exp_amounts, exp_grid)
     bal_before = {a.address: w.market.balance(w.rid, a) for a in w.parts + [w.grid]}
     payments, receipt = w.market.settle(w.outsider, w.rid, reveals(subs))
@@ -528,7 +508,7 @@ def test_settlement_follows_the_rule_and_sums_to_zero(w):
 
 def test_settlement_rounding_stays_within_one_unit_per_trade(w):
     vals = [[1, -1, 3, 0, 0, 0], [1, -1, -1, 0, 0, 0], [1, 1, -1, 0, 0, 0]]
-    amounts, grid = settle_reference(vals, TARIFF0, FLOOR, CAP)
+    amounts, grid = settlement(vals, TARIFF0, FLOOR, CAP)
     subs, _ = conclude_with(w, vals)
     payments, _ = w.market.settle(w.outsider, w.rid, reveals(subs))
     assert [payments[p.address] for p in w.parts] == amounts and payments[w.grid.address] == grid
@@ -587,7 +567,7 @@ def test_insufficient_deposit_is_rejected(w):
     agg, _ = aggregate(w, subs, rid=rid)
     m, rho = w.key.opening(int.from_bytes(agg, "big"))
     w.market.conclude(w.coord, rid, agg, m, rho)
-    amounts, _ = settle_reference(vals, TARIFF0, FLOOR, CAP)
+    amounts, _ = settlement(vals, TARIFF0, FLOOR, CAP)
     err = assert_rejected(w, "InsufficientDeposit", lambda: w.market.settle(w.outsider, rid, reveals(subs)), rid)
     assert err.error_args == {"account": parts[0].address, "balance": 1000, "needed": -amounts[0]}
 

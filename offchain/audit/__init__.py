@@ -1,0 +1,1 @@
+"""Rebuild and verify rounds from chain data alone (events, storage, transaction inputs, receipts)."""
