@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "chain, on-chain aggregation, tariff iteration, settlement in tokens.")
     _add_round_options(demo)
     demo.add_argument("--out", type=Path, help="output folder for run.json and report.html (default: runs/<time>)")
+    demo.add_argument("--deployment", type=Path, metavar="FILE",
+                      help="run on the market of this deployment file (gridshare deploy, brownie scripts/deploy.py)")
     demo.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
 
     chain = sub.add_parser("chain", help="manage a local development chain",
@@ -69,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
                                           "print its URL, and keep it running until interrupted.")
     up.add_argument("--port", type=int, default=8545, help="port (default: %(default)s; 0 picks a free one)")
     up.add_argument("--accounts", type=_positive_int(1), default=10, help="unlocked accounts (default: %(default)s)")
+
+    deploy = sub.add_parser("deploy", help="deploy the market contracts and write a deployment file",
+                            description="Deploy SettlementToken and TariffMarket and write a deployment file "
+                                        "(chain id, addresses, ABI hashes) for `gridshare demo --deployment FILE`.")
+    deploy.add_argument("--chain", metavar="URL", required=True, help="JSON-RPC URL of the node")
+    deploy.add_argument("--out", type=Path, default=Path("build/deployment.json"),
+                        help="deployment file to write (default: %(default)s)")
 
     audit = sub.add_parser("audit", help="rebuild and verify a market's rounds from chain data alone",
                            description="Read a market's transactions, events and storage from a node (no keys, no run "
@@ -105,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from .runner import demo_command
             return demo_command(args, console)
+        if args.command == "deploy":
+            return _deploy(args)
         if args.command == "audit":
             from .audit.command import audit_command
             return audit_command(args, console)
@@ -122,6 +133,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"gridshare: error: {exc}", file=sys.stderr)
             return 2
         raise
+    return 0
+
+
+def _deploy(args) -> int:
+    from .chain.backends import connect
+    from .chain.deployment import write_deployment
+    from .chain.market import Market
+    chain = connect(args.chain)
+    operator = chain.accounts(1)[0]
+    market = Market.deploy(chain, operator)
+    write_deployment(args.out, chain, market, operator.address)
+    print(f"market {market.address}, token {market.token.address}; written: {args.out}")
     return 0
 
 

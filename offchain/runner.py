@@ -12,6 +12,7 @@ from rich.table import Table
 
 from .chain.backends import Chain, ChainError, connect
 from .chain.compiler import CompileError
+from .chain.deployment import load_deployment
 from .mechanisms.tariff import TariffRule, centralized_reference, run_plaintext
 from .models.prosumer import build_models
 from .models.scenario import ScenarioError, load_scenario
@@ -29,6 +30,13 @@ def run_tariff_demo(args, console: Console, chain: Chain | None = None) -> dict[
     """Everything the demo computes, as the run.json dictionary."""
     scenario = load_scenario(args.scenario, prosumers=args.prosumers, seed=args.seed)
     chain = chain or connect(args.chain)
+    market = None
+    if getattr(args, "deployment", None):
+        market = load_deployment(args.deployment, chain)
+        owner, operator = market.token.contract.functions.owner().call(), chain.accounts(1)[0].address
+        if owner != operator:
+            raise ChainError(f"{args.deployment}: the token's owner is {owner}; the demo's operator {operator} "
+                             "must own it to mint collateral")
     t0 = time.perf_counter()
     models = build_models(scenario)
     rule = TariffRule.from_scenario(scenario)
@@ -41,7 +49,7 @@ def run_tariff_demo(args, console: Console, chain: Chain | None = None) -> dict[
         reference = centralized_reference(models, scenario.market)
         bar.update(task, description="private round on chain", completed=0)
         private = run_private_round(
-            chain, models, rule, initial, key_bits=args.key_bits,
+            chain, models, rule, initial, key_bits=args.key_bits, market=market,
             verify_openings=not args.no_verify_openings,
             progress=lambda what, frac: bar.update(task, description=what, completed=frac * rule.max_iterations))
     return assemble_run(scenario, chain, plain, reference, private, args, time.perf_counter() - t0)

@@ -11,7 +11,7 @@ from offchain.cli import build_parser, main
 
 from .conftest import SCENARIO
 
-COMMANDS = [[], ["demo"], ["audit"], ["chain"], ["chain", "up"], ["bench"], ["bench", "round"], ["bench", "audit"]]
+COMMANDS = [[], ["demo"], ["deploy"], ["audit"], ["chain"], ["chain", "up"], ["bench"], ["bench", "round"], ["bench", "audit"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "gridshare")
@@ -104,3 +104,22 @@ def test_bench_round_reports_phases_gas_and_the_privacy_overhead(tmp_path, capsy
     assert {"solve", "encrypt", "chain", "decrypt"} <= set(run["phases"])
     assert 0 < run["gas_per_submission"] <= 60_000
     assert run["private_over_plaintext"] > 1 and run["tariff_gap_vs_plaintext"] <= 1e-6
+
+
+def test_a_demo_runs_on_the_market_of_a_deployment_file(tmp_path, capsys):
+    from offchain.chain.backends import start_anvil
+    from .conftest import node_available
+    if not node_available():
+        pytest.skip("node or node_modules/.bin/anvil missing: run `make install`")
+    with start_anvil() as node:
+        file = tmp_path / "deployment.json"
+        assert main(["deploy", "--chain", node.url, "--out", str(file)]) == 0
+        market = json.loads(file.read_text())["contracts"]["TariffMarket"]
+        out = tmp_path / "demo"
+        assert main(["demo", "--prosumers", "2", "--chain", node.url, "--deployment", str(file),
+                     "--out", str(out), "--no-verify-openings"]) == 0
+        assert json.loads((out / "run.json").read_text())["chain"]["market"] == market
+        other = tmp_path / "other.json"
+        other.write_text(file.read_text().replace('"chain_id": 31337', '"chain_id": 1'))
+        assert main(["demo", "--chain", node.url, "--deployment", str(other), "--out", str(tmp_path / "o2")]) == 2
+    assert "chain id 1" in capsys.readouterr().err
