@@ -43,6 +43,7 @@ class BatterySpec:
     soc_max: float
     soc_initial: float  # start SoC = end SoC
     wear_cost: float  # CNY/kW^2h on charge^2 + discharge^2
+    usage_cost: float = 0.0  # CNY/kWh on charge + discharge (storage10's linear usage price)
 
 
 @dataclass(frozen=True)
@@ -407,10 +408,12 @@ def _mechanism(t: dict) -> MechanismSpec:
     return m
 
 
-def _battery(t: Any, path: str) -> BatterySpec:
+def _battery(t: Any, path: str, usage: bool = False) -> BatterySpec:
+    """A battery table; ``usage=True`` (storage10) also reads ``usage_cost`` and defaults wear to 0."""
     if not isinstance(t, dict):
         _fail(path, f"must be a table, got {type(t).__name__}")
     r = _Reader(t, path)
+    extra = {"usage_cost": r.num("usage_cost", lo=0, hi=10, default=0.0)} if usage else {}
     b = BatterySpec(
         capacity_kwh=r.num("capacity_kwh", lo=0, lo_open=True),
         power_kw=r.num("power_kw", lo=0, lo_open=True),
@@ -418,7 +421,8 @@ def _battery(t: Any, path: str) -> BatterySpec:
         soc_min=r.num("soc_min", lo=0, hi=1),
         soc_max=r.num("soc_max", lo=0, hi=1),
         soc_initial=r.num("soc_initial", lo=0, hi=1),
-        wear_cost=r.num("wear_cost", lo=0),
+        wear_cost=r.num("wear_cost", lo=0, **({"default": 0.0} if usage else {})),
+        **extra,
     )
     r.done()
     if b.soc_max <= b.soc_min:

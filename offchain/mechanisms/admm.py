@@ -1,0 +1,843 @@
+"""Shared-storage capacity renting with P2P trading (paper A): centralised QP and private two-block ADMM.
+
+Formulation
+-----------
+Prosumers i = 1..n with local models x_i in X_i and local costs J^loc_i
+(:mod:`offchain.models.storage_p2p`), coupling variables p_ij,t (sale from i to j) and rented
+capacities C^E_i (kWh), C^P_i (kW). Capacity prices affine in the totals,
+lambda^E = a^E sum_k C^E_k + b^E and lambda^P = a^P sum_k C^P_k + b^P (storage10: a^P = 0). The
+generalized Nash game "each prosumer minimises J^loc_i + lambda^E C^E_i + lambda^P C^P_i
+subject to the shared constraints" has as variational equilibrium the optimum of the potential QP
+(models.md 1.4)
+
+    min  Phi = sum_i J^loc_i + b^E S^E + (a^E/2)[(S^E)^2 + sum_i (C^E_i)^2] + (same for P)
+    s.t. x_i in X_i,  p_ij,t + p_ji,t = 0 (multiplier lambda_ij,t),
+         S^E = sum_i C^E_i <= E^SESS (mu^E),  S^P = sum_i C^P_i <= P^SESS (mu^P).
+
+Prices and cost allocation: the pair price paid by the buyer to the seller (on top of the
+buyer's transmission fee) is pi_ij,t = -lambda_ij,t (i's Lagrangian carries lambda_ij p_ij);
+capacity is rented at r^E = lambda^E(S^E) + mu^E and r^P = lambda^P(S^P) + mu^P (price plus
+scarcity rent; at the equilibrium no prosumer would rent at that price more than it does).
+Prosumer cost = J^loc_i + r^E C^E_i + r^P C^P_i - sum_j,t pi_ij,t p_ij,t; storage revenue =
+rents + usage fees; market total = sum of prosumer costs - storage revenue (as in paper A's
+Table 1: 7094 = sum of costs, 6767 = 7012 - 245). Since x_i = (no trade, no rent) is feasible and
+the VE minimises each J_i + prices . coupling, no prosumer pays more than in case 1 (grid only).
+
+Two-block ADMM [STANDARD ADMM; splitting and z-updates RECONSTRUCTED, models.md 1.5]
+-------------------------------------------------------------------------------------
+Block x: prosumers (each its own local copy p_ij, C_i); block z: the P2P centre's copies z_ij and
+the storage operator's copies c_i, with the coupling constraints and the capacity-price terms of
+Phi on the z side. Scaled duals u (held by each prosumer for its own consensus constraints).
+Iteration k:
+  1. x-update, prosumer i (in parallel):
+       y_i = argmin J^loc_i + (rho/2)||y - z^(k-1) + u^(k-1)||^2 + (tau_i^k/2)||y - y_i^(k-1)||^2
+     with tau_i^k = proximal * rho * (1 + spread * U(-1, 1)) drawn privately each iteration
+     (paper A's appendix C: private, time-varying proximal coefficients; our draw).
+  2. storage operator (closed form, needs only sum_i w_i with w_i = C_i + u_i):
+       S = (rho W - n b)/(rho + a (n + 1)) if <= cap (nu = 0), else S = cap and
+       nu = (rho W - cap (rho + a (n + 1)))/n - b;   broadcast s = b + a S + nu (= the rent r)
+     and each prosumer computes its own c_i = (rho w_i - s)/(a + rho) (a = a^E or a^P).
+  3. P2P centre (closed form, projection onto z_ij = -z_ji): z_ij = (w_ij - w_ji)/2, needs only
+     the difference d_ij = w_ij - w_ji of w_ij = p_ij + u_ij; sends z_ij to i and -z_ij to j.
+  4. prosumers: u <- u + y - z; residual contributions ||y_i - z_i||^2 and
+     rho^2 ||z_i^k - z_i^(k-1)||^2; their sums decide the stop:
+       ||r||_2 <= primal_tol  and  ||s||_2 <= dual_tol  (scenario [admm]).
+  At the end: pair prices lambda_ij = rho (u_ij + u_ji)/2 (one more pair-sum message) and the
+  last broadcast s^E, s^P as the rents r^E, r^P. Trades are settled on the centre's balanced
+  z_ij; capacities on each prosumer's C_i.
+
+Message flow (every message is a numpy vector through a :class:`SumChannel`)
+-----------------------------------------------------------------------------
+  channel "storage" (members: all prosumers; receiver: storage operator): prosumer i sends
+      [w^E_i, w^P_i]; the operator gets only sum_i.
+  channel "p2p/i-j" (members i < j; receiver: P2P centre): i sends +w_ij (T values), j sends -w_ji;
+      the centre gets d_ij = w_ij - w_ji, never w_ij or w_ji. After convergence the same channel
+      carries +rho u_ij / 2 and +rho u_ji / 2: the centre gets the pair price.
+  channel "residual" (all prosumers; receiver: storage operator): [||r_i||^2, ||s_i||^2].
+  broadcasts (public): the operator's s^E, s^P (and nu); the centre's z_ij to i and j.
+Plaintext mode (:class:`PlainSumChannel`): vectors rounded to the on-chain fixed point (1e-6) and
+summed exactly; the receiver sees every vector (standard ADMM, the leak of paper A's appendix B).
+Private mode (:class:`PrivateSumChannel`): each vector is rounded to 1e-6, pairwise-masked (X25519
+pair seeds of :mod:`offchain.privacy.masks`; for a two-member pair channel the mask is shared by
+i and j and cancels in the difference), packed into slots (:class:`SlotLayout`) and
+Paillier-encrypted under the receiver's key; ``combine`` multiplies the ciphertexts (what the
+contract's ``aggregate`` does), and only the receiver decrypts, and only the aggregate. Both
+modes sum the same integers, so they follow bit-identical trajectories (a test).
+Whether paper A assigns keys and masks this way is not known (models.md 1.6); its "products with
+random numbers" are replaced by masked sums, which give each receiver exactly its update's input.
+
+Privacy experiment (:func:`privacy_experiment`, paper A's Fig. 6): the operator estimates prosumer
+i's Lagrangian gradient g_i^k = -rho (C_i^k - c_i^(k-1) + u_i^(k-1)) - tau_i^k (C_i^k - C_i^(k-1))
+from what it saw: in plain ADMM w_i^k and c_i^(k-1), so g = -rho (w_i^k - c_i^(k-1)) exactly; in
+the private protocol only sum_i w^k and s^k (it uses w_i ~ W/n and tau = 0). Relative error per
+iteration = |g_est - g| / |g - g*| (g* the converged gradient; paper A's definition).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..units import ENERGY_SCALE
+
+# ------------------------------------------------------------------------------------------
+# settings
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdmmSettings:
+    rho_trade: float = 0.02
+    rho_capacity: float = 0.004
+    proximal: float = 0.5
+    proximal_spread: float = 0.5
+    primal_tol: float = 0.02
+    dual_tol: float = 0.02
+    max_iterations: int = 2000
+    seed: int = 0  # seeds each prosumer's private proximal draws (reproducible runs)
+
+    @classmethod
+    def from_scenario(cls, scenario, **overrides) -> "AdmmSettings":
+        a = scenario.admm
+        base = dict(rho_trade=a.rho_trade, rho_capacity=a.rho_capacity, proximal=a.proximal,
+                    proximal_spread=a.proximal_spread, primal_tol=a.primal_tol, dual_tol=a.dual_tol,
+                    max_iterations=a.max_iterations, seed=scenario.seed)
+        base.update(overrides)
+        return cls(**base)
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------------
+# channels: one vector per sender per iteration, the receiver learns the sum
+# ------------------------------------------------------------------------------------------
+def to_fixed(vector) -> list[int]:
+    """Floats to integers of 1e-6 (the on-chain fixed point)."""
+    return [int(v) for v in np.rint(np.asarray(vector, dtype=float).ravel() * ENERGY_SCALE)]
+
+
+def from_fixed(values) -> np.ndarray:
+    return np.asarray([int(v) for v in values], dtype=float) / ENERGY_SCALE
+
+
+@dataclass(frozen=True)
+class Message:
+    """What one sender puts on the wire for one channel and iteration."""
+
+    channel: str
+    sender: int
+    iteration: int
+    payload: object  # PlainSumChannel: list[int] (fixed point); PrivateSumChannel: list[int] ciphertexts
+
+
+class SumChannel:
+    """Base: ``send`` (sender side) -> ``combine`` (anyone, e.g. the contract) -> ``receive`` (receiver)."""
+
+    def __init__(self, name: str, members: Sequence[int], length: int, receiver: str):
+        self.name, self.members, self.length, self.receiver = name, tuple(members), int(length), receiver
+        self.view: list = []  # what the receiver saw, per exchange (for the privacy experiment)
+        self.messages = 0
+
+    def send(self, sender: int, iteration: int, vector) -> Message:
+        raise NotImplementedError
+
+    def combine(self, messages: Sequence[Message]):
+        raise NotImplementedError
+
+    def receive(self, aggregate) -> np.ndarray:
+        raise NotImplementedError
+
+    def exchange(self, iteration: int, vectors: dict[int, np.ndarray]) -> np.ndarray:
+        """All members send, the aggregate is combined, the receiver decodes the sum."""
+        if set(vectors) != set(self.members):
+            raise ValueError(f"{self.name}: expected messages from {self.members}, got {sorted(vectors)}")
+        msgs = [self.send(i, iteration, vectors[i]) for i in self.members]
+        return self.receive(self.combine(msgs))
+
+
+class PlainSumChannel(SumChannel):
+    """Plaintext: the receiver gets every vector (fixed point) and sums them exactly."""
+
+    def send(self, sender: int, iteration: int, vector) -> Message:
+        v = to_fixed(vector)
+        if len(v) != self.length:
+            raise ValueError(f"{self.name}: vector of {len(v)} values, expected {self.length}")
+        self.messages += 1
+        return Message(self.name, sender, iteration, v)
+
+    def combine(self, messages: Sequence[Message]):
+        return {m.sender: m.payload for m in messages}
+
+    def receive(self, aggregate) -> np.ndarray:
+        self.view.append({i: from_fixed(v) for i, v in aggregate.items()})
+        total = [sum(col) for col in zip(*aggregate.values())]
+        return from_fixed(total)
+
+
+class PrivateSumChannel(SumChannel):
+    """Paillier + pairwise masks: the receiver decrypts only the sum of the members' vectors.
+
+    ``seeds[i]``: member i's pair seeds with the other members (from ``MaskKey.pair_seeds``),
+    ``addresses[i]`` its address string (orders the mask signs). Long vectors are split into
+    chunks of ``layout.periods`` slots, one ciphertext each.
+    """
+
+    def __init__(self, name: str, members: Sequence[int], length: int, receiver: str, public, private,
+                 addresses: dict[int, str], seeds: dict[int, dict[str, bytes]], slot_bits: int = 40):
+        super().__init__(name, members, length, receiver)
+        from ..privacy.packing import SlotLayout
+
+        self.public, self._private = public, private
+        self.addresses, self.seeds = addresses, seeds
+        width = slot_bits + len(self.members).bit_length()
+        per = max(1, min(self.length, (public.n.bit_length() - 8) // width))
+        self.chunks = [(a, min(a + per, self.length)) for a in range(0, self.length, per)]
+        self.layouts = [SlotLayout(b - a, slot_bits, width, len(self.members)) for a, b in self.chunks]
+        self.encrypt_seconds = 0.0
+        self.decrypt_seconds = 0.0
+        self.ciphertexts = 0
+
+    def send(self, sender: int, iteration: int, vector) -> Message:
+        from ..privacy.masks import mask_vector
+
+        v = to_fixed(vector)
+        if len(v) != self.length:
+            raise ValueError(f"{self.name}: vector of {len(v)} values, expected {self.length}")
+        t0 = time.perf_counter()
+        cts = []
+        for c, ((a, b), layout) in enumerate(zip(self.chunks, self.layouts)):
+            mask = mask_vector(self.addresses[sender], self.seeds[sender], iteration * len(self.chunks) + c,
+                               b - a, layout.slot_bits)
+            cts.append(self.public.encrypt(layout.pack(v[a:b], mask)))
+        self.encrypt_seconds += time.perf_counter() - t0
+        self.messages += 1
+        self.ciphertexts += len(cts)
+        return Message(self.name, sender, iteration, cts)
+
+    def combine(self, messages: Sequence[Message]):
+        return [self.public.add(*[m.payload[c] for m in messages]) for c in range(len(self.chunks))]
+
+    def receive(self, aggregate) -> np.ndarray:
+        t0 = time.perf_counter()
+        out: list[int] = []
+        for ct, layout in zip(aggregate, self.layouts):
+            out += layout.unpack_sums(self._private.decrypt(ct))
+        self.decrypt_seconds += time.perf_counter() - t0
+        total = from_fixed(out)
+        self.view.append(total.copy())
+        return total
+
+
+@dataclass(eq=False)
+class Exchange:
+    """The channels of one market: ``storage``, ``residual`` and one ``pairs[(i, j)]`` per pair."""
+
+    mode: str
+    storage: SumChannel
+    residual: SumChannel
+    pairs: dict[tuple[int, int], SumChannel]
+
+    def channels(self) -> list[SumChannel]:
+        return [self.storage, self.residual, *self.pairs.values()]
+
+    def stats(self) -> dict:
+        chans = self.channels()
+        out = {"mode": self.mode, "messages": sum(c.messages for c in chans)}
+        if self.mode == "private":
+            out.update(ciphertexts=sum(c.ciphertexts for c in chans),
+                       encrypt_seconds=sum(c.encrypt_seconds for c in chans),
+                       decrypt_seconds=sum(c.decrypt_seconds for c in chans),
+                       key_bits=self.storage.public.n.bit_length())
+        return out
+
+
+def plaintext_exchange(n: int, T: int, pairs: Sequence[tuple[int, int]]) -> Exchange:
+    everyone = tuple(range(n))
+    return Exchange("plaintext", PlainSumChannel("storage", everyone, 2, "operator"),
+                    PlainSumChannel("residual", everyone, 2, "operator"),
+                    {p: PlainSumChannel(f"p2p/{p[0]}-{p[1]}", p, T, "centre") for p in pairs})
+
+
+def private_exchange(n: int, T: int, pairs: Sequence[tuple[int, int]], key_bits: int = 1024,
+                     keys: dict | None = None) -> Exchange:
+    """Paillier keys for the operator and the P2P centre, X25519 mask keys for each prosumer.
+
+    ``keys``: optional ``{"operator": (pub, priv), "centre": (pub, priv)}`` to reuse keys.
+    """
+    from ..privacy.masks import MaskKey
+    from ..privacy.paillier import generate_keypair
+
+    keys = dict(keys or {})
+    for who in ("operator", "centre"):
+        if who not in keys:
+            keys[who] = generate_keypair(key_bits)
+    addr = {i: f"prosumer-{i:05d}" for i in range(n)}
+    mk = {i: MaskKey() for i in range(n)}
+    everyone = tuple(range(n))
+
+    def seeds(members, context: bytes):
+        peers = [(addr[i], mk[i].public_bytes) for i in members]
+        return {i: mk[i].pair_seeds(addr[i], peers, context) for i in members}
+
+    op_pub, op_priv = keys["operator"]
+    ce_pub, ce_priv = keys["centre"]
+    storage = PrivateSumChannel("storage", everyone, 2, "operator", op_pub, op_priv, addr,
+                                seeds(everyone, b"gridshare/admm/storage"))
+    residual = PrivateSumChannel("residual", everyone, 2, "operator", op_pub, op_priv, addr,
+                                 seeds(everyone, b"gridshare/admm/residual"))
+    pair_ch = {p: PrivateSumChannel(f"p2p/{p[0]}-{p[1]}", p, T, "centre", ce_pub, ce_priv, addr,
+                                    seeds(p, b"gridshare/admm/p2p")) for p in pairs}
+    return Exchange("private", storage, residual, pair_ch)
+
+
+# ------------------------------------------------------------------------------------------
+# the three kinds of agent
+# ------------------------------------------------------------------------------------------
+class AdmmProsumer:
+    """Prosumer i's side of the ADMM: its model, duals, z copies and private proximal draws."""
+
+    def __init__(self, model, settings: AdmmSettings, index: int, proximal: bool = True):
+        self.model, self.i = model, index
+        self.rho_t, self.rho_c = settings.rho_trade, settings.rho_capacity
+        self.prox = settings.proximal if proximal else 0.0
+        self.spread = settings.proximal_spread
+        self.rng = np.random.default_rng([settings.seed, 0xAD33, index])  # private to the prosumer
+        data = model.data
+        self.a = np.array([data.storage.energy_slope, 0.0])  # a^E, a^P
+        m, T = model.m, data.T
+        self.partners = list(model.partners)
+        self.row = {j: k for k, j in enumerate(self.partners)}
+        self.has_cap = model.lin_cap is not None
+        self.u_t = np.zeros((m, T))
+        self.z_t = np.zeros((m, T))
+        self.y_t = np.zeros((m, T))
+        self.u_c = np.zeros(2)
+        self.z_c = np.zeros(2)
+        self.y_c = np.zeros(2)
+        self.tau = (0.0, 0.0)
+        self.last = None  # last XUpdate
+        self.res = (0.0, 0.0)
+
+    # -- step 1 ------------------------------------------------------------------------------
+    def x_step(self) -> None:
+        tau_t = self.prox * self.rho_t * (1.0 + self.spread * self.rng.uniform(-1, 1)) if self.prox else 0.0
+        tau_c = self.prox * self.rho_c * (1.0 + self.spread * self.rng.uniform(-1, 1)) if self.prox else 0.0
+        self.tau = (tau_t, tau_c)
+        lt = self.rho_t * (self.z_t - self.u_t) + tau_t * self.y_t
+        lc = self.rho_c * (self.z_c - self.u_c) + tau_c * self.y_c
+        self.prev_y_c = self.y_c.copy()
+        self.prev_z_c, self.prev_u_c = self.z_c.copy(), self.u_c.copy()
+        self.last = self.model.x_update(lt, self.rho_t + tau_t, lc, self.rho_c + tau_c)
+        self.y_t, self.y_c = self.last.trade.copy(), self.last.capacity.copy()
+
+    # -- messages --------------------------------------------------------------------------
+    def storage_message(self) -> np.ndarray:
+        """[w^E_i, w^P_i] = C_i + u_i, for the operator's aggregate."""
+        return self.y_c + self.u_c
+
+    def pair_message(self, j: int) -> np.ndarray:
+        """+w_ij (i < j) or -w_ij (i > j): the pair channel's sum is w_lo,hi - w_hi,lo."""
+        k = self.row[j]
+        w = self.y_t[k] + self.u_t[k]
+        return w if self.i < j else -w
+
+    def price_message(self, j: int) -> np.ndarray:
+        """rho u_ij / 2: the pair channel's sum is the pair's multiplier lambda_ij."""
+        return 0.5 * self.rho_t * self.u_t[self.row[j]]
+
+    def residual_message(self) -> np.ndarray:
+        return np.array(self.res)
+
+    # -- step 4 ------------------------------------------------------------------------------
+    def z_step(self, s: np.ndarray | None, z_pairs: dict[int, np.ndarray]) -> None:
+        """Own z copies from the broadcasts, dual update, residual contributions."""
+        old_t, old_c = self.z_t.copy(), self.z_c.copy()
+        for j, z in z_pairs.items():
+            self.z_t[self.row[j]] = z
+        if self.has_cap and s is not None:
+            w = self.y_c + self.u_c
+            self.z_c = (self.rho_c * w - np.asarray(s)) / (self.a + self.rho_c)
+        rt = self.y_t - self.z_t
+        rc = self.y_c - self.z_c if self.has_cap else np.zeros(2)
+        self.u_t += rt
+        if self.has_cap:
+            self.u_c += rc
+        r2 = float(np.sum(rt * rt) + np.sum(rc * rc))
+        s2 = float(self.rho_t ** 2 * np.sum((self.z_t - old_t) ** 2) + self.rho_c ** 2 * np.sum((self.z_c - old_c) ** 2))
+        self.res = (r2, s2)
+
+    def gradient(self) -> np.ndarray:
+        """Its Lagrangian gradient in (C^E, C^P) at the last x-update (x-update KKT)."""
+        return -(self.rho_c * (self.y_c - self.prev_z_c + self.prev_u_c) + self.tau[1] * (self.y_c - self.prev_y_c))
+
+
+@dataclass(frozen=True)
+class StorageBroadcast:
+    s: np.ndarray  # (2,) b + a S + nu: the rent per kWh / kW of the day
+    nu: np.ndarray  # (2,) scarcity multipliers of sum C <= capacity
+    total: np.ndarray  # (2,) S = sum_i c_i
+
+
+class StorageOperator:
+    """Closed-form z-update of the capacities: needs only sum_i w_i (energy, power)."""
+
+    def __init__(self, storage, n: int, rho: float):
+        self.n, self.rho = n, rho
+        self.a = np.array([storage.energy_slope, 0.0])
+        self.b = np.array([storage.energy_price_empty, storage.power_price])
+        self.cap = np.array([storage.energy_kwh, storage.power_kw])
+
+    def update(self, w_sum: np.ndarray) -> StorageBroadcast:
+        n, rho = self.n, self.rho
+        s, nu, tot = np.zeros(2), np.zeros(2), np.zeros(2)
+        for k in range(2):
+            a, b, cap, W = self.a[k], self.b[k], self.cap[k], float(w_sum[k])
+            denom = rho + a * (n + 1)
+            S = (rho * W - n * b) / denom
+            v = 0.0
+            if S > cap:
+                S = cap
+                v = (rho * W - cap * denom) / n - b
+            s[k], nu[k], tot[k] = b + a * S + v, v, S
+        return StorageBroadcast(s=s, nu=nu, total=tot)
+
+
+class P2PCentre:
+    """Closed-form z-update of the trades: projection onto z_ij = -z_ji, from d_ij = w_ij - w_ji."""
+
+    @staticmethod
+    def update(diff: np.ndarray) -> np.ndarray:
+        return 0.5 * np.asarray(diff, dtype=float)
+
+
+# ------------------------------------------------------------------------------------------
+# cost allocation
+# ------------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class Allocation:
+    """Who pays what (CNY per day). Positive = cost; p2p < 0 means net P2P income."""
+
+    names: list[str]
+    local: np.ndarray  # (n,) J^loc (grid, battery, shifting, shared usage + transmission, P2P fees)
+    rent: np.ndarray  # (n,) capacity rents at the cleared prices
+    p2p: np.ndarray  # (n,) P2P payments at the cleared pair prices (sum ~ 0)
+    usage: np.ndarray  # (n,) shared-storage usage fees (inside local, paid to the operator)
+
+    @property
+    def cost(self) -> np.ndarray:
+        return self.local + self.rent + self.p2p
+
+    @property
+    def storage_revenue(self) -> float:
+        return float(self.rent.sum() + self.usage.sum())
+
+    @property
+    def total(self) -> float:
+        """Market total as in paper A's Table 1: prosumer costs minus storage revenue."""
+        return float(self.cost.sum()) - self.storage_revenue
+
+    def to_dict(self) -> dict:
+        return {"names": list(self.names), "cost": self.cost.tolist(), "local": self.local.tolist(),
+                "rent": self.rent.tolist(), "p2p": self.p2p.tolist(), "usage": self.usage.tolist(),
+                "storage_revenue": self.storage_revenue, "total": self.total}
+
+
+def allocate(data, local: np.ndarray, usage: np.ndarray, capacities: np.ndarray, rents: np.ndarray,
+             trades: np.ndarray, pair_prices: np.ndarray) -> Allocation:
+    """``trades[i, j, t]`` = sale i -> j (antisymmetric), ``pair_prices[i, j, t]`` = pi paid by the buyer."""
+    rent = capacities @ rents if data.has_storage else np.zeros(data.n)
+    p2p = -np.einsum("ijt,ijt->i", pair_prices, trades)
+    return Allocation(list(data.names), np.asarray(local, float), np.asarray(rent, float), p2p,
+                      np.asarray(usage, float))
+
+
+def potential(data, local: np.ndarray, capacities: np.ndarray) -> float:
+    """Phi: sum of local costs plus the capacity-price potential terms."""
+    phi = float(np.sum(local))
+    if data.has_storage:
+        st = data.storage
+        a = np.array([st.energy_slope, 0.0])
+        b = np.array([st.energy_price_empty, st.power_price])
+        S = capacities.sum(axis=0)
+        phi += float(b @ S + 0.5 * a @ (S ** 2 + (capacities ** 2).sum(axis=0)))
+    return phi
+
+
+def _usage(model_parts: dict) -> float:
+    return float(model_parts.get("shared_usage", 0.0))
+
+
+# ------------------------------------------------------------------------------------------
+# centralised QP
+# ------------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class QPResult:
+    objective: float  # Phi at the optimum
+    trades: np.ndarray  # (n, n, T) p_ij (sale i -> j)
+    capacities: np.ndarray  # (n, 2) [C^E, C^P]
+    pair_prices: np.ndarray  # (n, n, T) pi_ij = -lambda_ij (buyer pays seller), 0 off pairs
+    rents: np.ndarray  # (2,) r^E, r^P (price at the total + scarcity rent)
+    scarcity: np.ndarray  # (2,) mu^E, mu^P
+    allocation: Allocation
+    schedules: list[dict]
+    solve_time: float
+    status: str
+
+    def to_dict(self) -> dict:
+        return {"objective": self.objective, "capacities": self.capacities.tolist(),
+                "rents": self.rents.tolist(), "scarcity": self.scarcity.tolist(),
+                "allocation": self.allocation.to_dict(), "solve_time": self.solve_time,
+                "status": self.status, "trades": self.trades.tolist(),
+                "pair_prices": self.pair_prices.tolist()}
+
+
+def centralized_qp(models: Sequence, data, solver: str = "CLARABEL") -> QPResult:
+    """The potential QP of all prosumers in one cvxpy problem; multipliers give the prices."""
+    import cvxpy as cp
+
+    t0 = time.perf_counter()
+    n, T = data.n, data.T
+    blocks = [m.fresh_block() for m in models]
+    cons: list = [c for b in blocks for c in b.constraints]
+    obj = cp.sum(cp.hstack([b.cost for b in blocks]))
+    recip = {}
+    for (i, j) in data.pairs:
+        bi, bj = blocks[i], blocks[j]
+        c = bi.trade[bi.partners.index(j)] + bj.trade[bj.partners.index(i)] == 0
+        recip[(i, j)] = c
+        cons.append(c)
+    cap_cons = []
+    if data.has_storage:
+        st = data.storage
+        ce = cp.hstack([b.cap_energy for b in blocks])
+        cpw = cp.hstack([b.cap_power for b in blocks])
+        a_e, b_e, b_p = st.energy_slope, st.energy_price_empty, st.power_price
+        obj = obj + b_e * cp.sum(ce) + 0.5 * a_e * (cp.square(cp.sum(ce)) + cp.sum_squares(ce)) + b_p * cp.sum(cpw)
+        cap_cons = [cp.sum(ce) <= st.energy_kwh, cp.sum(cpw) <= st.power_kw]
+        cons += cap_cons
+    prob = cp.Problem(cp.Minimize(obj), cons)
+    prob.solve(solver=solver, canon_backend=cp.SCIPY_CANON_BACKEND)
+    if prob.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
+        raise RuntimeError(f"centralised QP not solved: {prob.status}")
+    trades = np.zeros((n, n, T))
+    prices = np.zeros((n, n, T))
+    for (i, j), c in recip.items():
+        bi = blocks[i]
+        p = np.asarray(bi.trade.value, dtype=float)[bi.partners.index(j)]
+        trades[i, j], trades[j, i] = p, -p
+        lam = np.asarray(c.dual_value, dtype=float)  # cvxpy: + lambda (lhs - rhs), i.e. lambda p_ij in i's Lagrangian
+        prices[i, j] = prices[j, i] = -lam
+    caps = np.zeros((n, 2))
+    rents = np.zeros(2)
+    mu = np.zeros(2)
+    if data.has_storage:
+        caps = np.array([[float(b.cap_energy.value), float(b.cap_power.value)] for b in blocks])
+        mu = np.array([max(float(c.dual_value), 0.0) for c in cap_cons])
+        st = data.storage
+        rents = np.array([st.energy_price_empty + st.energy_slope * caps[:, 0].sum(), st.power_price]) + mu
+    local = np.array([float(b.cost.value) for b in blocks])
+    usage = np.array([float(b.parts["shared_usage"].value) if "shared_usage" in b.parts else 0.0 for b in blocks])
+    alloc = allocate(data, local, usage, caps, rents, trades, prices)
+    schedules = [{k: np.asarray(v.value, dtype=float).copy() for k, v in b.schedule.items()} for b in blocks]
+    return QPResult(objective=float(prob.value), trades=trades, capacities=caps, pair_prices=prices,
+                    rents=rents, scarcity=mu, allocation=alloc, schedules=schedules,
+                    solve_time=time.perf_counter() - t0, status=prob.status)
+
+
+# ------------------------------------------------------------------------------------------
+# ADMM driver
+# ------------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class AdmmResult:
+    converged: bool
+    iterations: int
+    objective: float  # Phi at the final x (prosumers' C, trades)
+    primal_residuals: np.ndarray  # (K,)
+    dual_residuals: np.ndarray  # (K,)
+    objectives: np.ndarray  # (K,) Phi per iteration (simulator's view: needs every local cost)
+    trades: np.ndarray  # (n, n, T) cleared trades z_ij (antisymmetric)
+    capacities: np.ndarray  # (n, 2) prosumers' rented C^E, C^P
+    pair_prices: np.ndarray  # (n, n, T) pi_ij
+    rents: np.ndarray  # (2,) last broadcast s^E, s^P
+    scarcity: np.ndarray  # (2,) last nu
+    allocation: Allocation
+    schedules: list[dict]
+    wall_time: float
+    x_update_time: float  # summed over prosumers and iterations
+    x_update_parallel_time: float  # sum over iterations of the slowest prosumer
+    exchange: dict
+    trace: list = field(default_factory=list)  # per-iteration records for a traced prosumer
+
+    def to_dict(self) -> dict:
+        return {"converged": self.converged, "iterations": self.iterations, "objective": self.objective,
+                "primal_residuals": self.primal_residuals.tolist(),
+                "dual_residuals": self.dual_residuals.tolist(), "objectives": self.objectives.tolist(),
+                "capacities": self.capacities.tolist(), "rents": self.rents.tolist(),
+                "scarcity": self.scarcity.tolist(), "allocation": self.allocation.to_dict(),
+                "wall_time": self.wall_time, "x_update_time": self.x_update_time,
+                "x_update_parallel_time": self.x_update_parallel_time, "exchange": self.exchange,
+                "trades": self.trades.tolist(), "pair_prices": self.pair_prices.tolist()}
+
+
+def run_admm(models: Sequence, data, settings: AdmmSettings, exchange: Exchange | None = None,
+             proximal: bool = True, trace: int | None = None,
+             progress: Callable[[int, float, float], None] | None = None) -> AdmmResult:
+    """Two-block ADMM until both residuals are below tolerance or the iteration cap.
+
+    ``exchange``: the channels (default :func:`plaintext_exchange`); ``proximal=False`` runs the
+    standard ADMM of paper A's appendix B (no private proximal terms); ``trace=i`` records
+    prosumer i's private values and the operator's view per iteration (privacy experiment);
+    ``progress(k, primal, dual)`` after each iteration.
+    """
+    t_start = time.perf_counter()
+    n, T = data.n, data.T
+    ex = exchange or plaintext_exchange(n, T, data.pairs)
+    agents = [AdmmProsumer(m, settings, i, proximal) for i, m in enumerate(models)]
+    operator = StorageOperator(data.storage, n, settings.rho_capacity) if data.has_storage else None
+    coupled = data.has_storage or bool(data.pairs)
+    prim, dual, objs, records = [], [], [], []
+    x_time = x_par = 0.0
+    bc = None
+    converged = False
+    k = 0
+    while k < settings.max_iterations:
+        k += 1
+        times = []
+        for a in agents:
+            a.x_step()
+            times.append(a.last.solve_time)
+        x_time += sum(times)
+        x_par += max(times)
+        if not coupled:
+            prim.append(0.0), dual.append(0.0)
+            objs.append(potential(data, np.array([a.last.local_cost for a in agents]), np.zeros((n, 2))))
+            converged = True
+            break
+        w_view = None
+        if operator is not None:
+            w_sum = ex.storage.exchange(k, {a.i: a.storage_message() for a in agents})
+            bc = operator.update(w_sum)
+            w_view = ex.storage.view[-1]
+        z_in: list[dict[int, np.ndarray]] = [{} for _ in range(n)]
+        for (i, j), ch in ex.pairs.items():
+            d = ch.exchange(k, {i: agents[i].pair_message(j), j: agents[j].pair_message(i)})
+            z = P2PCentre.update(d)
+            z_in[i][j], z_in[j][i] = z, -z
+        for a in agents:
+            a.z_step(bc.s if bc is not None else None, z_in[a.i])
+        res = ex.residual.exchange(k, {a.i: a.residual_message() for a in agents})
+        r, s = math.sqrt(max(res[0], 0.0)), math.sqrt(max(res[1], 0.0))
+        prim.append(r), dual.append(s)
+        caps = np.array([a.y_c for a in agents])
+        objs.append(potential(data, np.array([a.last.local_cost for a in agents]), caps))
+        if trace is not None and bc is not None:
+            a = agents[trace]
+            records.append({"iteration": k, "gradient": a.gradient(), "capacity": a.y_c.copy(),
+                            "z": a.z_c.copy(), "u": a.u_c.copy(), "tau": a.tau, "w_sum": w_sum.copy(),
+                            "s": bc.s.copy(), "operator_view": w_view})
+        if progress is not None:
+            progress(k, r, s)
+        if r <= settings.primal_tol and s <= settings.dual_tol:
+            converged = True
+            break
+    # prices: one more pair-sum message per pair
+    prices = np.zeros((n, n, T))
+    trades = np.zeros((n, n, T))
+    for (i, j), ch in ex.pairs.items():
+        lam = ch.exchange(k + 1, {i: agents[i].price_message(j), j: agents[j].price_message(i)})
+        prices[i, j] = prices[j, i] = -lam
+        z = agents[i].z_t[agents[i].row[j]]
+        trades[i, j], trades[j, i] = z, -z
+    caps = np.array([a.y_c for a in agents])
+    local = np.array([a.last.local_cost for a in agents])
+    usage = np.array([_usage(a.last.parts) for a in agents])
+    rents = bc.s.copy() if bc is not None else np.zeros(2)
+    alloc = allocate(data, local, usage, caps, rents, trades, prices)
+    return AdmmResult(
+        converged=converged, iterations=k, objective=potential(data, local, caps),
+        primal_residuals=np.array(prim), dual_residuals=np.array(dual), objectives=np.array(objs),
+        trades=trades, capacities=caps, pair_prices=prices, rents=rents,
+        scarcity=bc.nu.copy() if bc is not None else np.zeros(2), allocation=alloc,
+        schedules=[m.schedule() for m in models], wall_time=time.perf_counter() - t_start,
+        x_update_time=x_time, x_update_parallel_time=x_par, exchange=ex.stats(), trace=records)
+
+
+# ------------------------------------------------------------------------------------------
+# the four cases (paper A's Table 1)
+# ------------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class CaseResult:
+    case: int
+    label: str
+    allocation: Allocation
+    objective: float  # Phi
+    method: str  # "qp", "admm" or "admm-private"
+    qp: QPResult | None = None
+    admm: AdmmResult | None = None
+
+    def to_dict(self) -> dict:
+        d = {"case": self.case, "label": self.label, "method": self.method, "objective": self.objective,
+             "allocation": self.allocation.to_dict()}
+        if self.qp is not None:
+            d["qp"] = self.qp.to_dict()
+        if self.admm is not None:
+            d["admm"] = self.admm.to_dict()
+        return d
+
+
+@dataclass(eq=False)
+class CaseTable:
+    names: list[str]
+    results: dict[int, CaseResult]
+
+    def savings(self) -> dict[int, float]:
+        """Saving of each case's market total against case 1, in % (needs case 1)."""
+        base = self.results[1].allocation.total
+        return {c: 100.0 * (base - r.allocation.total) / abs(base) for c, r in self.results.items()}
+
+    def violations(self, tol: float = 0.5) -> list[str]:
+        """Where the expected ordering fails: case 4 not cheapest in total, or a prosumer that pays
+        more (by more than ``tol`` CNY) with P2P (2 vs 1, 4 vs 3) or with storage (3 vs 1, 4 vs 2)."""
+        out = []
+        res = self.results
+        tot = {c: r.allocation.total for c, r in res.items()}
+        if 4 in tot and any(tot[4] > tot[c] + 1e-6 for c in tot if c != 4):
+            out.append(f"case 4 total {tot[4]:.1f} is not the cheapest ({tot})")
+        for a, b, what in ((2, 1, "P2P"), (4, 3, "P2P"), (3, 1, "storage"), (4, 2, "storage")):
+            if a in res and b in res:
+                ca, cb = res[a].allocation.cost, res[b].allocation.cost
+                for i, name in enumerate(self.names):
+                    if ca[i] > cb[i] + tol:
+                        out.append(f"{name} pays {ca[i]:.1f} in case {a} vs {cb[i]:.1f} in case {b} ({what} added)")
+        return out
+
+    def format(self) -> str:
+        cases = sorted(self.results)
+        head = f"{'CNY/day':<14}" + "".join(f"{'case ' + str(c):>11}" for c in cases)
+        lines = [head]
+        for i, name in enumerate(self.names):
+            lines.append(f"{name:<14}" + "".join(f"{self.results[c].allocation.cost[i]:>11.1f}" for c in cases))
+        lines.append(f"{'SES revenue':<14}" + "".join(
+            f"{(self.results[c].allocation.storage_revenue if self.results[c].allocation.storage_revenue else float('nan')):>11.1f}"
+            for c in cases))
+        lines.append(f"{'Total':<14}" + "".join(f"{self.results[c].allocation.total:>11.1f}" for c in cases))
+        if 1 in self.results:
+            sv = self.savings()
+            lines.append(f"{'saving vs 1':<14}" + "".join(f"{sv[c]:>10.2f}%" for c in cases))
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"names": self.names, "cases": {str(c): r.to_dict() for c, r in self.results.items()},
+                "savings_pct": {str(c): v for c, v in self.savings().items()} if 1 in self.results else {},
+                "violations": self.violations()}
+
+
+def solve_case(scenario, case: int, method: str = "qp", hours=None, profiles=None,
+               settings: AdmmSettings | None = None, key_bits: int = 1024,
+               progress: Callable[[int, float, float], None] | None = None) -> CaseResult:
+    """One case by the centralised QP (``method="qp"``), plaintext ADMM (``"admm"``) or private
+    ADMM in process (``"admm-private"``, Paillier keys of ``key_bits``)."""
+    from ..models.storage_p2p import build_market, get_case
+
+    c = get_case(case)
+    models, data = build_market(scenario, c, hours=hours, profiles=profiles)
+    if method == "qp":
+        q = centralized_qp(models, data)
+        return CaseResult(c.number, c.label, q.allocation, q.objective, method, qp=q)
+    if method not in ("admm", "admm-private"):
+        raise ValueError(f"method must be qp, admm or admm-private, got {method!r}")
+    settings = settings or AdmmSettings.from_scenario(scenario)
+    ex = private_exchange(data.n, data.T, data.pairs, key_bits) if method == "admm-private" else None
+    r = run_admm(models, data, settings, exchange=ex, progress=progress)
+    return CaseResult(c.number, c.label, r.allocation, r.objective, method, admm=r)
+
+
+def run_cases(scenario, cases: Sequence[int] = (1, 2, 3, 4), method: str = "qp", hours=None,
+              settings: AdmmSettings | None = None, key_bits: int = 1024) -> CaseTable:
+    """Paper A's Table 1 for ``scenario``: every prosumer's cost per case, storage revenue, total."""
+    from ..models.profiles import build_profiles
+
+    prof = build_profiles(scenario)
+    res = {c: solve_case(scenario, c, method, hours, prof, settings, key_bits) for c in cases}
+    return CaseTable([p.name for p in scenario.prosumers], res)
+
+
+# ------------------------------------------------------------------------------------------
+# privacy experiment (paper A's Fig. 6)
+# ------------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class PrivacyResult:
+    target: int
+    plain_errors: np.ndarray  # (K1,) relative error per iteration, standard ADMM, plaintext messages
+    private_errors: np.ndarray  # (K2,) private protocol (masked aggregates + private proximal terms)
+    plain_iterations: int
+    private_iterations: int
+    plain_ratio_of_means: float = 0.0  # mean |g_est - g| / mean |g - g*| over the kept iterations
+    private_ratio_of_means: float = 0.0
+
+    @staticmethod
+    def _summary(e: np.ndarray) -> dict:
+        return {"mean": float(np.mean(e)), "median": float(np.median(e)),
+                "share_above_20pct": float(np.mean(e > 0.2)), "iterations": int(e.size)}
+
+    def summary(self) -> dict:
+        return {"target": self.target,
+                "plain": {**self._summary(self.plain_errors), "ratio_of_means": self.plain_ratio_of_means},
+                "private": {**self._summary(self.private_errors), "ratio_of_means": self.private_ratio_of_means}}
+
+    def to_dict(self) -> dict:
+        return {**self.summary(), "plain_errors": self.plain_errors.tolist(),
+                "private_errors": self.private_errors.tolist()}
+
+
+def _relative_errors(true: np.ndarray, est: np.ndarray, floor: float) -> tuple[np.ndarray, float]:
+    """(|est - g| / |g - g*| per iteration, mean |est - g| / mean |g - g*|), over iterations
+    where |g - g*| > floor."""
+    g_star = true[-1]
+    dev = np.linalg.norm(true - g_star, axis=1)
+    err = np.linalg.norm(est - true, axis=1)
+    keep = dev > floor
+    return err[keep] / dev[keep], float(err[keep].mean() / dev[keep].mean())
+
+
+def privacy_experiment(models: Sequence, data, settings: AdmmSettings, target: int = 1,
+                       key_bits: int = 1024, floor: float = 1e-4) -> PrivacyResult:
+    """The storage operator estimates prosumer ``target``'s Lagrangian gradient in (C^E, C^P).
+
+    Plain: standard ADMM (no proximal terms), messages in plaintext; the operator sees w_target^k
+    and computes every c_i itself, so g_est = -rho (w^k - c^(k-1)). Private: masked Paillier
+    aggregates and private proximal draws; the operator sees sum_i w^k and its own broadcast s^k,
+    and estimates w_target ~ W/n, c_target ~ (rho W/n - s)/(a + rho), tau = 0.
+    ``floor``: iterations where |g - g*| is below it are left out (the ratio is undefined there).
+    """
+    if not data.has_storage:
+        raise ValueError("the privacy experiment needs the shared store (case 3 or 4)")
+    n, rho = data.n, settings.rho_capacity
+    a = np.array([data.storage.energy_slope, 0.0])
+
+    plain = run_admm(models, data, settings, plaintext_exchange(data.n, data.T, data.pairs),
+                     proximal=False, trace=target)
+    g = np.array([r["gradient"] for r in plain.trace])
+    est, prev_c = [], np.zeros(2)
+    for r in plain.trace:
+        w_i = r["operator_view"][target]  # the operator sees the individual vector
+        est.append(-rho * (w_i - prev_c))
+        prev_c = (rho * w_i - r["s"]) / (a + rho)  # it computes c_i itself
+    plain_err, plain_ratio = _relative_errors(g, np.array(est), floor)
+
+    priv = run_admm(models, data, settings, private_exchange(data.n, data.T, data.pairs, key_bits),
+                    proximal=True, trace=target)
+    g = np.array([r["gradient"] for r in priv.trace])
+    est, prev_c = [], np.zeros(2)
+    for r in priv.trace:
+        w_hat = np.asarray(r["operator_view"]) / n  # only the decrypted aggregate
+        est.append(-rho * (w_hat - prev_c))
+        prev_c = (rho * w_hat - r["s"]) / (a + rho)
+    priv_err, priv_ratio = _relative_errors(g, np.array(est), floor)
+    return PrivacyResult(target, plain_err, priv_err, plain.iterations, priv.iterations, plain_ratio, priv_ratio)
