@@ -17,8 +17,8 @@ AMOUNT_PER_PRICE_ENERGY = 10**6  # 1e-6 * 1e-6 token -> 1e-18 token
 
 
 def energy_to_fixed(kwh: Iterable[float]) -> list[int]:
-    """kWh (floats) to integer micro-kWh, rounded to nearest."""
-    return [int(v) for v in np.rint(np.asarray(list(kwh), dtype=float) * ENERGY_SCALE)]
+    """kWh (floats, any shape, flattened) to integer micro-kWh, rounded to nearest."""
+    return [int(v) for v in np.rint(np.asarray(kwh, dtype=float).ravel() * ENERGY_SCALE)]
 
 
 def energy_from_fixed(values: Iterable[int]) -> np.ndarray:

@@ -81,7 +81,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..units import ENERGY_SCALE
+from ..units import energy_from_fixed as from_fixed
+from ..units import energy_to_fixed as to_fixed
 
 # ------------------------------------------------------------------------------------------
 # settings
@@ -117,15 +118,6 @@ class AdmmSettings:
 # ------------------------------------------------------------------------------------------
 # channels: one vector per sender per iteration, the receiver learns the sum
 # ------------------------------------------------------------------------------------------
-def to_fixed(vector) -> list[int]:
-    """Floats to integers of 1e-6 (the on-chain fixed point)."""
-    return [int(v) for v in np.rint(np.asarray(vector, dtype=float).ravel() * ENERGY_SCALE)]
-
-
-def from_fixed(values) -> np.ndarray:
-    return np.asarray([int(v) for v in values], dtype=float) / ENERGY_SCALE
-
-
 @dataclass(frozen=True)
 class Message:
     """What one sender puts on the wire for one channel and iteration."""
