@@ -4,8 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PY_OK  := $(VENV)/.installed
 NODE_OK := node_modules/.installed
+BROWNIE_VENV := .venv-brownie
+BROWNIE_OK   := $(BROWNIE_VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean brownie
 
 install: $(PY_OK) $(NODE_OK)
 
@@ -23,15 +25,28 @@ $(NODE_OK): package.json package-lock.json
 	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
+# brownie in its own environment: eth-brownie 1.22.2 pins web3 7.16 and older eth-* packages than
+# requirements.lock's. scripts/brownie-setup then puts what brownie looks up outside the work tree in
+# place (the compiler ~/.solcx/solc-v0.8.30, the networks of brownie-networks.yaml); cheap when done.
+brownie: $(BROWNIE_OK) $(NODE_OK)
+	$(BROWNIE_VENV)/bin/python scripts/brownie-setup
+
+$(BROWNIE_OK): requirements-brownie.lock
+	rm -rf $(BROWNIE_VENV)
+	$(PYTHON) -m venv $(BROWNIE_VENV)
+	$(BROWNIE_VENV)/bin/pip install -q --upgrade "pip==26.3"
+	$(BROWNIE_VENV)/bin/pip install -q -r requirements-brownie.lock
+	touch $@
+
 demo: install
 	rm -rf runs/demo
 	$(BIN)/gridshare demo --out runs/demo
 
-test: install
+test: install brownie
 	$(BIN)/pytest -q -n 2 --dist loadgroup
 
 bench: install
 	$(BIN)/gridshare bench round --anvil --json benchmarks/round-10-prosumers.json
 
 clean:
-	rm -rf $(VENV) node_modules build runs .pytest_cache
+	rm -rf $(VENV) $(BROWNIE_VENV) node_modules build runs .pytest_cache

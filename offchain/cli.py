@@ -1,4 +1,4 @@
-"""gridshare command line: demo, audit, chain, bench.
+"""gridshare command line: demo, run, deploy, audit, chain, bench.
 
 Bad input exits with status 2 and one line ``gridshare: error: <reason>``; nothing is written.
 """
@@ -72,6 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=8545, help="port (default: %(default)s; 0 picks a free one)")
     up.add_argument("--accounts", type=_positive_int(1), default=10, help="unlocked accounts (default: %(default)s)")
 
+    run = sub.add_parser("run", help="the shared-storage + P2P market of paper A, case by case",
+                         description="Solve the shared-storage capacity renting + P2P market (paper A) for one or all "
+                                     "of its four cases (1 grid only, 2 P2P, 3 shared storage, 4 both) by the "
+                                     "centralized QP or the two-block ADMM; print the cost table; write run.json "
+                                     "and report.html. The on-chain private protocol of this market is not wired yet.")
+    run.add_argument("scenario", type=Path, help="storage scenario TOML, e.g. scenarios/storage10.toml")
+    run.add_argument("--case", choices=["1", "2", "3", "4", "all"], default="all", help="case (default: all)")
+    run.add_argument("--method", choices=["qp", "admm", "admm-private"], default="admm",
+                     help="centralized QP, plaintext ADMM, or ADMM with Paillier-encrypted masked messages "
+                          "in process (default: %(default)s)")
+    run.add_argument("--key-bits", type=_positive_int(512), default=2048, help="Paillier key size for admm-private")
+    run.add_argument("--seed", type=int, help="seed for profiles (default: the scenario's)")
+    run.add_argument("--out", type=Path, help="output folder for run.json and report.html (default: runs/<time>)")
+
     deploy = sub.add_parser("deploy", help="deploy the market contracts and write a deployment file",
                             description="Deploy SettlementToken and TariffMarket and write a deployment file "
                                         "(chain id, addresses, ABI hashes) for `gridshare demo --deployment FILE`.")
@@ -98,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_round_options(rnd)
     rnd.add_argument("--anvil", action="store_true", help="also start an anvil node and run the round there")
     rnd.add_argument("--json", type=Path, help="write the figures to this JSON file")
+    adm = bench_sub.add_parser("admm", help="iterations and wall time of the storage + P2P ADMM",
+                               description="Solve one case of the shared-storage + P2P market by the centralized QP "
+                                           "and the two-block ADMM (optionally also the private protocol in process) "
+                                           "and report iterations, wall time, time with prosumers in parallel.")
+    adm.add_argument("--scenario", type=Path, default=PROJECT_ROOT / "scenarios" / "storage10.toml",
+                     help="storage scenario TOML (default: %(default)s)")
+    adm.add_argument("--case", type=int, choices=[1, 2, 3, 4], default=4, help="case (default: %(default)s)")
+    adm.add_argument("--private", action="store_true", help="also run the private protocol in process (slow)")
+    adm.add_argument("--key-bits", type=_positive_int(512), default=2048, help="Paillier key size for --private")
+    adm.add_argument("--json", type=Path, help="write the figures to this JSON file")
     aud = bench_sub.add_parser("audit", help="time the audit of a demo round on anvil",
                                description="Run a private round on an anvil node started here, then audit it by URL; "
                                            "report the audit's time in process and as the whole command.")
@@ -114,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from .runner import demo_command
             return demo_command(args, console)
+        if args.command == "run":
+            from .storage_run import run_command
+            return run_command(args, console)
         if args.command == "deploy":
             return _deploy(args)
         if args.command == "audit":
@@ -123,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
             return _chain_up(args)
         if args.command == "bench":
             from . import bench
-            return (bench.bench_audit_command if args.bench_command == "audit" else bench.bench_round_command)(args, console)
+            command = {"round": bench.bench_round_command, "audit": bench.bench_audit_command,
+                       "admm": bench.bench_admm_command}[args.bench_command]
+            return command(args, console)
     except KeyboardInterrupt:
         console.print("interrupted")
         return 130
@@ -149,7 +178,12 @@ def _deploy(args) -> int:
 
 
 def _chain_up(args) -> int:
+    import signal
+
     from .chain.backends import start_anvil
+
+    # a `kill` (SIGTERM) stops the node like Ctrl-C does, instead of orphaning it
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     with start_anvil(accounts=args.accounts, port=args.port) as node:
         print(node.url, flush=True)
         console.print(f"anvil (hardfork prague) listening on {node.url}; Ctrl-C stops it")

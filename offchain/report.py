@@ -194,3 +194,52 @@ def audit_figures(series: dict[int, dict[str, Any]]) -> dict[str, plt.Figure]:
             ax.legend(fontsize=8)
             figs[f"Round {rid}: gas per iteration"] = fig
     return figs
+
+
+def storage_figures(run: dict[str, Any]) -> dict[str, plt.Figure]:
+    """Plots of a shared-storage + P2P run (run.json of `gridshare run`)."""
+    figs: dict[str, plt.Figure] = {}
+    cases = sorted(run["cases"], key=int)
+    names = run["names"]
+    fig, ax = plt.subplots(figsize=(max(9, 0.9 * len(names)), 3.8))
+    width = 0.8 / len(cases)
+    for k, c in enumerate(cases):
+        ax.bar(np.arange(len(names)) + k * width, run["cases"][c]["allocation"]["cost"], width,
+               label=f"case {c}: {run['cases'][c]['label']}")
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=45, ha="right", fontsize=8)
+    ax.set(ylabel="CNY/day", title="Cost of each prosumer per case")
+    ax.legend(fontsize=7)
+    figs["Costs per case"] = fig
+    last = run["cases"][cases[-1]]
+    solution = last.get("admm") or last.get("qp")
+    if last.get("admm"):
+        fig, ax = plt.subplots(figsize=(9, 3.5))
+        ax.semilogy(last["admm"]["primal_residuals"], label="primal residual")
+        ax.semilogy(last["admm"]["dual_residuals"], label="dual residual")
+        ax.set(xlabel="iteration", title=f"ADMM residuals, case {cases[-1]}")
+        ax.legend(fontsize=8)
+        figs["Residual convergence"] = fig
+    trades = np.asarray(solution["trades"])
+    if trades.size and np.abs(trades).max() > 1e-6:
+        fig, ax = plt.subplots(figsize=(6, 5))
+        flow = trades.clip(min=0).sum(axis=2)  # kWh sold i -> j over the day
+        im = ax.imshow(flow, cmap="viridis")
+        ax.set_xticks(range(len(names)), names, rotation=60, fontsize=7)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.set(xlabel="buyer", ylabel="seller", title=f"P2P energy over the day (kWh), case {cases[-1]}")
+        fig.colorbar(im, ax=ax)
+        figs["P2P flows"] = fig
+    capacities = np.asarray(solution["capacities"])
+    if capacities.size and capacities[:, 0].max() > 1e-6:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 3.8))
+        for name, energy in zip(names, run["rented_energy"][cases[-1]]):
+            a1.plot(energy, label=name)
+        a1.set(xlabel="hour", ylabel="kWh", title=f"Energy held in each prosumer's rented capacity, case {cases[-1]}")
+        a1.legend(fontsize=6, ncol=2)
+        a2.bar(names, capacities[:, 0], label="energy capacity (kWh)")
+        a2.bar(names, capacities[:, 1], alpha=0.6, label="power capacity (kW)")
+        a2.set(title="Capacity rented for the day")
+        a2.tick_params(axis="x", rotation=45, labelsize=8)
+        a2.legend(fontsize=8)
+        figs["Rented capacity per prosumer"] = fig
+    return figs

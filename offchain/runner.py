@@ -96,6 +96,7 @@ def assemble_run(scenario, chain: Chain, plain, reference, private: PrivateRound
         "final_tariff": final.tolist(),
         "prosumers": prosumers,
         "community": {"cost_alone": total_alone, "cost_shared": total_shared,
+                      "alone_by_prosumer": [p["cost_alone"] for p in prosumers],
                       "saving_pct": 100 * (total_alone - total_shared) / abs(total_alone),
                       "grid_payment_tokens": -tokens(private.payments.get(private.grid_address, 0))},
         "plaintext": {"iterations": plain.iterations, "converged": plain.converged, "tariff": plain.tariff.tolist(),
@@ -125,9 +126,18 @@ def summary_table(run: dict[str, Any]) -> Table:
                       f"{p['payment_tokens']:+.3f}")
     c = run["community"]
     table.add_row("community", f"{c['cost_alone']:.2f}", f"{c['cost_shared']:.2f}",
-                  f"{c['cost_alone'] - c['cost_shared']:.2f} ({c['saving_pct']:.1f}%)",
+                  f"{c['cost_alone'] - c['cost_shared']:.2f}",
                   f"grid {c['grid_payment_tokens']:+.3f}", style="bold")
     return table
+
+
+def _saving(community: dict[str, Any]) -> str:
+    """The saving in CNY, and in % of the stand-alone total when that total is not close to zero
+    (a community whose earners and payers nearly cancel would show a meaningless percentage)."""
+    saving = community["cost_alone"] - community["cost_shared"]
+    gross = sum(abs(p) for p in community.get("alone_by_prosumer", [])) or abs(community["cost_alone"])
+    pct = f" ({community['saving_pct']:.2f}% of the stand-alone total)" if abs(community["cost_alone"]) > 0.25 * gross else ""
+    return f"{saving:.2f} CNY/day{pct}"
 
 
 def summary_rows(run: dict[str, Any]) -> list[tuple[str, str]]:
@@ -137,7 +147,7 @@ def summary_rows(run: dict[str, Any]) -> list[tuple[str, str]]:
         ("chain", f"{run['chain']['kind']} {run['chain']['url'] or ''} (chain id {run['chain']['chain_id']}, Prague)"),
         ("round", str(run["chain"]["round_id"])),
         ("converged", f"{run['converged']} after {len(run['iterations'])} iterations ({run['reason']})"),
-        ("community saving", f"{run['community']['saving_pct']:.2f}%"),
+        ("community saving", _saving(run["community"])),
         ("final tariff (CNY/kWh)", " ".join(f"{p:.3f}" for p in run["final_tariff"])),
         ("plaintext mode", f"{run['plaintext']['iterations']} iterations, max tariff gap "
                            f"{run['plaintext']['max_tariff_gap_vs_private']:.2e}"),

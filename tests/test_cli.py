@@ -9,9 +9,9 @@ import pytest
 
 from offchain.cli import build_parser, main
 
-from .conftest import SCENARIO
+from .conftest import ROOT, SCENARIO
 
-COMMANDS = [[], ["demo"], ["deploy"], ["audit"], ["chain"], ["chain", "up"], ["bench"], ["bench", "round"], ["bench", "audit"]]
+COMMANDS = [[], ["demo"], ["deploy"], ["audit"], ["chain"], ["chain", "up"], ["bench"], ["bench", "round"], ["bench", "audit"], ["bench", "admm"], ["run"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "gridshare")
@@ -123,3 +123,22 @@ def test_a_demo_runs_on_the_market_of_a_deployment_file(tmp_path, capsys):
         other.write_text(file.read_text().replace('"chain_id": 31337', '"chain_id": 1'))
         assert main(["demo", "--chain", node.url, "--deployment", str(other), "--out", str(tmp_path / "o2")]) == 2
     assert "chain id 1" in capsys.readouterr().err
+
+
+def test_run_prints_the_case_table_and_writes_the_report(tmp_path, capsys):
+    out = tmp_path / "storage"
+    assert main(["run", str(ROOT / "scenarios" / "storage10.toml"), "--case", "4", "--method", "qp",
+                 "--out", str(out)]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["mechanism"] == "storage-p2p" and list(run["cases"]) == ["4"]
+    assert len(run["rented_energy"]["4"]) == len(run["names"])
+    assert (out / "report.html").read_text().count("data:image/png;base64,") >= 3
+    assert "case 4" in capsys.readouterr().out
+
+
+def test_run_names_a_bad_storage_scenario_field(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    text = (ROOT / "scenarios" / "storage10.toml").read_text()
+    bad.write_text(text.replace("[storage]", "[storage]\nbogus = 1", 1))
+    assert main(["run", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "bogus" in capsys.readouterr().err and not (tmp_path / "o").exists()

@@ -2,13 +2,12 @@
 import secrets
 import time
 
-import gmpy2
 import pytest
-from eth_utils import keccak
-from phe import paillier as phe_paillier
 
 from offchain.chain.backends import anvil_binary, connect, start_anvil
 from offchain.chain.market import Market, RoundParams, commitment
+from offchain.privacy.packing import SlotLayout
+from offchain.privacy.paillier import generate_keypair
 
 pytestmark = [pytest.mark.anvil, pytest.mark.xdist_group("chain-anvil")]
 
@@ -28,32 +27,27 @@ def test_submit_and_aggregate_on_anvil(anvil):
     assert chain.kind == "rpc" and chain.chain_id == 31337
     accts = chain.accounts(8)
     op, coord, grid, *parts = accts
-    pub, priv = phe_paillier.generate_paillier_keypair(n_length=1024)
-    n, nsq = pub.n, pub.n * pub.n
+    public, private = generate_keypair(1024)
+    layout = SlotLayout(T, B, W, participants=len(parts))
     market = Market.deploy(chain, op)
-    rid, _ = market.create_round(coord, RoundParams(n, T, B, W, 2, [1] * T, [10] * T, grid.address, True))
+    rid, _ = market.create_round(coord, RoundParams(public.n, T, B, W, 2, [1] * T, [10] * T, grid.address, True))
     market.register_many([(p, rid, bytes([i + 1]) * 32) for i, p in enumerate(parts)])
+    # concurrent registrations are mined in any order: aggregate in the order the contract kept
+    order = [address for address, _ in market.participants(rid)]
+    parts.sort(key=lambda p: order.index(p.address))
     market.start(coord, rid, [5] * T)
     subs = []
     for i, p in enumerate(parts):
         values = [i - 2, 3 * i, -i, 1]
-        m = sum((v % (1 << B)) << (t * W) for t, v in enumerate(values))
-        c = (1 + m * n) * int(gmpy2.powmod(secrets.randbelow(n - 1) + 1, n, nsq)) % nsq
-        salt = secrets.token_bytes(32)
-        subs.append((p, values, c.to_bytes(256, "big"), commitment(rid, 0, p.address, values, salt)))
+        c = public.to_bytes(public.encrypt(layout.pack(values)))
+        subs.append((p, values, c, commitment(rid, 0, p.address, values, secrets.token_bytes(32))))
     receipts = market.submit_many([(p, rid, 0, c, cm) for p, _, c, cm in subs])
     assert all(r["status"] == 1 for r in receipts)
     agg, receipt = market.aggregate(coord, rid, [s[2] for s in subs], [s[3] for s in subs])
-    prod = 1
-    for s in subs:
-        prod = prod * int.from_bytes(s[2], "big") % nsq
+    prod = public.add(*(int.from_bytes(s[2], "big") for s in subs))
     assert int.from_bytes(agg, "big") == prod
     # the opening check costs ~0.7M gas for a 1024-bit key under Prague pricing
-    m = priv.raw_decrypt(prod)
-    lam = (priv.p - 1) * (priv.q - 1)
-    x = prod * int(gmpy2.powmod(1 + n, -m, nsq)) % nsq
-    rho = int(gmpy2.powmod(x % n, gmpy2.invert(n, lam), n))
-    sums, _ = market.conclude(coord, rid, agg, m, rho)
+    sums, _ = market.conclude(coord, rid, agg, *private.opening(prod))
     assert sums == [sum(s[1][t] for s in subs) for t in range(T)]
 
 

@@ -1,0 +1,122 @@
+"""brownie: deploy SettlementToken and TariffMarket and write a gridshare deployment file.
+
+    brownie run scripts/deploy.py --network gridshare-anvil    # the node of `gridshare chain up`
+    GRIDSHARE_RPC_URL=http://HOST:PORT brownie run scripts/deploy.py --network gridshare-rpc
+
+then `.venv/bin/gridshare demo --chain URL --deployment build/deployment.json` runs a round on them.
+Runs in .venv-brownie (brownie cannot share the main environment), so nothing from `offchain` is
+imported here. Environment variables:
+
+  GRIDSHARE_DEPLOYMENT    file to write (default: build/deployment.json in the project)
+  GRIDSHARE_OPERATOR      owner of the token, i.e. the demo's operator (the demo refuses a token its
+                          operator does not own); default: asked from the main environment,
+                          `offchain.chain.backends.dev_account(0)`
+  GRIDSHARE_DEPLOYER_KEY  private key that deploys (default: the node's first unlocked account)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import warnings
+from pathlib import Path
+
+import brownie.network.contract as _contract
+from brownie import SettlementToken, TariffMarket, accounts, network, project, web3
+
+ROOT = Path(__file__).resolve().parents[1]
+MAIN_PYTHON = ROOT / ".venv" / "bin" / "python"
+SCHEMA = "gridshare.deployment/1"  # offchain/chain/deployment.py
+CONTRACTS = ("TariffMarket", "SettlementToken")
+
+# brownie's own noise on a development network (its undo buffer snapshots the chain after each transaction)
+warnings.filterwarnings("ignore", message="rpc.snapshot should not be called directly")
+
+_record_deployment = _contract._add_deployment
+
+
+def _record_deployment_tolerant(contract, alias=None):
+    # On a live network brownie 1.22.2 records each deployment in ~/.brownie/deployments.db, and its
+    # compiled state.py raises "TypeError: dict object expected; got brownie.project.sources.Sources"
+    # doing so (in a background thread, after the deployment succeeded). That record is only
+    # brownie's cache for `Contract(address)`: skip it rather than print a traceback.
+    try:
+        _record_deployment(contract, alias)
+    except TypeError:
+        pass
+
+
+_contract._add_deployment = _record_deployment_tolerant
+
+
+def abi_hash(abi: list) -> str:
+    """sha256 of the ABI as canonical JSON, as offchain.chain.deployment.abi_hash computes it."""
+    return hashlib.sha256(json.dumps(abi, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def compiled_abi(name: str) -> list:
+    """The ABI as the compiler wrote it into brownie's artifact. Not ``TariffMarket.abi``: brownie
+    adds ``"name": "constructor"`` to the constructor's entry in memory, which changes the hash."""
+    build = project.get_loaded_projects()[0]._build_path
+    return json.loads((build / "contracts" / f"{name}.json").read_text())["abi"]
+
+
+def operator_address() -> str:
+    address = os.environ.get("GRIDSHARE_OPERATOR")
+    if not address:
+        code = "from offchain.chain.backends import dev_account; print(dev_account(0).address)"
+        try:
+            done = subprocess.run([str(MAIN_PYTHON), "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            raise SystemExit(f"deploy.py: set GRIDSHARE_OPERATOR (asking {MAIN_PYTHON} failed: {exc}; "
+                             "`make install` creates it)") from None
+        address = done.stdout.strip()
+    if not web3.is_address(address):
+        raise SystemExit(f"deploy.py: GRIDSHARE_OPERATOR is not an address: {address!r}")
+    return web3.to_checksum_address(address)
+
+
+def deployment_path() -> Path:
+    return Path(os.environ.get("GRIDSHARE_DEPLOYMENT") or ROOT / "build" / "deployment.json")
+
+
+def deployer():
+    key = os.environ.get("GRIDSHARE_DEPLOYER_KEY")
+    if key:
+        return accounts.add(key)
+    if not len(accounts):
+        raise SystemExit("deploy.py: the node has no unlocked account; set GRIDSHARE_DEPLOYER_KEY")
+    return accounts[0]
+
+
+def deploy(path: Path | None = None) -> tuple[dict, Path]:
+    """Deploys both contracts, writes the deployment file (atomically) and returns it with its path."""
+    path = path or deployment_path()
+    sender = deployer()
+    owner = operator_address()
+    token = SettlementToken.deploy(owner, {"from": sender})
+    market = TariffMarket.deploy(token.address, {"from": sender})
+    record = {
+        "schema": SCHEMA,
+        "chain_id": web3.chain_id,
+        "tool": "brownie",
+        "deployer": web3.to_checksum_address(sender.address),
+        "contracts": {"TariffMarket": web3.to_checksum_address(market.address),
+                      "SettlementToken": web3.to_checksum_address(token.address)},
+        "abi_sha256": {name: abi_hash(compiled_abi(name)) for name in CONTRACTS},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, path)
+    print(f"market {market.address}, token {token.address} (owner {owner}); written: {path}")
+    return record, path
+
+
+def main() -> None:
+    if network.rpc.is_child():
+        raise SystemExit("deploy.py: no node was listening, so brownie started an anvil of its own, which stops "
+                         "when this script ends. Start `.venv/bin/gridshare chain up` first (or run "
+                         "scripts/round.py, which deploys and runs the round while that anvil lives).")
+    deploy()
