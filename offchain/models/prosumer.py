@@ -53,6 +53,8 @@ from dataclasses import dataclass, field
 import cvxpy as cp
 import numpy as np
 
+from .devices import battery, shiftable_load
+
 SOLVER = "CLARABEL"
 _FALLBACK_SOLVERS = ("CLARABEL", "SCS")
 _OK = (cp.OPTIMAL, cp.OPTIMAL_INACCURATE)
@@ -97,31 +99,15 @@ def build_block(spec, profiles, market, trade_cap) -> Block:
     cons += [x <= trade_cap, x >= -trade_cap]
     parts["trade_cost"] = spec.trade_cost * cp.sum_squares(x)
 
-    phi = spec.shiftable_share
-    inflex = (1.0 - phi) * profiles.load  # (S, T)
+    inflex = (1.0 - spec.shiftable_share) * profiles.load  # (S, T)
     gen = profiles.pv + profiles.wind  # (S, T)
     flex: cp.Expression | float = 0.0
-    if phi > 0:
-        d_hat = phi * profiles.load_forecast
-        d = cp.Variable(T, nonneg=True, name="shift")
-        cons += [cp.sum(d) == d_hat.sum(), d <= spec.shift_peak_factor * d_hat.mean()]
-        flex = d
-        sched["shiftable"] = d
-        sched["shiftable_forecast"] = cp.Constant(d_hat)
-        parts["shift_discomfort"] = spec.shift_cost * cp.sum_squares(d - d_hat)
-
-    if spec.battery is not None:
-        b = spec.battery
-        ch = cp.Variable(T, nonneg=True, name="charge")
-        dis = cp.Variable(T, nonneg=True, name="discharge")
-        e0 = b.soc_initial * b.capacity_kwh
-        soc = e0 + cp.cumsum(b.efficiency * ch - dis / b.efficiency)
-        cons += [ch <= b.power_kw, dis <= b.power_kw,
-                 soc >= b.soc_min * b.capacity_kwh, soc <= b.soc_max * b.capacity_kwh,
-                 soc[T - 1] == e0]
-        flex = flex + ch - dis
-        sched.update(battery_charge=ch, battery_discharge=dis, soc=soc)
-        parts["battery_wear"] = b.wear_cost * (cp.sum_squares(ch) + cp.sum_squares(dis))
+    for dev in (shiftable_load(spec, profiles.load_forecast), battery(spec.battery, T)):
+        if dev is not None:
+            flex = flex + dev.power
+            cons += dev.constraints
+            parts.update(dev.parts)
+            sched.update(dev.schedule)
 
     net = (inflex - gen) + (flex - x)  # (S, T), broadcast over scenarios
     g = cp.Variable((S, T), name="grid_cost")

@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 import cvxpy as cp
 import numpy as np
 
+from .devices import battery, shiftable_load
+
 SOLVER = "CLARABEL"
 _OK = (cp.OPTIMAL, cp.OPTIMAL_INACCURATE)
 
@@ -141,30 +143,13 @@ def build_block(spec, profile, data: MarketData, me: int) -> Block:
     sched.update(grid_buy=buy, grid_sell=sell)
     supply: cp.Expression = buy - sell
 
-    phi = spec.shiftable_share
-    demand: cp.Expression | np.ndarray = (1.0 - phi) * load
-    if phi > 0:
-        d_hat = phi * load
-        d = cp.Variable(T, nonneg=True, name="shift")
-        cons += [cp.sum(d) == d_hat.sum(), d <= spec.shift_peak_factor * d_hat.mean()]
-        demand = demand + d
-        sched.update(shiftable=d)
-        if spec.shift_cost > 0:
-            parts["shift_discomfort"] = spec.shift_cost * cp.sum_squares(d - d_hat)
-
-    if spec.battery is not None:
-        b = spec.battery
-        ch = cp.Variable(T, nonneg=True, name="charge")
-        dis = cp.Variable(T, nonneg=True, name="discharge")
-        e0 = b.soc_initial * b.capacity_kwh
-        soc = e0 + cp.cumsum(b.efficiency * ch - dis / b.efficiency)
-        cons += [ch <= b.power_kw, dis <= b.power_kw, soc >= b.soc_min * b.capacity_kwh,
-                 soc <= b.soc_max * b.capacity_kwh, soc[T - 1] == e0]
-        supply = supply + dis - ch
-        sched.update(battery_charge=ch, battery_discharge=dis, battery_soc=soc)
-        parts["battery_usage"] = b.usage_cost * cp.sum(ch + dis)
-        if b.wear_cost > 0:
-            parts["battery_wear"] = b.wear_cost * (cp.sum_squares(ch) + cp.sum_squares(dis))
+    demand: cp.Expression | np.ndarray = (1.0 - spec.shiftable_share) * load
+    for dev in (shiftable_load(spec, load), battery(spec.battery, T)):
+        if dev is not None:
+            demand = demand + dev.power
+            cons += dev.constraints
+            parts.update(dev.parts)
+            sched.update(dev.schedule)
 
     cap_e = cap_p = None
     if data.has_storage:

@@ -61,7 +61,7 @@ def test_battery_stays_within_soc_and_power_limits_and_ends_where_it_started(mod
         for m in batteries:
             b = m.spec.battery
             r = m.respond(lam)
-            soc = r.schedule["soc"]
+            soc = r.schedule["battery_soc"]
             tol = 1e-5 * b.capacity_kwh
             assert soc.min() >= b.soc_min * b.capacity_kwh - tol
             assert soc.max() <= b.soc_max * b.capacity_kwh + tol
