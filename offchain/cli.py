@@ -5,7 +5,6 @@ Bad input exits with status 2 and one line ``gridshare: error: <reason>``; nothi
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

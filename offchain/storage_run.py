@@ -26,7 +26,7 @@ def run_storage_cases(args, console: Console) -> dict[str, Any]:
     with progress_bar(console) as bar:
         for case in cases:
             task = bar.add_task(f"case {case}: {args.method}", total=None)
-            progress = (lambda k, primal, dual, task=task: bar.update(
+            progress = (lambda k, primal, dual, task=task, case=case: bar.update(
                 task, description=f"case {case}: {args.method}, iteration {k}, primal residual {primal:.3g}"))
             results[case] = solve_case(scenario, case, method=args.method, profiles=profiles,
                                        key_bits=args.key_bits, progress=progress)

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import ast
 import itertools
-import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import requests
@@ -396,12 +393,9 @@ class Chain:
             else:
                 unsent.append((idx, tx, sender, key))
         flush()
-        first_error = None
-        for i, r in enumerate(receipts):
-            if isinstance(r, ContractRevert):
-                first_error = first_error or r
-        if first_error is not None:
-            raise first_error
+        errors = [r for r in receipts if isinstance(r, ContractRevert)]
+        if errors:
+            raise errors[0]
         return receipts
 
     # -------------------------------------------------------------- internals

@@ -94,7 +94,7 @@ def test_no_prosumer_plaintext_appears_on_chain_or_at_the_coordinator(embedded_r
     w3 = chain.w3
     settle_block = result.receipts["settle"][0]["blockNumber"]
     blobs = []
-    for kind, receipts in result.receipts.items():
+    for receipts in result.receipts.values():
         for r in receipts:
             if r["blockNumber"] >= settle_block:
                 continue
