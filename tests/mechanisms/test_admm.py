@@ -13,13 +13,11 @@ import pytest
 from offchain.mechanisms.admm import (
     AdmmSettings,
     centralized_qp,
-    plaintext_exchange,
     privacy_experiment,
     private_exchange,
     run_admm,
     run_cases,
 )
-from offchain.models.profiles import build_profiles
 from offchain.models.scenario import ScenarioError
 from offchain.models.storage_p2p import build_market
 from offchain.models.storage_scenario import load_storage_scenario, parse_storage_scenario
