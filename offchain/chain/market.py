@@ -103,10 +103,6 @@ class Market:
         market = chain.deploy("TariffMarket", token.address, sender=operator)
         return cls(chain, market.address, token.address)
 
-    @classmethod
-    def at(cls, chain: Chain, address: str) -> "Market":
-        return cls(chain, address)
-
     # ------------------------------------------------------------------ helpers
     def _fn(self):
         return self.contract.functions

@@ -124,9 +124,6 @@ class Block:
     cap_energy: cp.Variable | None  # C^E_i
     cap_power: cp.Variable | None  # C^P_i
 
-    def coupling(self) -> list[cp.Expression]:
-        return [v for v in (self.trade, self.cap_energy, self.cap_power) if v is not None]
-
 
 def build_block(spec, profile, data: MarketData, me: int) -> Block:
     """cvxpy variables/constraints/local cost of prosumer ``me`` (position in ``data.names``)."""

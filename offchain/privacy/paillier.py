@@ -72,9 +72,6 @@ class PublicKey:
     def to_bytes(self, c: int) -> bytes:
         return int(c).to_bytes(self.ciphertext_bytes, "big")
 
-    def plaintext_to_bytes(self, m: int) -> bytes:
-        return int(m).to_bytes(self.nbytes, "big")
-
 
 @dataclass(frozen=True)
 class PrivateKey:
