@@ -23,17 +23,22 @@ abstract contract PrivateRounds is ReentrancyGuardTransient {
     }
 
     /// @notice Parameters of a round (see docs/protocol.md).
+    /// @dev `periods` is the number of slots per ciphertext (the tariff market: one per period); the
+    ///      public price vector (start/publish/conclude) has one entry per element of the price band,
+    ///      `priceFloor.length == priceCap.length >= 1`, which the mechanism ties to its own layout.
     struct RoundParams {
         bytes n; // Paillier modulus, big-endian, a multiple of 32 bytes, odd
-        uint16 periods; // T
+        uint16 periods; // slots per ciphertext (tariff market: T)
         uint8 slotBits; // B
         uint16 slotWidth; // W
         uint32 maxIterations;
-        uint64[] priceFloor; // per period, feed-in price
-        uint64[] priceCap; // per period, retail price
+        uint64[] priceFloor; // per price, lower bound (tariff market: feed-in price per period)
+        uint64[] priceCap; // per price, upper bound (tariff market: retail price per period)
         address gridAccount;
         bool verifyOpenings;
         string mechanism; // the mechanism and its public update rule (JSON), for auditors; not interpreted here
+        uint16 pairLanes; // 64-bit pad-encrypted words per other participant in submit's pairMessages (0: none)
+        bytes terms; // mechanism terms (ABI-encoded), validated and decoded by the mechanism contract
     }
 
     /// @notice A participant's opening of its final commitment.
@@ -58,6 +63,7 @@ abstract contract PrivateRounds is ReentrancyGuardTransient {
         bool verifyOpenings;
         bool aggregated;
         uint256 modulusBytes;
+        uint16 pairLanes;
     }
 
     struct Round {
@@ -67,13 +73,14 @@ abstract contract PrivateRounds is ReentrancyGuardTransient {
         uint32 iteration;
         uint16 nWords; // len(n) / 32
         uint16 participantCount;
-        uint16 periods;
+        uint16 pairLanes;
         bool verifyOpenings;
         // slot 1
         address coordinator;
         uint8 slotBits;
         uint16 slotWidth;
         uint32 maxIterations;
+        uint16 periods;
         // slot 2
         address gridAccount;
         // slot 3: hash of the current iteration's aggregate
@@ -125,7 +132,8 @@ abstract contract PrivateRounds is ReentrancyGuardTransient {
     event Concluded(
         uint256 indexed roundId, uint32 indexed iteration, bytes plaintext, bytes opening, int64[] sums, uint64[] tariff
     );
-    event Settled(uint256 indexed roundId, uint32 indexed iteration, int256 gridAmount);
+    event PairMessages(uint256 indexed roundId, uint32 indexed iteration, address indexed participant, bytes messages);
+    event Settled(uint256 indexed roundId, uint32 indexed iteration);
     event Payment(uint256 indexed roundId, uint32 indexed iteration, address indexed account, int256 amount);
     event Withdrawn(uint256 indexed roundId, address indexed account, uint256 amount);
 
@@ -141,6 +149,7 @@ abstract contract PrivateRounds is ReentrancyGuardTransient {
     error AlreadySubmitted(address participant, uint32 iteration);
     error CiphertextLength(uint256 given, uint256 expected);
     error CiphertextOutOfRange(address participant);
+    error PairMessagesLength(uint256 given, uint256 expected);
     error SubmissionCount(uint256 given, uint256 expected);
     error SubmissionMissing(address participant, uint32 iteration);
     error SubmissionMismatch(address participant, uint32 iteration);
@@ -172,7 +181,8 @@ abstract contract PrivateRounds is ReentrancyGuardTransient {
     // ------------------------------------------------------------------ round life cycle
 
     /// @notice Creates a round; the caller becomes its coordinator. Computes n^2 on chain and stores
-    ///         n and n^2 as the code of a data contract.
+    ///         n and n^2 as the code of a data contract. The mechanism validates its part of the
+    ///         parameters (`terms`, `pairLanes`, the price vector's length) in `_configure`.
     /// @param p the round parameters.
     /// @return roundId the new round's id (1-based).
     function createRound(RoundParams calldata p) external returns (uint256 roundId) {
@@ -192,13 +202,15 @@ abstract contract PrivateRounds is ReentrancyGuardTransient {
         r.slotBits = p.slotBits;
         r.slotWidth = p.slotWidth;
         r.maxIterations = p.maxIterations;
+        r.pairLanes = p.pairLanes;
         r.gridAccount = p.gridAccount;
         r.priceFloor = p.priceFloor;
         r.priceCap = p.priceCap;
+        _configure(roundId, p);
         emit RoundCreated(roundId, msg.sender, keyData, p);
     }
 
-    /// @notice Joins a round that is still registering.
+    /// @notice Joins a round that is still registering (the mechanism may restrict who joins).
     /// @param roundId the round.
     /// @param maskKey the participant's X25519 public key for pairwise mask agreement.
     function register(uint256 roundId, bytes32 maskKey) external {
@@ -207,6 +219,7 @@ abstract contract PrivateRounds is ReentrancyGuardTransient {
         if (msg.sender == r.gridAccount) revert GridAccountCannotRegister(msg.sender);
         Member storage m = _members[roundId][msg.sender];
         if (m.position != 0) revert AlreadyRegistered(msg.sender);
+        _beforeRegister(roundId, msg.sender);
         uint256 count = r.participantCount;
         uint256 max = maxParticipants(roundId);
         if (count >= max) revert TooManyParticipants(max);
@@ -233,7 +246,8 @@ abstract contract PrivateRounds is ReentrancyGuardTransient {
 
     /// @notice Closes registration and opens iteration 0 with the first tariff (coordinator only).
     /// @param roundId the round.
-    /// @param tariff0 the first tariff, one price per period, inside the price band.
+    /// @param tariff0 the first public price vector (tariff market: one price per period), one entry
+    ///        per element of the price band and inside it.
     function start(uint256 roundId, uint64[] calldata tariff0) external {
         Round storage r = _round(roundId);
         _requireCoordinator(r);
@@ -247,12 +261,23 @@ abstract contract PrivateRounds is ReentrancyGuardTransient {
         emit RoundStarted(roundId, 0, count, tariff0);
     }
 
-    /// @notice Submits this iteration's ciphertext and the commitment to the plaintext vector.
+    /// @notice Submits this iteration's ciphertext, the commitment to the plaintext vector and, in
+    ///         rounds with pair lanes, the pad-encrypted messages to every other participant.
     /// @param roundId the round.
     /// @param iteration the current iteration.
     /// @param ciphertext Paillier ciphertext, len(n^2) bytes, 0 < c < n^2.
-    /// @param commitment keccak256(abi.encode(roundId, iteration, participant, int64[] values, bytes32 salt)).
-    function submit(uint256 roundId, uint32 iteration, bytes calldata ciphertext, bytes32 commitment) external {
+    /// @param commitment keccak256(abi.encode(roundId, iteration, participant, int64[] values, bytes32 salt)),
+    ///        values = the participant's full reveal.
+    /// @param pairMessages empty if the round has no pair lanes; else one block per other participant in
+    ///        registration order (the sender skipped), each `pairLanes` 64-bit big-endian words, emitted in
+    ///        `PairMessages` and not interpreted (nor part of the stored submission hash).
+    function submit(
+        uint256 roundId,
+        uint32 iteration,
+        bytes calldata ciphertext,
+        bytes32 commitment,
+        bytes calldata pairMessages
+    ) external {
         Round storage r = _rounds[roundId];
         address keyData = r.keyData;
         if (keyData == address(0)) revert UnknownRound(roundId);
@@ -262,13 +287,17 @@ abstract contract PrivateRounds is ReentrancyGuardTransient {
         Member memory m = _members[roundId][msg.sender];
         if (m.position == 0) revert NotRegistered(msg.sender);
         if (m.submittedIterationPlusOne == current + 1) revert AlreadySubmitted(msg.sender, current);
-        uint256 ctLen = uint256(r.nWords) * 64;
-        if (ciphertext.length != ctLen) revert CiphertextLength(ciphertext.length, ctLen);
+        {
+            uint256 ctLen = uint256(r.nWords) * 64;
+            if (ciphertext.length != ctLen) revert CiphertextLength(ciphertext.length, ctLen);
+        }
         if (!_inRange(keyData, ciphertext)) revert CiphertextOutOfRange(msg.sender);
+        bool hasPairs = _checkPairMessages(r, pairMessages.length);
         bytes32 ctHash = keccak256(ciphertext);
         _members[roundId][msg.sender] =
             Member(bytes26(keccak256(abi.encodePacked(ctHash, commitment))), m.position, current + 1);
         emit Submitted(roundId, current, msg.sender, ctHash, commitment);
+        if (hasPairs) emit PairMessages(roundId, current, msg.sender, pairMessages);
     }
 
     /// @notice Multiplies all submissions of the current iteration modulo n^2 (anyone may call, once
@@ -300,8 +329,8 @@ abstract contract PrivateRounds is ReentrancyGuardTransient {
     /// @param agg the aggregate ciphertext emitted by `aggregate`.
     /// @param plaintext the decryption m, len(n) bytes, m < n.
     /// @param opening rho with agg == (1 + m*n) * rho^n mod n^2, len(n) bytes.
-    /// @param nextTariff the tariff of the next iteration, inside the price band.
-    /// @return sums the decoded per-period sums.
+    /// @param nextTariff the price vector of the next iteration, inside the price band.
+    /// @return sums the decoded slot sums (one per slot, `periods` of them).
     function publish(
         uint256 roundId,
         bytes calldata agg,
@@ -326,7 +355,7 @@ abstract contract PrivateRounds is ReentrancyGuardTransient {
     /// @param agg the aggregate ciphertext emitted by `aggregate`.
     /// @param plaintext the decryption m, len(n) bytes, m < n.
     /// @param opening rho with agg == (1 + m*n) * rho^n mod n^2, len(n) bytes.
-    /// @return sums the decoded per-period sums (kept for settlement).
+    /// @return sums the decoded slot sums (kept for settlement).
     function conclude(uint256 roundId, bytes calldata agg, bytes calldata plaintext, bytes calldata opening)
         external
         returns (int64[] memory sums)
@@ -340,19 +369,24 @@ abstract contract PrivateRounds is ReentrancyGuardTransient {
     }
 
     /// @notice Settles a concluded round: checks every participant's reveal against its final
-    ///         commitment and the revealed values against the decrypted sums, computes the payments
-    ///         with the mechanism rule and books them on the round's ledger (anyone may call).
+    ///         commitment and the first `periods` revealed values against the decrypted sums, computes
+    ///         the payments with the mechanism rule and books them on the round's ledger (anyone may call).
     /// @param roundId the round.
-    /// @param reveals one reveal per participant, in registration order.
+    /// @param reveals one reveal per participant, in registration order, each of the mechanism's
+    ///        reveal length (`_revealLength`).
     function settle(uint256 roundId, Reveal[] calldata reveals) external nonReentrant {
         Round storage r = _round(roundId);
         if (r.phase == Phase.Settled) revert AlreadySettled(roundId);
         _requirePhase(roundId, r, Phase.Concluded);
         int64[][] memory values = _checkReveals(roundId, r, reveals);
-        (int256[] memory amounts, int256 gridAmount) = _settlementAmounts(roundId, values);
-        int256 total = gridAmount;
+        (int256[] memory amounts, address[] memory payees, int256[] memory payeeAmounts) =
+            _settle(roundId, values);
+        int256 total;
         for (uint256 i = 0; i < amounts.length; ++i) {
             total += amounts[i];
+        }
+        for (uint256 i = 0; i < payeeAmounts.length; ++i) {
+            total += payeeAmounts[i];
         }
         if (total != 0) revert SettlementImbalance(total);
 
@@ -361,8 +395,10 @@ abstract contract PrivateRounds is ReentrancyGuardTransient {
         for (uint256 i = 0; i < amounts.length; ++i) {
             _book(roundId, k, r.participants[i], amounts[i]);
         }
-        _book(roundId, k, r.gridAccount, gridAmount);
-        emit Settled(roundId, k, gridAmount);
+        for (uint256 i = 0; i < payees.length; ++i) {
+            _book(roundId, k, payees[i], payeeAmounts[i]);
+        }
+        emit Settled(roundId, k);
     }
 
     /// @notice Takes the caller's whole ledger balance out of the round (before the round starts
@@ -398,7 +434,8 @@ abstract contract PrivateRounds is ReentrancyGuardTransient {
             maxIterations: r.maxIterations,
             verifyOpenings: r.verifyOpenings,
             aggregated: r.aggregatedIterationPlusOne == r.iteration + 1,
-            modulusBytes: uint256(r.nWords) * 32
+            modulusBytes: uint256(r.nWords) * 32,
+            pairLanes: r.pairLanes
         });
     }
 
@@ -411,25 +448,25 @@ abstract contract PrivateRounds is ReentrancyGuardTransient {
         return (r.participants, r.maskKeys);
     }
 
-    /// @notice The current (after conclusion: final) tariff.
+    /// @notice The current (after conclusion: final) public price vector.
     /// @param roundId the round.
-    /// @return prices one price per period (1e-6 token per kWh).
+    /// @return prices one price per element of the price band (tariff market: per period, 1e-6 token per kWh).
     function tariff(uint256 roundId) external view returns (uint64[] memory prices) {
         return _round(roundId).tariff;
     }
 
     /// @notice The price band of a round.
     /// @param roundId the round.
-    /// @return floor feed-in prices per period.
-    /// @return cap retail prices per period.
+    /// @return floor lower bounds (tariff market: feed-in prices per period).
+    /// @return cap upper bounds (tariff market: retail prices per period).
     function priceBand(uint256 roundId) external view returns (uint64[] memory floor, uint64[] memory cap) {
         Round storage r = _round(roundId);
         return (r.priceFloor, r.priceCap);
     }
 
-    /// @notice The decrypted per-period sums the round concluded with.
+    /// @notice The decrypted slot sums the round concluded with.
     /// @param roundId the round.
-    /// @return sums per-period sums (1e-6 kWh).
+    /// @return sums one sum per slot (tariff market: per period, 1e-6 kWh).
     function finalSums(uint256 roundId) external view returns (int64[] memory sums) {
         return _round(roundId).finalSums;
     }
@@ -474,15 +511,61 @@ abstract contract PrivateRounds is ReentrancyGuardTransient {
         max = headroom >= 16 ? type(uint16).max : (uint256(1) << headroom) - 1;
     }
 
-    // ------------------------------------------------------------------ mechanism hook
+    /// @notice Computes the settlement of a round for given reveal values without touching state.
+    /// @param roundId the round (uses its current, after conclusion final, price vector).
+    /// @param values per participant in registration order, the mechanism's reveal vector.
+    /// @return amounts per participant, positive = credit, token base units.
+    /// @return payees the other accounts the settlement pays or charges (e.g. grid account, operator).
+    /// @return payeeAmounts their amounts, positive = credit; everything sums to zero.
+    function quote(uint256 roundId, int64[][] calldata values)
+        external
+        view
+        returns (int256[] memory amounts, address[] memory payees, int256[] memory payeeAmounts)
+    {
+        Round storage r = _round(roundId);
+        uint256 count = r.participantCount;
+        if (values.length != count) revert RevealCount(values.length, count);
+        uint256 len = _revealLength(roundId);
+        int64[][] memory copy = new int64[][](count);
+        for (uint256 i = 0; i < count; ++i) {
+            int64[] calldata v = values[i];
+            if (v.length != len) revert RevealLength(r.participants[i], v.length, len);
+            copy[i] = v;
+        }
+        return _settlementAmounts(roundId, copy);
+    }
+
+    // ------------------------------------------------------------------ mechanism hooks
+
+    /// @dev Validates and keeps the mechanism's part of the parameters (`terms`, `pairLanes`, the
+    ///      length of the price vector); reverts `BadParameters(reason)`. Runs in `createRound`
+    ///      after the generic round is stored (msg.sender is the coordinator).
+    function _configure(uint256 roundId, RoundParams calldata p) internal virtual;
+
+    /// @dev Runs in `register` before `account` joins `roundId` (default: anyone may join).
+    function _beforeRegister(uint256 roundId, address account) internal virtual {}
+
+    /// @dev Number of values in each participant's reveal (at least `periods`: the first `periods`
+    ///      are the slots that were encrypted and are checked against the decrypted sums).
+    function _revealLength(uint256 roundId) internal view virtual returns (uint256);
 
     /// @dev Payments of a concluded round: `amounts[i]` for participant i (registration order) and
-    ///      the grid account's amount; positive = credit. Must sum to zero.
+    ///      `payeeAmounts[j]` for account `payees[j]`; positive = credit. Must sum to zero.
     function _settlementAmounts(uint256 roundId, int64[][] memory values)
         internal
         view
         virtual
-        returns (int256[] memory amounts, int256 gridAmount);
+        returns (int256[] memory amounts, address[] memory payees, int256[] memory payeeAmounts);
+
+    /// @dev The settlement as `settle` books it; a mechanism may override it to emit its own
+    ///      per-participant events (reverted with the call if the settlement fails).
+    function _settle(uint256 roundId, int64[][] memory values)
+        internal
+        virtual
+        returns (int256[] memory amounts, address[] memory payees, int256[] memory payeeAmounts)
+    {
+        return _settlementAmounts(roundId, values);
+    }
 
     // ------------------------------------------------------------------ internals
 
@@ -511,17 +594,18 @@ abstract contract PrivateRounds is ReentrancyGuardTransient {
         if (p.slotWidth <= p.slotBits) revert BadParameters("slot width");
         if (uint256(p.periods) * p.slotWidth + 8 > 8 * L) revert BadParameters("slots exceed plaintext");
         if (p.maxIterations == 0) revert BadParameters("iteration cap");
-        if (p.priceFloor.length != p.periods || p.priceCap.length != p.periods) revert BadParameters("price band length");
-        for (uint256 t = 0; t < p.periods; ++t) {
+        uint256 prices = p.priceFloor.length;
+        if (prices == 0 || p.priceCap.length != prices) revert BadParameters("price band length");
+        for (uint256 t = 0; t < prices; ++t) {
             if (p.priceFloor[t] > p.priceCap[t]) revert BadParameters("price floor above cap");
         }
         if (p.gridAccount == address(0)) revert BadParameters("grid account");
     }
 
     function _checkTariff(Round storage r, uint64[] calldata prices) internal view {
-        uint256 T = r.periods;
-        if (prices.length != T) revert TariffLength(prices.length, T);
         uint64[] storage lo = r.priceFloor;
+        uint256 T = lo.length;
+        if (prices.length != T) revert TariffLength(prices.length, T);
         uint64[] storage hi = r.priceCap;
         for (uint256 t = 0; t < T; ++t) {
             uint64 p = prices[t];
@@ -529,6 +613,14 @@ abstract contract PrivateRounds is ReentrancyGuardTransient {
             uint64 c = hi[t];
             if (p < f || p > c) revert TariffOutOfBand(t, p, f, c);
         }
+    }
+
+    /// @dev Checks the length of submit's pair messages; true if there are any (to be emitted).
+    function _checkPairMessages(Round storage r, uint256 given) internal view returns (bool) {
+        uint256 lanes = r.pairLanes;
+        uint256 expected = lanes == 0 ? 0 : (uint256(r.participantCount) - 1) * lanes * 8;
+        if (given != expected) revert PairMessagesLength(given, expected);
+        return expected != 0;
     }
 
     function _open(uint256 roundId, Round storage r, bytes calldata agg, bytes calldata plaintext, bytes calldata opening)
@@ -560,18 +652,13 @@ abstract contract PrivateRounds is ReentrancyGuardTransient {
     {
         uint256 count = r.participantCount;
         if (reveals.length != count) revert RevealCount(reveals.length, count);
+        uint256 len = _revealLength(roundId);
         uint256 T = r.periods;
         uint32 k = r.iteration;
         int256[] memory totals = new int256[](T);
         values = new int64[][](count);
         for (uint256 i = 0; i < count; ++i) {
-            address who = r.participants[i];
-            Reveal calldata rv = reveals[i];
-            if (rv.values.length != T) revert RevealLength(who, rv.values.length, T);
-            bytes32 commitment = keccak256(abi.encode(roundId, k, who, rv.values, rv.salt));
-            bytes26 h = bytes26(keccak256(abi.encodePacked(rv.ciphertextHash, commitment)));
-            if (h != _members[roundId][who].submissionHash) revert CommitmentMismatch(who);
-            int64[] memory v = rv.values;
+            int64[] memory v = _openReveal(roundId, k, r.participants[i], reveals[i], len);
             for (uint256 t = 0; t < T; ++t) {
                 totals[t] += v[t];
             }
@@ -582,6 +669,19 @@ abstract contract PrivateRounds is ReentrancyGuardTransient {
             int256 decrypted = sums[t];
             if (totals[t] != decrypted) revert RevealedSumMismatch(t, totals[t], decrypted);
         }
+    }
+
+    /// @dev Checks one reveal's length and that it opens `who`'s final commitment; its values.
+    function _openReveal(uint256 roundId, uint32 k, address who, Reveal calldata rv, uint256 len)
+        internal
+        view
+        returns (int64[] memory v)
+    {
+        if (rv.values.length != len) revert RevealLength(who, rv.values.length, len);
+        bytes32 commitment = keccak256(abi.encode(roundId, k, who, rv.values, rv.salt));
+        bytes26 h = bytes26(keccak256(abi.encodePacked(rv.ciphertextHash, commitment)));
+        if (h != _members[roundId][who].submissionHash) revert CommitmentMismatch(who);
+        v = rv.values;
     }
 
     function _product(

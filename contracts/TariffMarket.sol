@@ -16,32 +16,31 @@ contract TariffMarket is PrivateRounds {
     /// @param token_ the ERC-20 settlement token.
     constructor(IERC20 token_) PrivateRounds(token_) {}
 
-    /// @notice Computes the settlement of a round for given per-participant energy vectors
-    ///         (registration order) without touching state.
-    /// @param roundId a concluded round (uses its final tariff and price band).
-    /// @param values per participant, per period: internal purchase (> 0) or sale (< 0), 1e-6 kWh.
-    /// @return amounts per participant, positive = credit, token base units.
-    /// @return gridAmount the grid account's amount (the balancing item).
-    function quote(uint256 roundId, int64[][] memory values)
-        external
-        view
-        returns (int256[] memory amounts, int256 gridAmount)
-    {
-        _round(roundId);
-        return _settlementAmounts(roundId, values);
+    /// @dev The price band and the tariff have one price per period (`priceFloor.length == periods`);
+    ///      no pair lanes, no terms.
+    function _configure(uint256, RoundParams calldata p) internal pure override {
+        if (p.priceFloor.length != p.periods) revert BadParameters("price band length");
+        if (p.pairLanes != 0) revert BadParameters("pair lanes");
+        if (p.terms.length != 0) revert BadParameters("terms");
+    }
+
+    /// @dev One value per period: internal purchase (> 0) or sale (< 0), 1e-6 kWh.
+    function _revealLength(uint256 roundId) internal view override returns (uint256) {
+        return _rounds[roundId].periods;
     }
 
     /// @dev Per period t with tariff p, retail c (band cap) and feed-in f (band floor):
     ///      r = B - S >= 0: sellers receive p per kWh, buyers pay (p*S + c*r) pro rata (floor);
     ///      r < 0: buyers pay p per kWh, sellers receive (p*B + f*|r|) pro rata (floor).
-    ///      The grid account balances every period.
+    ///      The grid account balances every period: payees = [gridAccount].
     function _settlementAmounts(uint256 roundId, int64[][] memory values)
         internal
         view
         override
-        returns (int256[] memory amounts, int256 gridAmount)
+        returns (int256[] memory amounts, address[] memory payees, int256[] memory payeeAmounts)
     {
         Round storage r = _rounds[roundId];
+        int256 gridAmount;
         uint256 T = r.periods;
         uint64[] memory prices = r.tariff;
         uint64[] memory floors = r.priceFloor;
@@ -50,6 +49,10 @@ contract TariffMarket is PrivateRounds {
         for (uint256 t = 0; t < T; ++t) {
             gridAmount -= _settlePeriod(values, t, prices[t], floors[t], caps[t], amounts);
         }
+        payees = new address[](1);
+        payees[0] = r.gridAccount;
+        payeeAmounts = new int256[](1);
+        payeeAmounts[0] = gridAmount;
     }
 
     /// @dev Adds period t's amounts to `amounts`; returns their sum over the participants.

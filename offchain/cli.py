@@ -74,14 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="the shared-storage + P2P market of paper A, case by case",
                          description="Solve the shared-storage capacity renting + P2P market (paper A) for one or all "
                                      "of its four cases (1 grid only, 2 P2P, 3 shared storage, 4 both) by the "
-                                     "centralized QP or the two-block ADMM; print the cost table; write run.json "
-                                     "and report.html. The on-chain private protocol of this market is not wired yet.")
+                                     "centralized QP or the two-block ADMM (plaintext, private in process, or the "
+                                     "private protocol through a chain with settlement in tokens); print the cost "
+                                     "table; write run.json and report.html.")
     run.add_argument("scenario", type=Path, help="storage scenario TOML, e.g. scenarios/storage10.toml")
     run.add_argument("--case", choices=["1", "2", "3", "4", "all"], default="all", help="case (default: all)")
-    run.add_argument("--method", choices=["qp", "admm", "admm-private"], default="admm",
-                     help="centralized QP, plaintext ADMM, or ADMM with Paillier-encrypted masked messages "
-                          "in process (default: %(default)s)")
-    run.add_argument("--key-bits", type=_positive_int(512), default=2048, help="Paillier key size for admm-private")
+    run.add_argument("--method", choices=["qp", "admm", "admm-private", "chain"],
+                     help="centralized QP, plaintext ADMM, ADMM with Paillier-encrypted masked messages in process, "
+                          "or that private protocol through a chain, settled in tokens (default: admm; chain "
+                          "when --chain is given)")
+    run.add_argument("--chain", metavar="URL", help="run --method chain on this JSON-RPC node "
+                                                     "(default: the embedded eth-tester chain)")
+    run.add_argument("--key-bits", type=_positive_int(512), default=2048,
+                     help="Paillier key size for admm-private and chain (default: %(default)s)")
+    run.add_argument("--prosumers", type=_positive_int(2), help="only the scenario's first N prosumers")
     run.add_argument("--seed", type=int, help="seed for profiles (default: the scenario's)")
     run.add_argument("--out", type=Path, help="output folder for run.json and report.html (default: runs/<time>)")
 
@@ -111,15 +117,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_round_options(rnd)
     rnd.add_argument("--anvil", action="store_true", help="also start an anvil node and run the round there")
     rnd.add_argument("--json", type=Path, help="write the figures to this JSON file")
-    adm = bench_sub.add_parser("admm", help="iterations and wall time of the storage + P2P ADMM",
+    adm = bench_sub.add_parser("admm", help="iterations, wall time and gas of the storage + P2P ADMM",
                                description="Solve one case of the shared-storage + P2P market by the centralized QP "
-                                           "and the two-block ADMM (optionally also the private protocol in process) "
-                                           "and report iterations, wall time, time with prosumers in parallel.")
+                                           "and the two-block ADMM side by side: prosumer solves in series, on a "
+                                           "Dask local cluster, and the private protocol through an anvil node "
+                                           "started here (gas, settlement); report iterations and wall times.")
     adm.add_argument("--scenario", type=Path, default=PROJECT_ROOT / "scenarios" / "storage10.toml",
                      help="storage scenario TOML (default: %(default)s)")
     adm.add_argument("--case", type=int, choices=[1, 2, 3, 4], default=4, help="case (default: %(default)s)")
-    adm.add_argument("--private", action="store_true", help="also run the private protocol in process (slow)")
-    adm.add_argument("--key-bits", type=_positive_int(512), default=2048, help="Paillier key size for --private")
+    adm.add_argument("--private", action="store_true", help="also run the private protocol in process")
+    adm.add_argument("--workers", type=_positive_int(1), default=2,
+                     help="Dask workers for the parallel run (default: %(default)s; 1 skips it)")
+    adm.add_argument("--no-anvil", action="store_true", help="skip the run through anvil")
+    adm.add_argument("--key-bits", type=_positive_int(512), default=2048,
+                     help="Paillier key size (default: %(default)s)")
     adm.add_argument("--json", type=Path, help="write the figures to this JSON file")
     aud = bench_sub.add_parser("audit", help="time the audit of a demo round on anvil",
                                description="Run a private round on an anvil node started here, then audit it by URL; "

@@ -242,4 +242,20 @@ def storage_figures(run: dict[str, Any]) -> dict[str, plt.Figure]:
         a2.tick_params(axis="x", rotation=45, labelsize=8)
         a2.legend(fontsize=8)
         figs["Rented capacity per prosumer"] = fig
+    settled = run.get("settlement") or {}
+    if settled:
+        c = sorted(settled, key=int)[-1]
+        bills = settled[c]["bills"]
+        fig, ax = plt.subplots(figsize=(max(9, 0.9 * len(names)), 3.8))
+        pos, neg = np.zeros(len(names)), np.zeros(len(names))
+        for item in ("rent", "usage", "transmission", "grid", "p2p"):
+            v = np.array([b[item] for b in bills], dtype=float) / 1e18
+            base = np.where(v >= 0, pos, neg)
+            ax.bar(names, v, bottom=base, label=item)
+            pos, neg = pos + v.clip(min=0), neg + v.clip(max=0)
+        ax.axhline(0, color="black", lw=0.6)
+        ax.tick_params(axis="x", rotation=45, labelsize=8)
+        ax.set(ylabel="tokens (+ credit, - payment)", title=f"On-chain settlement per prosumer, case {c} (Bill events)")
+        ax.legend(fontsize=7, ncol=5)
+        figs["On-chain settlement"] = fig
     return figs

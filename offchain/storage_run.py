@@ -1,5 +1,6 @@
 """``gridshare run``: the shared-storage + P2P market of paper A, case by case (1 grid only, 2 P2P,
-3 storage, 4 both), by the centralized QP or the two-block ADMM (plaintext or private in process)."""
+3 storage, 4 both), by the centralized QP, the two-block ADMM (plaintext or private in process), or
+the private protocol through a chain with settlement in tokens (``--method chain``)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -11,25 +12,55 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from .mechanisms.admm import CaseTable, solve_case
+from .mechanisms.admm import AdmmSettings, CaseResult, CaseTable, solve_case
 from .models.profiles import build_profiles
+from .models.storage_p2p import build_market, get_case
 from .models.storage_scenario import load_storage_scenario
 from .report import RUN_SCHEMA, check_output_dir, progress_bar, storage_figures, write_run
 
 
+def solve_case_on_chain(chain, scenario, case: int, profiles, key_bits: int, progress=None) -> tuple[CaseResult, dict]:
+    """One case through the chain: the private ADMM as round transactions, then settlement."""
+    from .protocol.storage_round import run_storage_round
+
+    c = get_case(case)
+    models, data = build_market(scenario, c, profiles=profiles)
+    r = run_storage_round(chain, models, data, AdmmSettings.from_scenario(scenario), key_bits=key_bits,
+                          case_label=c.label, progress=progress)
+    settlement = r.to_dict()
+    settlement["matches_offchain_mirror"] = (
+        [r.payments.get(a, 0) for a in (r.addresses[n] for n in data.names)] == r.expected["amounts"])
+    return CaseResult(c.number, c.label, r.admm.allocation, r.admm.objective, "chain", admm=r.admm), settlement
+
+
 def run_storage_cases(args, console: Console) -> dict[str, Any]:
     scenario = load_storage_scenario(args.scenario, seed=args.seed)
+    if args.prosumers is not None:
+        from .cli import UserError
+
+        if args.prosumers > len(scenario.prosumers):
+            raise UserError(f"--prosumers {args.prosumers}: the scenario has {len(scenario.prosumers)}")
+        scenario = scenario.subset(range(args.prosumers))
     profiles = build_profiles(scenario)
     cases = [1, 2, 3, 4] if args.case == "all" else [int(args.case)]
-    results, references = {}, {}
+    results, references, settlements = {}, {}, {}
+    chain = None
+    if args.method == "chain":
+        from .chain.backends import connect
+
+        chain = connect(args.chain)
     t0 = time.perf_counter()
     with progress_bar(console) as bar:
         for case in cases:
             task = bar.add_task(f"case {case}: {args.method}", total=None)
             progress = (lambda k, primal, dual, task=task, case=case: bar.update(
                 task, description=f"case {case}: {args.method}, iteration {k}, primal residual {primal:.3g}"))
-            results[case] = solve_case(scenario, case, method=args.method, profiles=profiles,
-                                       key_bits=args.key_bits, progress=progress)
+            if chain is not None:
+                results[case], settlements[str(case)] = solve_case_on_chain(
+                    chain, scenario, case, profiles, args.key_bits, progress)
+            else:
+                results[case] = solve_case(scenario, case, method=args.method, profiles=profiles,
+                                           key_bits=args.key_bits, progress=progress)
             if args.method != "qp":
                 bar.update(task, description=f"case {case}: centralized QP (reference)")
                 references[case] = solve_case(scenario, case, method="qp", profiles=profiles)
@@ -40,7 +71,9 @@ def run_storage_cases(args, console: Console) -> dict[str, Any]:
         "schema": RUN_SCHEMA, "mechanism": "storage-p2p", "method": args.method,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "scenario": scenario.to_dict(), "wall_seconds": time.perf_counter() - t0,
+        "chain": (chain.url or chain.kind) if chain is not None else None,
         **table.to_dict(),
+        "settlement": settlements,
         "reference_gap_pct": {str(c): 100 * (results[c].objective - r.objective) / abs(r.objective)
                               for c, r in references.items()},
         # energy held in each prosumer's rented capacity, hour by hour (kWh)
@@ -51,6 +84,12 @@ def run_storage_cases(args, console: Console) -> dict[str, Any]:
 
 
 def run_command(args, console: Console) -> int:
+    from .cli import UserError
+
+    if args.method is None:
+        args.method = "chain" if args.chain else "admm"
+    elif args.chain and args.method != "chain":
+        raise UserError(f"--chain runs the on-chain protocol: use it with --method chain, not {args.method}")
     out = args.out or Path("runs") / dt.datetime.now().strftime("storage-%Y%m%d-%H%M%S")
     check_output_dir(out)
     run = run_storage_cases(args, console)
@@ -72,6 +111,15 @@ def run_command(args, console: Console) -> int:
         admm = run["cases"][c]["admm"]
         printer.print(f"case {c}: ADMM {admm['iterations']} iterations, {admm['wall_time']:.1f} s, "
                       f"objective {gap:+.4f}% vs the centralized QP", soft_wrap=True)
+    for c, st in run["settlement"].items():
+        payees = {k: v / 1e18 for k, v in st["payments"].items()}
+        printer.print(f"case {c} settled on chain: market {st['market']} round {st['round_id']}, "
+                      f"{st['transactions']} transactions, "
+                      f"{sum(g['total'] for g in st['gas'].values()):,} gas; payments sum to "
+                      f"{sum(st['payments'].values())} (token base units); operator "
+                      f"{payees.get(st['addresses']['operator'], 0):+.2f}, centre "
+                      f"{payees.get(st['addresses']['centre'], 0):+.2f}, grid {payees.get(st['addresses']['grid'], 0):+.2f} "
+                      f"tokens; matches the off-chain mirror: {st['matches_offchain_mirror']}", soft_wrap=True)
     for v in run["violations"]:
         printer.print(f"[yellow]expected ordering does not hold:[/yellow] {v}", soft_wrap=True)
     rows = [("method", run["method"]), ("cases", ", ".join(cases))] + [

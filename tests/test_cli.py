@@ -136,6 +136,25 @@ def test_run_prints_the_case_table_and_writes_the_report(tmp_path, capsys):
     assert "case 4" in capsys.readouterr().out
 
 
+def test_run_through_the_chain_settles_in_tokens(tmp_path, capsys):
+    out = tmp_path / "chain"
+    assert main(["run", str(ROOT / "scenarios" / "storage10.toml"), "--case", "3", "--prosumers", "3",
+                 "--method", "chain", "--out", str(out)]) == 0
+    run = json.loads((out / "run.json").read_text())
+    st = run["settlement"]["3"]
+    assert run["method"] == "chain" and st["matches_offchain_mirror"]
+    assert sum(st["payments"].values()) == 0 and len(st["bills"]) == 3
+    assert run["cases"]["3"]["admm"]["converged"] and abs(run["reference_gap_pct"]["3"]) < 0.1
+    assert "On-chain settlement" in (out / "report.html").read_text()
+    assert "settled on chain" in capsys.readouterr().out
+
+
+def test_run_rejects_chain_with_another_method(tmp_path, capsys):
+    assert main(["run", str(ROOT / "scenarios" / "storage10.toml"), "--method", "qp", "--chain",
+                 "http://127.0.0.1:1", "--out", str(tmp_path / "o")]) == 2
+    assert "--method chain" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
 def test_run_names_a_bad_storage_scenario_field(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     text = (ROOT / "scenarios" / "storage10.toml").read_text()

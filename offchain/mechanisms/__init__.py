@@ -7,13 +7,14 @@ from .admm import (
     Allocation,
     CaseResult,
     CaseTable,
-    Exchange,
-    P2PCentre,
+    Bill,
+    InProcessExchange,
     PlainSumChannel,
     PrivacyResult,
     PrivateSumChannel,
     QPResult,
     StorageBroadcast,
+    Step,
     StorageOperator,
     SumChannel,
     centralized_qp,
@@ -37,8 +38,8 @@ from .tariff import (
 )
 
 __all__ = ["AdmmProsumer", "AdmmResult", "AdmmSettings", "Allocation", "CaseResult", "CaseTable",
-           "Decision", "Exchange", "P2PCentre", "PlainSumChannel", "PlaintextResult", "PrivacyResult",
-           "PrivateSumChannel", "QPResult", "ReferenceResult", "StorageBroadcast", "StorageOperator",
+           "Bill", "Decision", "InProcessExchange", "PlainSumChannel", "PlaintextResult", "PrivacyResult",
+           "PrivateSumChannel", "QPResult", "ReferenceResult", "StorageBroadcast", "Step", "StorageOperator",
            "SumChannel", "TariffIteration", "TariffRule", "aggregate", "centralized_qp",
            "centralized_reference", "plaintext_exchange", "privacy_experiment", "private_exchange",
            "quantise", "run_admm", "run_cases", "run_plaintext", "solve_case"]

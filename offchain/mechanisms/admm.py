@@ -37,32 +37,33 @@ Iteration k:
        S = (rho W - n b)/(rho + a (n + 1)) if <= cap (nu = 0), else S = cap and
        nu = (rho W - cap (rho + a (n + 1)))/n - b;   broadcast s = b + a S + nu (= the rent r)
      and each prosumer computes its own c_i = (rho w_i - s)/(a + rho) (a = a^E or a^P).
-  3. P2P centre (closed form, projection onto z_ij = -z_ji): z_ij = (w_ij - w_ji)/2, needs only
-     the difference d_ij = w_ij - w_ji of w_ij = p_ij + u_ij; sends z_ij to i and -z_ij to j.
+  3. P2P centre (closed form, projection onto z_ij = -z_ji): z_ij = (w_ij - w_ji)/2 with
+     w_ij = p_ij + u_ij. Both ends of a pair receive the other's w and compute this projection
+     themselves in fixed point (z_ji = -z_ij exactly), so no party needs to see both vectors.
   4. prosumers: u <- u + y - z; residual contributions ||y_i - z_i||^2 and
-     rho^2 ||z_i^k - z_i^(k-1)||^2; their sums decide the stop:
-       ||r||_2 <= primal_tol  and  ||s||_2 <= dual_tol  (scenario [admm]).
-  At the end: pair prices lambda_ij = rho (u_ij + u_ji)/2 (one more pair-sum message) and the
-  last broadcast s^E, s^P as the rents r^E, r^P. Trades are settled on the centre's balanced
-  z_ij; capacities on each prosumer's C_i.
+     rho^2 ||z_i^k - z_i^(k-1)||^2, sent with the next iteration's operator message; the stop
+     after iteration k when the RMS residuals of k-1 (sums over prosumers / consensus entries)
+     are <= primal_tol and dual_tol (scenario [admm]).
+  Closing exchange: each prosumer's bill (:class:`Bill`): capacities C_i, storage throughput, net
+  grid per hour to the operator (sums only), and its price half -rho u_ij / 2 to each partner;
+  the pair price pi_ij = -lambda_ij is the sum of both halves, the rents r^E, r^P are the last
+  broadcast s^E, s^P. Trades are settled on the balanced z_ij; capacities on each C_i.
 
-Message flow (every message is a numpy vector through a :class:`SumChannel`)
------------------------------------------------------------------------------
-  channel "storage" (members: all prosumers; receiver: storage operator): prosumer i sends
-      [w^E_i, w^P_i]; the operator gets only sum_i.
-  channel "p2p/i-j" (members i < j; receiver: P2P centre): i sends +w_ij (T values), j sends -w_ji;
-      the centre gets d_ij = w_ij - w_ji, never w_ij or w_ji. After convergence the same channel
-      carries +rho u_ij / 2 and +rho u_ji / 2: the centre gets the pair price.
-  channel "residual" (all prosumers; receiver: storage operator): [||r_i||^2, ||s_i||^2].
-  broadcasts (public): the operator's s^E, s^P (and nu); the centre's z_ij to i and j.
-Plaintext mode (:class:`PlainSumChannel`): vectors rounded to the on-chain fixed point (1e-6) and
-summed exactly; the receiver sees every vector (standard ADMM, the leak of paper A's appendix B).
-Private mode (:class:`PrivateSumChannel`): each vector is rounded to 1e-6, pairwise-masked (X25519
-pair seeds of :mod:`offchain.privacy.masks`; for a two-member pair channel the mask is shared by
-i and j and cancels in the difference), packed into slots (:class:`SlotLayout`) and
-Paillier-encrypted under the receiver's key; ``combine`` multiplies the ciphertexts (what the
-contract's ``aggregate`` does), and only the receiver decrypts, and only the aggregate. Both
-modes sum the same integers, so they follow bit-identical trajectories (a test).
+Message flow (one :class:`Step` per iteration through an exchange)
+------------------------------------------------------------------
+  operator channel (all prosumers -> storage operator): [w^E_i, w^P_i, r_i^2, s_i^2, 0...]
+      (3 + T values; the closing message carries the bill slots); the operator's answer, the
+      rents s^E, s^P, is public.
+  pair messages (i -> each partner j): w_ij (T values); at the close the price half.
+Plaintext (:func:`plaintext_exchange`): vectors rounded to the on-chain fixed point (1e-6) and
+summed exactly; the operator sees every vector and the P2P centre relays every w_ij (standard
+ADMM, the leak of paper A's appendix B). Private (:func:`private_exchange`): the operator message
+is pairwise-masked (X25519 seeds of :mod:`offchain.privacy.masks`), packed (:class:`SlotLayout`)
+and Paillier-encrypted under the operator's key; ``combine`` multiplies the ciphertexts (what the
+contract's ``aggregate`` does) and the operator decrypts only the sum. Pair messages are sealed
+with a one-time pad from the pair's seed: only the partner, who needs w_ij for its projection,
+opens them. On chain (:mod:`offchain.protocol.storage_round`) the same messages are round
+transactions. Every mode passes the same integers, so all follow bit-identical trajectories.
 Whether paper A assigns keys and masks this way is not known (models.md 1.6); its "products with
 random numbers" are replaced by masked sums, which give each receiver exactly its update's input.
 
@@ -83,6 +84,7 @@ import numpy as np
 
 from ..units import energy_from_fixed as from_fixed
 from ..units import energy_to_fixed as to_fixed
+from ..units import price_from_fixed, price_to_fixed
 
 # ------------------------------------------------------------------------------------------
 # settings
@@ -95,8 +97,8 @@ class AdmmSettings:
     rho_capacity: float = 0.004
     proximal: float = 0.5
     proximal_spread: float = 0.5
-    primal_tol: float = 0.02
-    dual_tol: float = 0.02
+    primal_tol: float = 0.003  # RMS over the consensus entries
+    dual_tol: float = 0.0006
     max_iterations: int = 2000
     seed: int = 0  # seeds each prosumer's private proximal draws (reproducible runs)
 
@@ -116,8 +118,17 @@ class AdmmSettings:
 
 
 # ------------------------------------------------------------------------------------------
-# channels: one vector per sender per iteration, the receiver learns the sum
+# exchanges: how the messages of one iteration travel
 # ------------------------------------------------------------------------------------------
+RESIDUAL_CAP = 1e4  # a prosumer's residual contributions saturate here: only the stop test reads them
+
+
+def operator_slots(T: int) -> int:
+    """Values per prosumer in the operator channel: [C^E or w^E, C^P or w^P, r^2 or throughput,
+    s^2 or 0, then T zeros or net grid per period] (iterations / closing message)."""
+    return 3 + T
+
+
 @dataclass(frozen=True)
 class Message:
     """What one sender puts on the wire for one channel and iteration."""
@@ -177,7 +188,7 @@ class PrivateSumChannel(SumChannel):
 
     ``seeds[i]``: member i's pair seeds with the other members (from ``MaskKey.pair_seeds``),
     ``addresses[i]`` its address string (orders the mask signs). Long vectors are split into
-    chunks of ``layout.periods`` slots, one ciphertext each.
+    chunks that fit the key, one ciphertext each.
     """
 
     def __init__(self, name: str, members: Sequence[int], length: int, receiver: str, public, private,
@@ -226,71 +237,119 @@ class PrivateSumChannel(SumChannel):
         return total
 
 
-@dataclass(eq=False)
-class Exchange:
-    """The channels of one market: ``storage``, ``residual`` and one ``pairs[(i, j)]`` per pair."""
+@dataclass(frozen=True, eq=False)
+class Step:
+    """What the parties learn from one exchange."""
 
-    mode: str
-    storage: SumChannel
-    residual: SumChannel
-    pairs: dict[tuple[int, int], SumChannel]
+    sums: np.ndarray  # (3 + T,) the operator channel's sum over all prosumers
+    rents: np.ndarray  # (2,) the operator's broadcast s^E, s^P (1e-6 fixed point)
+    received: dict[int, dict[int, np.ndarray]]  # received[i][j]: what partner j sent to i
 
-    def channels(self) -> list[SumChannel]:
-        return [self.storage, self.residual, *self.pairs.values()]
+
+Respond = Callable[[np.ndarray], np.ndarray]  # the operator: channel sum -> broadcast rents
+
+
+class InProcessExchange:
+    """Messages between objects in one process.
+
+    ``operator``: the operator channel (plain: it sees every vector; private: Paillier + masks,
+    it decrypts only the sum). Pair messages: ``pads=None`` hands each vector to the partner in
+    the clear through the P2P centre (standard ADMM: the centre sees both w_ij and w_ji);
+    ``pads[i][j]`` (the i-j seeds) seals each vector for the partner with a one-time pad, as on
+    chain. Both sum and pass the same fixed-point integers, so every mode follows the same
+    trajectory.
+    """
+
+    def __init__(self, mode: str, operator: SumChannel, pads: dict[int, dict[int, bytes]] | None = None,
+                 addresses: dict[int, str] | None = None):
+        self.mode, self.operator, self.pads, self.addresses = mode, operator, pads, addresses
+        self.pair_messages = 0
+        self.centre_view: list = []  # plain mode: the (w_ij, w_ji) the centre relayed
+
+    def _pairs(self, k: int, vectors: dict[int, dict[int, np.ndarray]]) -> dict[int, dict[int, np.ndarray]]:
+        from ..privacy.masks import seal, unseal
+
+        received: dict[int, dict[int, np.ndarray]] = {i: {} for i in vectors}
+        for i, out in vectors.items():
+            for j, v in out.items():
+                fixed = to_fixed(v)
+                if self.pads is not None:
+                    a, b = self.addresses[i], self.addresses[j]
+                    fixed = unseal(seal(fixed, self.pads[i][j], k, a, b), self.pads[j][i], k, a, b)
+                received[j][i] = from_fixed(fixed)
+                self.pair_messages += 1
+        if self.pads is None:
+            self.centre_view.append(received)
+        return received
+
+    def iterate(self, k: int, op: dict[int, np.ndarray], pairs: dict[int, dict[int, np.ndarray]],
+                respond: Respond) -> Step:
+        sums = self.operator.exchange(k, op)
+        return Step(sums, respond(sums), self._pairs(k, pairs))
+
+    def close(self, k: int, op: dict[int, np.ndarray], pairs: dict[int, dict[int, np.ndarray]],
+              bills: dict[int, "Bill"], rents: np.ndarray) -> Step:
+        return Step(self.operator.exchange(k, op), rents, self._pairs(k, pairs))
 
     def stats(self) -> dict:
-        chans = self.channels()
-        out = {"mode": self.mode, "messages": sum(c.messages for c in chans)}
-        if self.mode == "private":
-            out.update(ciphertexts=sum(c.ciphertexts for c in chans),
-                       encrypt_seconds=sum(c.encrypt_seconds for c in chans),
-                       decrypt_seconds=sum(c.decrypt_seconds for c in chans),
-                       key_bits=self.storage.public.n.bit_length())
+        ch = self.operator
+        out = {"mode": self.mode, "messages": ch.messages + self.pair_messages, "pair_messages": self.pair_messages}
+        if isinstance(ch, PrivateSumChannel):
+            out.update(ciphertexts=ch.ciphertexts, encrypt_seconds=ch.encrypt_seconds,
+                       decrypt_seconds=ch.decrypt_seconds, key_bits=ch.public.n.bit_length())
         return out
 
 
-def plaintext_exchange(n: int, T: int, pairs: Sequence[tuple[int, int]]) -> Exchange:
-    everyone = tuple(range(n))
-    return Exchange("plaintext", PlainSumChannel("storage", everyone, 2, "operator"),
-                    PlainSumChannel("residual", everyone, 2, "operator"),
-                    {p: PlainSumChannel(f"p2p/{p[0]}-{p[1]}", p, T, "centre") for p in pairs})
+def plaintext_exchange(n: int, T: int) -> InProcessExchange:
+    return InProcessExchange("plaintext", PlainSumChannel("operator", tuple(range(n)), operator_slots(T), "operator"))
 
 
-def private_exchange(n: int, T: int, pairs: Sequence[tuple[int, int]], key_bits: int = 1024,
-                     keys: dict | None = None) -> Exchange:
-    """Paillier keys for the operator and the P2P centre, X25519 mask keys for each prosumer.
-
-    ``keys``: optional ``{"operator": (pub, priv), "centre": (pub, priv)}`` to reuse keys.
-    """
+def private_exchange(n: int, T: int, key_bits: int = 1024, keys: tuple | None = None) -> InProcessExchange:
+    """The operator's Paillier key (``keys`` = (public, private) to reuse one), X25519 mask keys
+    for each prosumer: masks for the operator channel, pads for the pair messages."""
     from ..privacy.masks import MaskKey
     from ..privacy.paillier import generate_keypair
 
-    keys = dict(keys or {})
-    for who in ("operator", "centre"):
-        if who not in keys:
-            keys[who] = generate_keypair(key_bits)
+    public, private = keys or generate_keypair(key_bits)
     addr = {i: f"prosumer-{i:05d}" for i in range(n)}
     mk = {i: MaskKey() for i in range(n)}
-    everyone = tuple(range(n))
+    peers = [(addr[i], mk[i].public_bytes) for i in range(n)]
 
-    def seeds(members, context: bytes):
-        peers = [(addr[i], mk[i].public_bytes) for i in members]
-        return {i: mk[i].pair_seeds(addr[i], peers, context) for i in members}
+    def seeds(context: bytes) -> dict[int, dict[str, bytes]]:
+        return {i: mk[i].pair_seeds(addr[i], peers, context) for i in range(n)}
 
-    op_pub, op_priv = keys["operator"]
-    ce_pub, ce_priv = keys["centre"]
-    storage = PrivateSumChannel("storage", everyone, 2, "operator", op_pub, op_priv, addr,
-                                seeds(everyone, b"gridshare/admm/storage"))
-    residual = PrivateSumChannel("residual", everyone, 2, "operator", op_pub, op_priv, addr,
-                                 seeds(everyone, b"gridshare/admm/residual"))
-    pair_ch = {p: PrivateSumChannel(f"p2p/{p[0]}-{p[1]}", p, T, "centre", ce_pub, ce_priv, addr,
-                                    seeds(p, b"gridshare/admm/p2p")) for p in pairs}
-    return Exchange("private", storage, residual, pair_ch)
+    masks = seeds(b"gridshare/admm/operator")
+    pad_seeds = seeds(b"gridshare/admm/pairs")
+    pads = {i: {j: pad_seeds[i][addr[j]] for j in range(n) if j != i} for i in range(n)}
+    op = PrivateSumChannel("operator", tuple(range(n)), operator_slots(T), "operator", public, private, addr, masks)
+    return InProcessExchange("private", op, pads, addr)
 
 
 # ------------------------------------------------------------------------------------------
-# the three kinds of agent
+# the parties
 # ------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class Bill:
+    """What a prosumer is billed for (its settlement reveal; kWh, kW, CNY/kWh)."""
+
+    capacity: np.ndarray  # (2,) rented C^E, C^P (its own last x-update)
+    throughput: float  # kWh charged + discharged in the rented storage
+    net_grid: np.ndarray  # (T,) import > 0, export < 0
+    trades: dict[int, np.ndarray]  # partner -> (T,) consensus sale z_ij (antisymmetric over the pair)
+    price_halves: dict[int, np.ndarray]  # partner -> (T,) -rho u_ij / 2; the pair price is the sum of both halves
+
+    def slots(self) -> np.ndarray:
+        """The operator channel's closing message: the sums bind the revealed capacities and grid."""
+        return np.concatenate([self.capacity, [self.throughput], self.net_grid])
+
+    def vector(self) -> list[int]:
+        """The reveal (fixed point): slots, then per partner (ascending) its trades and price halves."""
+        out = to_fixed(self.slots())
+        for j in sorted(self.trades):
+            out += to_fixed(self.trades[j]) + price_to_fixed(self.price_halves[j])
+        return out
+
+
 class AdmmProsumer:
     """Prosumer i's side of the ADMM: its model, duals, z copies and private proximal draws."""
 
@@ -301,6 +360,7 @@ class AdmmProsumer:
         self.spread = settings.proximal_spread
         self.rng = np.random.default_rng([settings.seed, 0xAD33, index])  # private to the prosumer
         data = model.data
+        self.T = data.T
         self.a = np.array([data.storage.energy_slope, 0.0])  # a^E, a^P
         m, T = model.m, data.T
         self.partners = list(model.partners)
@@ -317,42 +377,45 @@ class AdmmProsumer:
         self.res = (0.0, 0.0)
 
     # -- step 1 ------------------------------------------------------------------------------
-    def x_step(self) -> None:
+    def x_params(self) -> tuple:
+        """Draws this iteration's private proximal weights; the x-update's parameters."""
         tau_t = self.prox * self.rho_t * (1.0 + self.spread * self.rng.uniform(-1, 1)) if self.prox else 0.0
         tau_c = self.prox * self.rho_c * (1.0 + self.spread * self.rng.uniform(-1, 1)) if self.prox else 0.0
         self.tau = (tau_t, tau_c)
         lt = self.rho_t * (self.z_t - self.u_t) + tau_t * self.y_t
         lc = self.rho_c * (self.z_c - self.u_c) + tau_c * self.y_c
+        return lt, self.rho_t + tau_t, lc, self.rho_c + tau_c
+
+    def x_apply(self, update) -> None:
+        """Takes the x-update's result (solved here or by a worker holding a copy of the model)."""
         self.prev_y_c = self.y_c.copy()
         self.prev_z_c, self.prev_u_c = self.z_c.copy(), self.u_c.copy()
-        self.last = self.model.x_update(lt, self.rho_t + tau_t, lc, self.rho_c + tau_c)
-        self.y_t, self.y_c = self.last.trade.copy(), self.last.capacity.copy()
+        self.last = update
+        self.y_t, self.y_c = update.trade.copy(), update.capacity.copy()
 
     # -- messages --------------------------------------------------------------------------
-    def storage_message(self) -> np.ndarray:
-        """[w^E_i, w^P_i] = C_i + u_i, for the operator's aggregate."""
-        return self.y_c + self.u_c
+    def operator_message(self) -> np.ndarray:
+        """[w^E_i, w^P_i] = C_i + u_i and the previous iteration's residual contributions."""
+        res = np.minimum(self.res, RESIDUAL_CAP)
+        return np.concatenate([self.y_c + self.u_c, res, np.zeros(self.T - 1)])
 
-    def pair_message(self, j: int) -> np.ndarray:
-        """+w_ij (i < j) or -w_ij (i > j): the pair channel's sum is w_lo,hi - w_hi,lo."""
-        k = self.row[j]
-        w = self.y_t[k] + self.u_t[k]
-        return w if self.i < j else -w
+    def pair_messages(self) -> dict[int, np.ndarray]:
+        """w_ij = p_ij + u_ij for each partner j."""
+        return {j: self.y_t[k] + self.u_t[k] for j, k in self.row.items()}
 
-    def price_message(self, j: int) -> np.ndarray:
-        """rho u_ij / 2: the pair channel's sum is the pair's multiplier lambda_ij."""
-        return 0.5 * self.rho_t * self.u_t[self.row[j]]
+    # -- step 2 (after the operator's broadcast and the partners' messages) ------------------
+    def z_step(self, s: np.ndarray, received: dict[int, np.ndarray]) -> None:
+        """Own z copies, dual update, residual contributions.
 
-    def residual_message(self) -> np.ndarray:
-        return np.array(self.res)
-
-    # -- step 4 ------------------------------------------------------------------------------
-    def z_step(self, s: np.ndarray | None, z_pairs: dict[int, np.ndarray]) -> None:
-        """Own z copies from the broadcasts, dual update, residual contributions."""
+        Trades: the P2P centre's projection z_ij = (w_ij - w_ji) / 2, computed in fixed point by
+        both ends of the pair (so z_ji = -z_ij exactly). Capacities: the operator's closed form
+        c_i = (rho w_i - s) / (a + rho) from the broadcast s.
+        """
         old_t, old_c = self.z_t.copy(), self.z_c.copy()
-        for j, z in z_pairs.items():
-            self.z_t[self.row[j]] = z
-        if self.has_cap and s is not None:
+        for j, k in self.row.items():
+            d = np.asarray(to_fixed(self.y_t[k] + self.u_t[k])) - np.asarray(to_fixed(received[j]))
+            self.z_t[k] = from_fixed(d) / 2
+        if self.has_cap:
             w = self.y_c + self.u_c
             self.z_c = (self.rho_c * w - np.asarray(s)) / (self.a + self.rho_c)
         rt = self.y_t - self.z_t
@@ -364,6 +427,14 @@ class AdmmProsumer:
         s2 = float(self.rho_t ** 2 * np.sum((self.z_t - old_t) ** 2) + self.rho_c ** 2 * np.sum((self.z_c - old_c) ** 2))
         self.res = (r2, s2)
 
+    def bill(self) -> Bill:
+        sched = self.last.schedule
+        throughput = float(np.sum(sched.get("shared_charge", 0.0)) + np.sum(sched.get("shared_discharge", 0.0)))
+        return Bill(capacity=self.y_c.copy(), throughput=max(throughput, 0.0),
+                    net_grid=sched["grid_buy"] - sched["grid_sell"],
+                    trades={j: self.z_t[k].copy() for j, k in self.row.items()},
+                    price_halves={j: -0.5 * self.rho_t * self.u_t[k] for j, k in self.row.items()})
+
     def gradient(self) -> np.ndarray:
         """Its Lagrangian gradient in (C^E, C^P) at the last x-update (x-update KKT)."""
         return -(self.rho_c * (self.y_c - self.prev_z_c + self.prev_u_c) + self.tau[1] * (self.y_c - self.prev_y_c))
@@ -371,7 +442,7 @@ class AdmmProsumer:
 
 @dataclass(frozen=True)
 class StorageBroadcast:
-    s: np.ndarray  # (2,) b + a S + nu: the rent per kWh / kW of the day
+    s: np.ndarray  # (2,) b + a S + nu: the rent per kWh / kW of the day (1e-6 fixed point, >= 0)
     nu: np.ndarray  # (2,) scarcity multipliers of sum C <= capacity
     total: np.ndarray  # (2,) S = sum_i c_i
 
@@ -384,6 +455,7 @@ class StorageOperator:
         self.a = np.array([storage.energy_slope, 0.0])
         self.b = np.array([storage.energy_price_empty, storage.power_price])
         self.cap = np.array([storage.energy_kwh, storage.power_kw])
+        self.last: StorageBroadcast | None = None
 
     def update(self, w_sum: np.ndarray) -> StorageBroadcast:
         n, rho = self.n, self.rho
@@ -397,15 +469,14 @@ class StorageOperator:
                 S = cap
                 v = (rho * W - cap * denom) / n - b
             s[k], nu[k], tot[k] = b + a * S + v, v, S
-        return StorageBroadcast(s=s, nu=nu, total=tot)
+        # the broadcast travels as an on-chain price (1e-6, unsigned)
+        s = price_from_fixed(price_to_fixed(np.maximum(s, 0.0)))
+        self.last = StorageBroadcast(s=s, nu=nu, total=tot)
+        return self.last
 
-
-class P2PCentre:
-    """Closed-form z-update of the trades: projection onto z_ij = -z_ji, from d_ij = w_ij - w_ji."""
-
-    @staticmethod
-    def update(diff: np.ndarray) -> np.ndarray:
-        return 0.5 * np.asarray(diff, dtype=float)
+    def respond(self, sums: np.ndarray) -> np.ndarray:
+        """The operator's answer to an iteration's channel sum: the rents s^E, s^P."""
+        return self.update(np.asarray(sums)[:2]).s
 
 
 # ------------------------------------------------------------------------------------------
@@ -550,8 +621,8 @@ class AdmmResult:
     converged: bool
     iterations: int
     objective: float  # Phi at the final x (prosumers' C, trades)
-    primal_residuals: np.ndarray  # (K,)
-    dual_residuals: np.ndarray  # (K,)
+    primal_residuals: np.ndarray  # (K-1,) RMS ||r||_2 / sqrt(entries) of iterations 1..K-1 (reported one later)
+    dual_residuals: np.ndarray  # (K-1,) RMS dual residual
     objectives: np.ndarray  # (K,) Phi per iteration (simulator's view: needs every local cost)
     trades: np.ndarray  # (n, n, T) cleared trades z_ij (antisymmetric)
     capacities: np.ndarray  # (n, 2) prosumers' rented C^E, C^P
@@ -560,6 +631,8 @@ class AdmmResult:
     scarcity: np.ndarray  # (2,) last nu
     allocation: Allocation
     schedules: list[dict]
+    bills: list[Bill]  # each prosumer's settlement reveal
+    closing_sums: np.ndarray  # (3 + T,) the operator's aggregate of the bills' slots
     wall_time: float
     x_update_time: float  # summed over prosumers and iterations
     x_update_parallel_time: float  # sum over iterations of the slowest prosumer
@@ -572,92 +645,120 @@ class AdmmResult:
                 "dual_residuals": self.dual_residuals.tolist(), "objectives": self.objectives.tolist(),
                 "capacities": self.capacities.tolist(), "rents": self.rents.tolist(),
                 "scarcity": self.scarcity.tolist(), "allocation": self.allocation.to_dict(),
+                "closing_sums": self.closing_sums.tolist(),
                 "wall_time": self.wall_time, "x_update_time": self.x_update_time,
                 "x_update_parallel_time": self.x_update_parallel_time, "exchange": self.exchange,
                 "trades": self.trades.tolist(), "pair_prices": self.pair_prices.tolist()}
 
 
-def run_admm(models: Sequence, data, settings: AdmmSettings, exchange: Exchange | None = None,
-             proximal: bool = True, trace: int | None = None,
-             progress: Callable[[int, float, float], None] | None = None) -> AdmmResult:
-    """Two-block ADMM until both residuals are below tolerance or the iteration cap.
+def consensus_entries(data) -> int:
+    """Number of consensus constraints (public): T per trade direction, 2 capacities per prosumer."""
+    return max(1, 2 * len(data.pairs) * data.T + (2 * data.n if data.has_storage else 0))
 
-    ``exchange``: the channels (default :func:`plaintext_exchange`); ``proximal=False`` runs the
-    standard ADMM of paper A's appendix B (no private proximal terms); ``trace=i`` records
-    prosumer i's private values and the operator's view per iteration (privacy experiment);
-    ``progress(k, primal, dual)`` after each iteration.
+
+class SerialAgents:
+    """The prosumers' x-updates one after the other in this process."""
+
+    def __init__(self, agents: Sequence[AdmmProsumer]):
+        self.agents = list(agents)
+
+    def x_step(self) -> list[float]:
+        """Runs every x-update; returns each one's solve time."""
+        for a in self.agents:
+            a.x_apply(a.model.x_update(*a.x_params()))
+        return [a.last.solve_time for a in self.agents]
+
+    def close(self) -> None:
+        pass
+
+
+def run_admm(models: Sequence, data, settings: AdmmSettings, exchange=None,
+             proximal: bool = True, trace: int | None = None,
+             progress: Callable[[int, float, float], None] | None = None, parallel=None) -> AdmmResult:
+    """Two-block ADMM until the residuals reported for an iteration are below tolerance.
+
+    Iteration k: x-updates; every prosumer sends the operator [w_i, residuals of k-1] and each
+    partner w_ij; the operator answers with the rents s^k; every prosumer does its z-step and dual
+    update. Stop after iteration k when the residuals of k-1 are below tolerance (k >= 2). Then one
+    closing exchange: each prosumer's bill slots to the operator (the sums bind the reveals on
+    chain) and its price halves to each partner.
+
+    ``exchange``: :func:`plaintext_exchange` (default), :func:`private_exchange` or the chain's;
+    ``proximal=False`` runs the standard ADMM of paper A's appendix B (no private proximal terms);
+    ``trace=i`` records prosumer i's private values and the operator's view per iteration
+    (privacy experiment); ``progress(k, primal, dual)`` after each iteration; ``parallel``: a
+    factory ``agents -> runner`` for the x-updates (default :class:`SerialAgents`).
     """
     t_start = time.perf_counter()
     n, T = data.n, data.T
-    ex = exchange or plaintext_exchange(n, T, data.pairs)
+    ex = exchange or plaintext_exchange(n, T)
     agents = [AdmmProsumer(m, settings, i, proximal) for i, m in enumerate(models)]
+    runner = (parallel or SerialAgents)(agents)
     operator = StorageOperator(data.storage, n, settings.rho_capacity) if data.has_storage else None
+    respond = operator.respond if operator is not None else (lambda sums: np.zeros(2))
     coupled = data.has_storage or bool(data.pairs)
+    entries = consensus_entries(data)
     prim, dual, objs, records = [], [], [], []
     x_time = x_par = 0.0
-    bc = None
+    rents = np.zeros(2)
     converged = False
     k = 0
-    while k < settings.max_iterations:
-        k += 1
-        times = []
-        for a in agents:
-            a.x_step()
-            times.append(a.last.solve_time)
-        x_time += sum(times)
-        x_par += max(times)
-        if not coupled:
-            prim.append(0.0), dual.append(0.0)
-            objs.append(potential(data, np.array([a.last.local_cost for a in agents]), np.zeros((n, 2))))
-            converged = True
-            break
-        w_view = None
-        if operator is not None:
-            w_sum = ex.storage.exchange(k, {a.i: a.storage_message() for a in agents})
-            bc = operator.update(w_sum)
-            w_view = ex.storage.view[-1]
-        z_in: list[dict[int, np.ndarray]] = [{} for _ in range(n)]
-        for (i, j), ch in ex.pairs.items():
-            d = ch.exchange(k, {i: agents[i].pair_message(j), j: agents[j].pair_message(i)})
-            z = P2PCentre.update(d)
-            z_in[i][j], z_in[j][i] = z, -z
-        for a in agents:
-            a.z_step(bc.s if bc is not None else None, z_in[a.i])
-        res = ex.residual.exchange(k, {a.i: a.residual_message() for a in agents})
-        r, s = math.sqrt(max(res[0], 0.0)), math.sqrt(max(res[1], 0.0))
-        prim.append(r), dual.append(s)
-        caps = np.array([a.y_c for a in agents])
-        objs.append(potential(data, np.array([a.last.local_cost for a in agents]), caps))
-        if trace is not None and bc is not None:
-            a = agents[trace]
-            records.append({"iteration": k, "gradient": a.gradient(), "capacity": a.y_c.copy(),
-                            "z": a.z_c.copy(), "u": a.u_c.copy(), "tau": a.tau, "w_sum": w_sum.copy(),
-                            "s": bc.s.copy(), "operator_view": w_view})
-        if progress is not None:
-            progress(k, r, s)
-        if r <= settings.primal_tol and s <= settings.dual_tol:
-            converged = True
-            break
-    # prices: one more pair-sum message per pair
+    try:
+        while k < settings.max_iterations:
+            k += 1
+            times = runner.x_step()
+            x_time += sum(times)
+            x_par += max(times)
+            caps = np.array([a.y_c for a in agents])
+            objs.append(potential(data, np.array([a.last.local_cost for a in agents]), caps))
+            if not coupled:  # case 1: n independent problems, nothing to exchange
+                converged = True
+                break
+            step = ex.iterate(k, {a.i: a.operator_message() for a in agents},
+                              {a.i: a.pair_messages() for a in agents}, respond)
+            rents = step.rents
+            for a in agents:
+                a.z_step(rents, step.received[a.i])
+            if k >= 2:
+                r, s = (math.sqrt(max(float(v), 0.0) / entries) for v in step.sums[2:4])
+                prim.append(r), dual.append(s)
+                if progress is not None:
+                    progress(k, r, s)
+                converged = r <= settings.primal_tol and s <= settings.dual_tol
+            if trace is not None and operator is not None:
+                a = agents[trace]
+                view = ex.operator.view[-1]
+                records.append({"iteration": k, "gradient": a.gradient(), "capacity": a.y_c.copy(),
+                                "z": a.z_c.copy(), "u": a.u_c.copy(), "tau": a.tau, "w_sum": step.sums[:2].copy(),
+                                "s": rents.copy(),
+                                "operator_view": ({i: v[:2] for i, v in view.items()} if isinstance(view, dict)
+                                                  else view[:2])})
+            if converged:
+                break
+        bills = [a.bill() for a in agents]
+        closing = ex.close(k + 1, {a.i: b.slots() for a, b in zip(agents, bills)},
+                           {a.i: b.price_halves for a, b in zip(agents, bills)}, dict(enumerate(bills)), rents)
+    finally:
+        runner.close()
     prices = np.zeros((n, n, T))
     trades = np.zeros((n, n, T))
-    for (i, j), ch in ex.pairs.items():
-        lam = ch.exchange(k + 1, {i: agents[i].price_message(j), j: agents[j].price_message(i)})
-        prices[i, j] = prices[j, i] = -lam
-        z = agents[i].z_t[agents[i].row[j]]
-        trades[i, j], trades[j, i] = z, -z
+    for (i, j) in data.pairs:
+        own = price_from_fixed(price_to_fixed(bills[i].price_halves[j]))  # as revealed on chain
+        prices[i, j] = prices[j, i] = own + closing.received[i][j]
+        trades[i, j], trades[j, i] = bills[i].trades[j], bills[j].trades[i]
     caps = np.array([a.y_c for a in agents])
     local = np.array([a.last.local_cost for a in agents])
     usage = np.array([_usage(a.last.parts) for a in agents])
-    rents = bc.s.copy() if bc is not None else np.zeros(2)
     alloc = allocate(data, local, usage, caps, rents, trades, prices)
+    last = operator.last if operator is not None else None
     return AdmmResult(
         converged=converged, iterations=k, objective=potential(data, local, caps),
         primal_residuals=np.array(prim), dual_residuals=np.array(dual), objectives=np.array(objs),
         trades=trades, capacities=caps, pair_prices=prices, rents=rents,
-        scarcity=bc.nu.copy() if bc is not None else np.zeros(2), allocation=alloc,
-        schedules=[m.schedule() for m in models], wall_time=time.perf_counter() - t_start,
-        x_update_time=x_time, x_update_parallel_time=x_par, exchange=ex.stats(), trace=records)
+        scarcity=last.nu.copy() if last is not None else np.zeros(2), allocation=alloc,
+        schedules=[a.last.schedule for a in agents], bills=bills, closing_sums=np.asarray(closing.sums),
+        wall_time=time.perf_counter() - t_start, x_update_time=x_time, x_update_parallel_time=x_par,
+        exchange=ex.stats(), trace=records)
 
 
 # ------------------------------------------------------------------------------------------
@@ -745,7 +846,7 @@ def solve_case(scenario, case: int, method: str = "qp", hours=None, profiles=Non
     if method not in ("admm", "admm-private"):
         raise ValueError(f"method must be qp, admm or admm-private, got {method!r}")
     settings = settings or AdmmSettings.from_scenario(scenario)
-    ex = private_exchange(data.n, data.T, data.pairs, key_bits) if method == "admm-private" else None
+    ex = private_exchange(data.n, data.T, key_bits) if method == "admm-private" else None
     r = run_admm(models, data, settings, exchange=ex, progress=progress)
     return CaseResult(c.number, c.label, r.allocation, r.objective, method, admm=r)
 
@@ -813,7 +914,7 @@ def privacy_experiment(models: Sequence, data, settings: AdmmSettings, target: i
     n, rho = data.n, settings.rho_capacity
     a = np.array([data.storage.energy_slope, 0.0])
 
-    plain = run_admm(models, data, settings, plaintext_exchange(data.n, data.T, data.pairs),
+    plain = run_admm(models, data, settings, plaintext_exchange(data.n, data.T),
                      proximal=False, trace=target)
     g = np.array([r["gradient"] for r in plain.trace])
     est, prev_c = [], np.zeros(2)
@@ -823,7 +924,7 @@ def privacy_experiment(models: Sequence, data, settings: AdmmSettings, target: i
         prev_c = (rho * w_i - r["s"]) / (a + rho)  # it computes c_i itself
     plain_err, plain_ratio = _relative_errors(g, np.array(est), floor)
 
-    priv = run_admm(models, data, settings, private_exchange(data.n, data.T, data.pairs, key_bits),
+    priv = run_admm(models, data, settings, private_exchange(data.n, data.T, key_bits),
                     proximal=True, trace=target)
     g = np.array([r["gradient"] for r in priv.trace])
     est, prev_c = [], np.zeros(2)

@@ -193,6 +193,7 @@ class XUpdate:
     solve_time: float
     status: str
     parts: dict[str, float] = field(default_factory=dict)
+    schedule: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class StorageProsumer:
@@ -234,6 +235,10 @@ class StorageProsumer:
             raise AssertionError("x-update must be DPP")
         self.solves = 0
 
+    def __reduce__(self):
+        # rebuilt from its inputs (the solved problem holds an unpicklable solver object)
+        return StorageProsumer, (self.spec, self.profile, self.data, self.me, self.solver)
+
     @property
     def m(self) -> int:
         return len(self.partners)
@@ -265,7 +270,7 @@ class StorageProsumer:
                if blk.cap_energy is not None else np.zeros(2))
         parts = {k: float(v.value) for k, v in blk.parts.items()}
         return XUpdate(trade=trade, capacity=cap, local_cost=float(blk.cost.value), solve_time=dt,
-                       status=self.problem.status, parts=parts)
+                       status=self.problem.status, parts=parts, schedule=self.schedule())
 
     def schedule(self) -> dict[str, np.ndarray]:
         """The last x-update's schedule (hourly arrays)."""

@@ -97,8 +97,8 @@ class AdmmSpec:
     rho_capacity: float  # ADMM penalty on capacity consensus, CNY/kWh per kWh
     proximal: float  # mean private proximal coefficient, multiple of the block's rho
     proximal_spread: float  # relative half-width of its uniform per-iteration draw, [0, 1)
-    primal_tol: float  # stop when ||x - z||_2 <= this (kW and kWh)
-    dual_tol: float  # ... and rho ||z^k - z^(k-1)||_2 <= this (CNY/kWh)
+    primal_tol: float  # stop when the RMS of x - z over the consensus entries is <= this (kW, kWh)
+    dual_tol: float  # ... and the RMS of rho (z^k - z^(k-1)) is <= this (CNY/kWh)
     max_iterations: int
 
 

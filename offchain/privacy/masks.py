@@ -60,3 +60,34 @@ def mask_vector(own_address: str, seeds: dict[str, bytes], iteration: int, perio
         for t, value in enumerate(_stream(seed, iteration, periods, slot_bits)):
             total[t] += sign * value
     return [v % modulus for v in total]
+
+
+# ------------------------------------------------------------------ pair pads
+# A message from i to its trading partner j (the ADMM pair exchange) travels on chain under a
+# one-time pad from the i-j seed: 64-bit words (v + pad) mod 2^64. Each direction and iteration
+# has its own pad, so the chain (and the operator, the centre, everyone but j) sees uniform words.
+PAD_BITS = 64
+
+
+def _pad(seed: bytes, iteration: int, sender: str, receiver: str, count: int) -> list[int]:
+    direction = 0 if sender.lower() < receiver.lower() else 1
+    return _stream(seed, 2 * iteration + direction, count, PAD_BITS)
+
+
+def seal(values: Sequence[int], seed: bytes, iteration: int, sender: str, receiver: str) -> bytes:
+    """Signed 64-bit integers -> pad-encrypted big-endian words for ``receiver``."""
+    modulus = 1 << PAD_BITS
+    pad = _pad(seed, iteration, sender, receiver, len(values))
+    return b"".join(((int(v) + p) % modulus).to_bytes(8, "big") for v, p in zip(values, pad))
+
+
+def unseal(data: bytes, seed: bytes, iteration: int, sender: str, receiver: str) -> list[int]:
+    """Inverse of :func:`seal` (run by ``receiver``)."""
+    modulus, half = 1 << PAD_BITS, 1 << (PAD_BITS - 1)
+    count = len(data) // 8
+    pad = _pad(seed, iteration, sender, receiver, count)
+    out = []
+    for k in range(count):
+        v = (int.from_bytes(data[8 * k:8 * k + 8], "big") - pad[k]) % modulus
+        out.append(v - modulus if v >= half else v)
+    return out

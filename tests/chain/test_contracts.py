@@ -186,11 +186,34 @@ def test_bad_round_parameters_are_rejected(w, change, reason):
         kw["price_floor"], kw["price_cap"] = [], []
     if kw["n"] == 0:
         fn = lambda: w.chain.transact(w.market.contract.functions.createRound(
-            (b"", T, B, W, 3, FLOOR, CAP, w.grid.address, False, "")), w.coord)
+            (b"", T, B, W, 3, FLOOR, CAP, w.grid.address, False, "", 0, b"")), w.coord)
     else:
         fn = lambda: w.market.create_round(w.coord, RoundParams(**kw))
     err = assert_rejected(w, "BadParameters", fn)
     assert err.error_args["reason"] == reason
+
+
+@pytest.mark.parametrize("change, reason", [
+    (dict(price_floor=FLOOR[:-1], price_cap=CAP[:-1]), "price band length"),  # generic check passes
+    (dict(price_floor=[], price_cap=[]), "price band length"),  # generic: at least one price
+    (dict(pair_lanes=T), "pair lanes"),
+    (dict(terms=b"\x01"), "terms"),
+])
+def test_tariff_market_rejects_parameters_of_other_mechanisms(w, change, reason):
+    params = RoundParams(**{**w.params.__dict__, **change})
+    err = assert_rejected(w, "BadParameters", lambda: w.market.create_round(w.coord, params))
+    assert err.error_args["reason"] == reason
+
+
+def test_tariff_round_info_has_no_pair_lanes(w):
+    assert w.market.round_info(w.rid)["pair_lanes"] == 0
+
+
+def test_tariff_round_rejects_pair_messages(w):
+    s = make_submissions(w)[0]
+    err = assert_rejected(w, "PairMessagesLength",
+                          lambda: w.market.submit(s["p"], w.rid, 0, s["ct"], s["cm"], b"\0" * 8))
+    assert err.error_args == {"given": 8, "expected": 0}
 
 
 def test_unknown_round_is_rejected(w):
@@ -485,7 +508,7 @@ def test_settlement_follows_the_rule_and_sums_to_zero(w):
     subs, sums = conclude_with(w, SCENARIO)
     tariff = w.market.tariff(w.rid)
     exp_amounts, exp_grid = settlement(SCENARIO, tariff, FLOOR, CAP)
-    assert w.market.quote(w.rid, SCENARIO) == (exp_amounts, exp_grid)
+    assert w.market.quote(w.rid, SCENARIO) == (exp_amounts, {w.grid.address: exp_grid})
     bal_before = {a.address: w.market.balance(w.rid, a) for a in w.parts + [w.grid]}
     payments, receipt = w.market.settle(w.outsider, w.rid, reveals(subs))
     assert payments == {**{p.address: a for p, a in zip(w.parts, exp_amounts)}, w.grid.address: exp_grid}
@@ -496,6 +519,9 @@ def test_settlement_follows_the_rule_and_sums_to_zero(w):
     assert w.market.round_info(w.rid)["phase"] == "Settled"
     ev = w.chain.events(receipt, w.market.contract, "Payment")
     assert len(ev) == 4 and all(e["args"]["iteration"] == 0 for e in ev)
+    assert ev[-1]["args"]["account"] == w.grid.address  # participants in registration order, then the payees
+    (settled,) = w.chain.events(receipt, w.market.contract, "Settled")
+    assert dict(settled["args"]) == {"roundId": w.rid, "iteration": 0}
     # withdrawals pay the ledger balance out in tokens
     for a in w.parts + [w.grid]:
         tok = w.market.token.balance_of(a)
@@ -513,6 +539,15 @@ def test_settlement_rounding_stays_within_one_unit_per_trade(w):
     payments, _ = w.market.settle(w.outsider, w.rid, reveals(subs))
     assert [payments[p.address] for p in w.parts] == amounts and payments[w.grid.address] == grid
     assert sum(payments.values()) == 0
+
+
+def test_quote_checks_the_shape_of_the_values(w):
+    with pytest.raises(ContractRevert) as err:
+        w.market.quote(w.rid, SCENARIO[:2])
+    assert err.value.name == "RevealCount"
+    with pytest.raises(ContractRevert) as err:
+        w.market.quote(w.rid, [v[:-1] for v in SCENARIO])
+    assert err.value.name == "RevealLength" and err.value.error_args["expected"] == T
 
 
 def test_settlement_twice_is_rejected(w):

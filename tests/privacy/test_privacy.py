@@ -3,7 +3,7 @@ import secrets
 
 import pytest
 
-from offchain.privacy.masks import MaskKey, mask_vector
+from offchain.privacy.masks import MaskKey, mask_vector, seal, unseal
 from offchain.privacy.packing import PackingError, SlotLayout
 from offchain.privacy.paillier import RandomnessPool, generate_keypair
 
@@ -89,3 +89,21 @@ def test_precomputed_randomness_gives_valid_ciphertexts_used_once(keys):
     a, b = public.encrypt(7, pool.take()), public.encrypt(7, pool.take())
     assert a != b and private.decrypt(a) == private.decrypt(b) == 7
     assert len(pool) == 1
+
+
+def test_pair_pads_open_only_for_the_partner_and_differ_per_direction_and_iteration():
+    a, b, c = MaskKey(), MaskKey(), MaskKey()
+    peers = [("0xaa", a.public_bytes), ("0xbb", b.public_bytes), ("0xcc", c.public_bytes)]
+    sa, sb, sc = (k.pair_seeds(addr, peers, b"ctx") for k, (addr, _) in zip((a, b, c), peers))
+    values = [0, 1, -1, 2**62, -(2**62), 123_456_789]
+    sealed = seal(values, sa["0xbb"], 7, "0xaa", "0xbb")
+    assert len(sealed) == 8 * len(values)
+    assert unseal(sealed, sb["0xaa"], 7, "0xaa", "0xbb") == values  # the partner opens it
+    assert unseal(sealed, sc["0xaa"], 7, "0xaa", "0xbb") != values  # a third party's seed does not
+    # the reverse direction and the next iteration use other pads: no difference of two messages
+    # (w_ij - w_ji, or w^k - w^(k+1)) can be read from the chain
+    assert seal(values, sb["0xaa"], 7, "0xbb", "0xaa") != sealed
+    assert seal(values, sa["0xbb"], 8, "0xaa", "0xbb") != sealed
+    zeros = seal([0] * 4, sa["0xbb"], 7, "0xaa", "0xbb")
+    back = seal([0] * 4, sa["0xbb"], 7, "0xbb", "0xaa")
+    assert bytes(x ^ y for x, y in zip(zeros, back)) != bytes(32)
