@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--key-bits", type=_positive_int(512), default=2048,
                      help="Paillier key size for admm-private and chain (default: %(default)s)")
     run.add_argument("--prosumers", type=_positive_int(2), help="only the scenario's first N prosumers")
+    run.add_argument("--privacy", action="store_true",
+                     help="also run paper A's inference test: the storage operator estimates a prosumer's "
+                          "Lagrangian gradient from what it sees, in plain ADMM and in the private protocol")
     run.add_argument("--seed", type=int, help="seed for profiles (default: the scenario's)")
     run.add_argument("--out", type=Path, help="output folder for run.json and report.html (default: runs/<time>)")
 

@@ -242,6 +242,15 @@ def storage_figures(run: dict[str, Any]) -> dict[str, plt.Figure]:
         a2.tick_params(axis="x", rotation=45, labelsize=8)
         a2.legend(fontsize=8)
         figs["Rented capacity per prosumer"] = fig
+    pe = run.get("privacy_experiment")
+    if pe:
+        fig, ax = plt.subplots(figsize=(9, 3.5))
+        ax.semilogy(np.asarray(pe["plain_errors"]) * 100, label="plain ADMM (the operator sees each w_i)")
+        ax.semilogy(np.asarray(pe["private_errors"]) * 100, label="private protocol (sums only, private proximal terms)")
+        ax.set(xlabel="iteration", ylabel="relative error (%)",
+               title=f"Operator's estimate of prosumer {pe['target'] + 1}'s Lagrangian gradient, case {pe['case']}")
+        ax.legend(fontsize=8)
+        figs["Privacy experiment"] = fig
     settled = run.get("settlement") or {}
     if settled:
         c = sorted(settled, key=int)[-1]

@@ -206,9 +206,16 @@ def run_storage_round(chain: Chain, models: Sequence, data, settings: AdmmSettin
     # the revealed capacities may exceed the store by the consensus residual (4x the stop tolerance)
     slack = 4 * float(np.sqrt(n * consensus_entries(data))) * settings.primal_tol
     terms = market_terms(data, operator.address, centre.address, [p.address for p in prosumers], slack)
+    st = data.storage
+    # everything an auditor needs to replay the operator's answers and the stop rule
     mechanism = {"mechanism": "storage-admm", "case": data.case.number, "label": case_label,
                  "settings": {k: v for k, v in settings.to_dict().items() if k != "seed"},
-                 "stop": "after iteration k when the RMS residuals of k-1 (slots 2, 3) are below tolerance"}
+                 "operator": {"energy_slope": st.energy_slope, "energy_price_empty": st.energy_price_empty,
+                              "power_price": st.power_price, "energy_kwh": st.energy_kwh, "power_kw": st.power_kw,
+                              "has_storage": data.has_storage},
+                 "consensus_entries": consensus_entries(data),
+                 "stop": "after iteration k >= 2 when the RMS residuals of k-1 (slots 2, 3 / consensus_entries) "
+                         "are at most primal_tol and dual_tol; then one closing iteration"}
     params = RoundParams(
         n=key[0].n, periods=layout.periods, slot_bits=layout.slot_bits, slot_width=layout.slot_width,
         max_iterations=settings.max_iterations + 1, price_floor=[0, 0], price_cap=price_to_fixed([RENT_CAP] * 2),
@@ -224,7 +231,6 @@ def run_storage_round(chain: Chain, models: Sequence, data, settings: AdmmSettin
     funded = [grid, *prosumers]
     record("mint", market.token.mint_many(operator, [(a, collateral) for a in funded]))
     record("deposit", market.deposit_many([(a, round_id, collateral) for a in funded]))
-    st = data.storage
     record("start", market.start(operator, round_id, price_to_fixed([st.energy_price_empty, st.power_price])))
     setup_seconds = time.perf_counter() - t_start
 

@@ -120,3 +120,18 @@ def test_the_same_round_on_anvil_reaches_the_same_settlement(market, embedded):
     assert other.admm.iterations == res.admm.iterations
     assert other.expected["amounts"] == res.expected["amounts"]
     assert [other.payments[other.addresses[n]] for n in data.names] == res.expected["amounts"]
+
+
+@pytest.mark.parametrize("case", [1, 2])
+def test_grid_only_and_p2p_only_cases_settle_on_chain(case):
+    """Case 1: no exchange at all, just the closing iteration; case 2: pair messages, no store."""
+    sc = load_storage_scenario(SCENARIO).subset([0, 5])
+    models, data = build_market(sc, case, hours=range(12, 16))
+    settings = AdmmSettings.from_scenario(sc)
+    res = run_storage_round(connect(None), models, data, settings, key_bits=1024)
+    assert res.admm.converged and res.admm.iterations == run_admm(models, data, settings).iterations
+    assert [res.payments[res.addresses[n]] for n in data.names] == res.expected["amounts"]
+    assert sum(res.payments.values()) == 0
+    assert res.payments[res.addresses["operator"]] == 0  # no store: no rents, no usage fees
+    assert (res.payments[res.addresses["centre"]] > 0) == (case == 2)  # P2P transmission fees
+    assert all(b["rent"] == 0 for b in res.bills)
