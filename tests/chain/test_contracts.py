@@ -90,13 +90,6 @@ def env():
     return e
 
 
-@pytest.fixture
-def w(env):
-    snap = env.chain.snapshot()
-    yield env
-    env.chain.revert(snap)
-
-
 def state(e, rid=None):
     rid = rid or e.rid
     m = e.market

@@ -105,13 +105,6 @@ def params_for(e, st: StorageTerms, pair_lanes=None, **change) -> RoundParams:
     return RoundParams(**kw)
 
 
-@pytest.fixture
-def w(env):
-    snap = env.chain.snapshot()
-    yield env
-    env.chain.revert(snap)
-
-
 def state(e, rid=None):
     rid = rid or e.rid
     m = e.market
