@@ -43,7 +43,7 @@ demo: install
 	$(BIN)/gridshare demo --out runs/demo
 
 test: install brownie
-	$(BIN)/pytest -q -n 2 --dist loadgroup
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 bench: install
 	$(BIN)/gridshare bench round --anvil --json benchmarks/round-10-prosumers.json

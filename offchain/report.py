@@ -163,7 +163,19 @@ def audit_figures(series: dict[int, dict[str, Any]]) -> dict[str, plt.Figure]:
     """Plots of an audit, drawn from what was read on chain."""
     figs: dict[str, plt.Figure] = {}
     for rid, s in series.items():
-        if s["tariff"]:
+        if s["tariff"] and s.get("mechanism") == "storage":
+            fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 3.8))
+            rents, sums = np.asarray(s["tariff"]), np.asarray(s["imbalance"])
+            a1.plot(rents[:, 0], label="energy capacity (per kWh)")
+            a1.plot(rents[:, 1], label="power capacity (per kW)")
+            a1.set(xlabel="iteration", ylabel="token per day", title=f"round {rid}: the operator's rents")
+            a1.legend(fontsize=8)
+            a2.plot(sums[:, 0], label="sum of w (energy)")
+            a2.plot(sums[:, 1], label="sum of w (power)")
+            a2.set(xlabel="iteration", ylabel="kWh / kW", title=f"round {rid}: decrypted sums per iteration")
+            a2.legend(fontsize=8)
+            figs[f"Round {rid}: rents and decrypted sums"] = fig
+        elif s["tariff"]:
             fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 3.8))
             cmap = plt.get_cmap("viridis")
             k = len(s["tariff"])

@@ -50,10 +50,13 @@ class MarketHistory:
         artifacts = compile_contracts()
         w3 = Web3()
         self.address = to_checksum_address(market)
-        self.contract = w3.eth.contract(address=self.address, abi=artifacts["TariffMarket"].abi)
+        # the generic round's ABI plus what a mechanism adds (StorageMarket's Bill event and views)
+        abi = list(artifacts["TariffMarket"].abi)
+        known = {(e["type"], e.get("name")) for e in abi}
+        abi += [e for e in artifacts["StorageMarket"].abi if (e["type"], e.get("name")) not in known]
+        self.contract = w3.eth.contract(address=self.address, abi=abi)
         self.token_abi = artifacts["SettlementToken"].abi
-        self._by_topic = {event_abi_to_log_topic(e): e["name"]
-                          for e in artifacts["TariffMarket"].abi if e["type"] == "event"}
+        self._by_topic = {event_abi_to_log_topic(e): e["name"] for e in abi if e["type"] == "event"}
         self.txs = txs
         self.events: list[Event] = []
         self.calls: list[Call] = []

@@ -1,24 +1,29 @@
 """Every check an auditor makes of a round, from chain data alone.
 
 Each check yields :class:`Finding` rows (pass or fail, with the transaction and block of a
-failure). The mechanism-specific part (the tariff rule and its settlement) is looked up by the
-``mechanism`` name the coordinator published in ``RoundCreated``.
+failure). The mechanism-specific part (the price rule, the stop rule and the settlement) is looked
+up by the ``mechanism`` name the coordinator published in ``RoundCreated``: :class:`TariffRules`
+(TariffMarket) or :class:`StorageRules` (StorageMarket, docs/storage-market.md).
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, replace
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from eth_utils import keccak
+from eth_utils import keccak, to_checksum_address
 
 from ..chain.backends import Chain
-from ..chain.market import commitment
+from ..chain.market import StorageTerms, commitment
+from ..mechanisms.admm import StorageOperator
+from ..mechanisms.storage_settlement import ITEMS, settlement_amounts
 from ..mechanisms.tariff import TariffIteration, TariffRule, settlement
 from ..privacy.packing import SlotLayout
 from ..privacy.paillier import PublicKey
-from ..units import ENERGY_SCALE, price_to_fixed
+from ..units import ENERGY_SCALE, energy_from_fixed, energy_to_fixed, price_to_fixed
 from .history import Call, Event, MarketHistory
 
 
@@ -71,8 +76,8 @@ class RoundAudit:
         self.check_key(created)
         participants = self.check_registration()
         self.check_order()
-        concluded = self.check_iterations(params, participants)
-        self.check_settlement(params, participants, concluded)
+        concluded, rules = self.check_iterations(params, participants)
+        self.check_settlement(params, participants, concluded, rules)
         self.check_failed_transactions()
         return self.findings
 
@@ -107,7 +112,7 @@ class RoundAudit:
         allowed = {
             "registering": {"Registered", "Deposited", "Withdrawn", "RoundStarted"},
             "iterating": {"Submitted", "PairMessages", "Aggregated", "Published", "Concluded", "Deposited"},
-            "concluded": {"Payment", "Settled", "Deposited"},  # settle() emits the payments, then Settled
+            "concluded": {"Bill", "Payment", "Settled", "Deposited"},  # settle(): [bills,] payments, then Settled
             "settled": {"Payment", "Withdrawn"},
         }
         for e in self.events[1:]:
@@ -125,22 +130,27 @@ class RoundAudit:
         self._add("order of events", bad is None, "every event in turn" if bad is None else
                   f"{bad.name} out of turn (phase {phase}, iteration {iteration})", where=bad)
 
-    def check_iterations(self, params: dict, participants: list[str]) -> Event | None:
-        layout = SlotLayout(params["periods"], params["slotBits"], params["slotWidth"], max(len(participants), 1))
+    def _rules(self, params: dict, participants: list[str], started: Event | None):
+        """The round's mechanism rules (one "update rule" finding: what is replayed, or why not)."""
+        if started is None:
+            return None
         mechanism = json.loads(params["mechanism"] or "{}")
+        rules = StorageRules(mechanism, params, participants) if _is_storage(params) \
+            else TariffRules(mechanism, list(started.args["tariff"]), params)
+        self.series["mechanism"] = "storage" if isinstance(rules, StorageRules) else "tariff"
+        for ok, detail in rules.problems or [(True, rules.describe())]:
+            self._add("update rule", ok, detail, where=self._one("RoundCreated"))
+        return rules
+
+    def check_iterations(self, params: dict, participants: list[str]) -> tuple[Event | None, Any]:
+        """The generic iteration checks and, per decrypted iteration, the mechanism's rules; returns the
+        ``Concluded`` event (``None``: not concluded) and the mechanism's rules."""
+        layout = SlotLayout(params["periods"], params["slotBits"], params["slotWidth"], max(len(participants), 1))
         started = self._one("RoundStarted")
-        replay = None
-        if mechanism.get("mechanism") == "tariff" and started is not None:
-            replay = TariffIteration(TariffRule.from_dict(mechanism["rule"]), np.asarray(started.args["tariff"]) / 1e6)
-        elif _is_storage(params) and started is not None:
-            self._add("update rule", False, f"mechanism {mechanism.get('mechanism')!r} (StorageMarket): its update "
-                      "and settlement rules are not verified by this audit yet", where=self._one("RoundCreated"))
-        elif started is not None:
-            self._add("update rule", False, f"unknown mechanism {mechanism.get('mechanism')!r}: rule not checked",
-                      where=self._one("RoundCreated"))
+        rules = self._rules(params, participants, started)
         submits = {(c.tx.hash): c for c in self.calls if c.name == "submit" and c.tx.status == 1}
         tariff = list(started.args["tariff"]) if started else []
-        k, diverged = 0, False
+        k = 0
         while True:
             subs = self._named("Submitted", k)
             agg = self._named("Aggregated", k)
@@ -164,27 +174,17 @@ class RoundAudit:
             self._add("decoded sums", sums == list(d.args["sums"]), f"iteration {k}: slot sums of the plaintext", k, where=d)
             self.series["tariff"].append([p / 1e6 for p in tariff])
             self.series["imbalance"].append([s / ENERGY_SCALE for s in d.args["sums"]])
-            if replay is not None and not diverged:
-                decision = replay.observe(np.asarray(d.args["sums"], dtype=float) / ENERGY_SCALE)
-                if d.name == "Published":
-                    expected = None if decision.next_tariff is None else price_to_fixed(decision.next_tariff)
-                    ok = expected == list(d.args["nextTariff"])
-                    diverged = not self._add("tariff update", ok, f"iteration {k}: next tariff follows the published rule"
-                                             if ok else f"iteration {k}: the rule gives "
-                                             + ("a stop" if expected is None else "another tariff")
-                                             + f" ({decision.reason})", k, where=d)
-                else:
-                    self._add("stop rule", decision.next_tariff is None, f"iteration {k}: {decision.reason}"
-                              if decision.next_tariff is None else f"iteration {k}: concluded while the rule continues",
-                              k, where=d)
+            if rules is not None:
+                for check, ok, detail in rules.observe(d):
+                    self._add(check, ok, detail, k, where=d)
             if d.name == "Concluded":
-                return d
+                return d, rules
             tariff = list(d.args["nextTariff"])
             k += 1
         if self._named("RoundStarted"):
             self._add("conclusion", False, f"round not concluded: stalled at iteration {k}", k,
                       where=self.events[-1])
-        return None
+        return None, rules
 
     def _check_submissions(self, k: int, subs: list[Event], submits: dict, participants: list[str]) -> None:
         who = [e.args["participant"] for e in subs]
@@ -213,7 +213,7 @@ class RoundAudit:
         self._add("aggregate", product == int.from_bytes(agg.args["aggregate"], "big"),
                   f"iteration {k}: product of the {len(subs)} ciphertexts mod n^2", k, where=agg)
 
-    def check_settlement(self, params: dict, participants: list[str], concluded: Event | None) -> None:
+    def check_settlement(self, params: dict, participants: list[str], concluded: Event | None, rules) -> None:
         settled = self._one("Settled")
         if concluded is None or settled is None:
             if concluded is not None:
@@ -229,15 +229,12 @@ class RoundAudit:
         totals = [sum(col) for col in zip(*(v[:params["periods"]] for v in values))] if values else []
         self._add("billed as committed", totals == list(concluded.args["sums"]) and len(values) == len(participants),
                   "every bill opens its prosumer's last commitment; bills add up to the decrypted total", k, where=settled)
+        payments = [(e.args["account"], e.args["amount"]) for e in self._named("Payment")]
+        if rules is not None:
+            self._check_payments(k, settled, payments, rules, participants, values, list(concluded.args["tariff"]))
         paid: dict[str, int] = {}
-        for e in self._named("Payment"):
-            paid[e.args["account"]] = paid.get(e.args["account"], 0) + e.args["amount"]
-        if not _is_storage(params):  # storage rounds: reported as not verified in check_iterations
-            amounts, grid = settlement(values, concluded.args["tariff"], params["priceFloor"], params["priceCap"])
-            expected = dict(zip(participants, amounts))
-            expected[params["gridAccount"]] = grid
-            self._add("payments", paid == expected,
-                      "each transfer equals the settlement rule applied to the committed schedule", k, where=settled)
+        for account, amount in payments:
+            paid[account] = paid.get(account, 0) + amount
         self._add("zero sum", sum(paid.values()) == 0, f"transfers sum to {sum(paid.values())}", k, where=settled)
         self.series["payments"] = {a: v / 1e18 for a, v in paid.items()}
         contract = self.chain.contract("TariffMarket", self.h.address)
@@ -250,6 +247,23 @@ class RoundAudit:
                 ledger_ok, bad = False, account
         self._add("ledger", ledger_ok, "deposits + payments - withdrawals = balance, every account"
                   if ledger_ok else f"ledger of {bad} does not add up", where=settled)
+
+    def _check_payments(self, k: int, settled: Event, payments: list[tuple[str, int]], rules,
+                        participants: list[str], values: list[list[int]], prices: list[int]) -> None:
+        """The Payment events (and a mechanism's per-item Bill events) equal the mechanism's settlement
+        rule applied to the revealed bills at the final prices, transfer by transfer, in booking order."""
+        try:
+            expected, bills = rules.settlement(participants, values, prices)
+        except ValueError as exc:
+            self._add("payments", False, f"the settlement rule cannot be evaluated: {exc}", k, where=settled)
+            return
+        self._add("payments", payments == expected, _compare("transfer", payments, expected,
+                  f"each of the {len(expected)} transfers equals the settlement rule applied to the committed bills"),
+                  k, where=settled)
+        if bills is not None:
+            shown = [(e.args["participant"], *(e.args[item] for item in ITEMS)) for e in self._named("Bill")]
+            self._add("bills", shown == bills, _compare("bill", shown, bills, f"every Bill event ({', '.join(ITEMS)}) "
+                      "equals the settlement rule's items"), k, where=settled)
 
     def _misbilled(self, k: int, participants: list[str], call: Call) -> list[str]:
         """Participants whose bill in a settle call does not open their last commitment."""
@@ -275,6 +289,189 @@ class RoundAudit:
                     detail = f"settle by {call.tx.sender} reverted: it billed {', '.join(wrong)} for a schedule " \
                              "other than the one committed"
             self._add("transactions", False, detail, call.args.get("iteration"), where=call)
+
+
+def _compare(what: str, actual: list, expected: list, ok_detail: str) -> str:
+    """``ok_detail`` if the lists agree, else the first difference."""
+    if actual == expected:
+        return ok_detail
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        if a != e:
+            return f"{what} {i + 1}: on chain {a}, the rule gives {e}"
+    return f"{len(actual)} {what}s on chain, the rule gives {len(expected)}"
+
+
+class TariffRules:
+    """TariffMarket: the tariff rule replayed from its start tariff and the decrypted imbalances, the
+    stop rule (the replay's stop) and the pro-rata settlement at the final tariff."""
+
+    def __init__(self, mechanism: dict, start: list[int], params: dict) -> None:
+        self.floor, self.cap, self.grid = list(params["priceFloor"]), list(params["priceCap"]), params["gridAccount"]
+        self.problems: list[tuple[bool, str]] = []
+        self.replay: TariffIteration | None = None
+        if mechanism.get("mechanism") == "tariff":
+            self.rule = TariffRule.from_dict(mechanism["rule"])
+            self.replay = TariffIteration(self.rule, np.asarray(start) / 1e6)
+        else:
+            self.problems.append((False, f"unknown mechanism {mechanism.get('mechanism')!r}: rule not checked"))
+
+    def describe(self) -> str:
+        return f"tariff rule ({self.rule.method}) replayed from the published rule, start tariff and imbalances"
+
+    def observe(self, d: Event) -> list[tuple[str, bool, str]]:
+        """The checks of one decrypted iteration (none after the first divergence: the replay's state is off)."""
+        if self.replay is None:
+            return []
+        k = d.args["iteration"]
+        decision = self.replay.observe(np.asarray(d.args["sums"], dtype=float) / ENERGY_SCALE)
+        if d.name == "Published":
+            expected = None if decision.next_tariff is None else price_to_fixed(decision.next_tariff)
+            ok = expected == list(d.args["nextTariff"])
+            if not ok:
+                self.replay = None
+            return [("tariff update", ok, f"iteration {k}: next tariff follows the published rule" if ok else
+                     f"iteration {k}: the rule gives " + ("a stop" if expected is None else "another tariff")
+                     + f" ({decision.reason})")]
+        stop = decision.next_tariff is None
+        return [("stop rule", stop, f"iteration {k}: {decision.reason}" if stop
+                 else f"iteration {k}: concluded while the rule continues")]
+
+    def settlement(self, participants: list[str], values: list[list[int]], prices: list[int]):
+        """Expected Payment events (account, amount) in booking order; no Bill events."""
+        amounts, grid = settlement(values, prices, self.floor, self.cap)
+        return list(zip(participants, amounts)) + [(self.grid, grid)], None
+
+
+class StorageRules:
+    """StorageMarket (mechanism ``storage-admm``, docs/storage-market.md), from the round's params:
+
+    * operator answer: each published rent vector is the operator's closed-form capacity update
+      (:class:`~offchain.mechanisms.admm.StorageOperator`) of that iteration's decrypted sums;
+    * stop rule: the round concludes at iteration K+1, K the first iteration >= 1 whose reported RMS
+      residuals (slots 2, 3 over the consensus entries: the residuals of K-1) are within tolerance,
+      or at the iteration cap (at once if there is nothing to coordinate);
+    * settlement: :func:`~offchain.mechanisms.storage_settlement.settlement_amounts` of the terms at
+      the final rents, transfer by transfer and bill item by bill item.
+    """
+
+    OPERATOR = ("energy_slope", "energy_price_empty", "power_price", "energy_kwh", "power_kw", "has_storage")
+    SETTINGS = ("rho_capacity", "primal_tol", "dual_tol", "max_iterations")
+
+    def __init__(self, mechanism: dict, params: dict, participants: list[str]) -> None:
+        self.name = mechanism.get("mechanism")
+        self.grid, self.p2p = params["gridAccount"], params["pairLanes"] > 0
+        self.problems: list[tuple[bool, str]] = []
+        self.terms: StorageTerms | None = None
+        self.operator: StorageOperator | None = None
+        self.checkable = False
+        self.met: tuple[int, float, float] | None = None  # first iteration >= 1 whose residuals met the rule
+        self.last: tuple[int, float, float] | None = None  # the latest reported residuals
+        self.stop_judged = False  # one stop-rule finding per round
+        try:
+            self.terms = StorageTerms.decode(params["terms"])
+        except Exception as exc:  # noqa: BLE001 - any decoding error: the terms are not StorageMarket's
+            self.problems.append((False, f"the round's terms are not StorageMarket terms ({exc})"))
+        settings, op = mechanism.get("settings") or {}, mechanism.get("operator") or {}
+        missing = [f"settings.{f}" for f in self.SETTINGS if f not in settings] \
+            + [f"operator.{f}" for f in self.OPERATOR if f not in op] \
+            + ([] if "consensus_entries" in mechanism else ["consensus_entries"])
+        if missing:
+            self.problems.append((False, f"mechanism {self.name!r} (StorageMarket) does not publish "
+                                  f"{', '.join(missing)}: the operator's answers and the stop rule are not checked"))
+            return
+        try:
+            n, T = len(participants), params["periods"] - 3
+            self.has_storage = bool(op["has_storage"])
+            self.rho, self.cap = float(settings["rho_capacity"]), int(settings["max_iterations"])
+            self.tol = (float(settings["primal_tol"]), float(settings["dual_tol"]))
+            # consensus constraints (admm.consensus_entries): T per trade direction, 2 capacities per prosumer
+            self.entries = max(1, n * (n - 1) * T * self.p2p + 2 * n * self.has_storage)
+            if mechanism["consensus_entries"] != self.entries:
+                self.problems.append((False, f"published consensus_entries {mechanism['consensus_entries']} differ from "
+                                      f"the round's {self.entries} ({n} participants, {T} periods)"))
+            caps = energy_to_fixed([op["energy_kwh"], op["power_kw"]]) if self.has_storage else [0, 0]
+            if self.terms is not None and [self.terms.energy_cap, self.terms.power_cap] != caps:
+                self.problems.append((False, f"the operator's store {caps} differs from the terms' capacities "
+                                      f"{[self.terms.energy_cap, self.terms.power_cap]}"))
+            if self.has_storage:
+                self.operator = StorageOperator(SimpleNamespace(**{f: op[f] for f in self.OPERATOR}), n, self.rho)
+            self.coupled = self.has_storage or self.p2p
+        except (TypeError, ValueError) as exc:
+            self.problems.append((False, f"malformed mechanism data ({exc}): the operator's answers and the stop "
+                                  "rule are not checked"))
+            return
+        self.checkable = True
+
+    def describe(self) -> str:
+        return (f"{self.name}: rents from the operator's closed form (rho_capacity {self.rho:g}); stop after the "
+                f"first iteration >= 1 with RMS residuals over {self.entries} consensus entries <= {self.tol[0]:g}, "
+                f"{self.tol[1]:g} (cap {self.cap}); settlement of the round's terms")
+
+    def _residuals(self, sums: list[int]) -> tuple[float, float]:
+        """The RMS primal and dual residuals reported in slots 2, 3 (as admm.run_admm computes them)."""
+        r, s = (math.sqrt(max(float(v), 0.0) / self.entries) for v in energy_from_fixed(sums[2:4]))
+        return r, s
+
+    def _due(self, k: int) -> str | None:
+        """Why the round had to conclude at iteration k (None: it had to continue)."""
+        if not self.coupled:
+            return "nothing to coordinate (no storage, no pair lanes): the round closes at once" if k == 0 else None
+        if self.met is not None:
+            K, r, s = self.met
+            return (f"one after iteration {K}, the first whose reported residuals met the stop rule "
+                    f"(r {r:.3g} <= {self.tol[0]:g}, s {s:.3g} <= {self.tol[1]:g})") if k == K + 1 else None
+        return f"iteration cap {self.cap} reached" if k >= self.cap else None
+
+    def observe(self, d: Event) -> list[tuple[str, bool, str]]:
+        if not self.checkable:
+            return []
+        k, sums, out = d.args["iteration"], list(d.args["sums"]), []
+        due = self._due(k)
+        if d.name == "Concluded":
+            if not self.stop_judged:
+                self.stop_judged = True
+                last = f" (last reported residuals r {self.last[1]:.3g}, s {self.last[2]:.3g})" if self.last else ""
+                out.append(("stop rule", due is not None, f"iteration {k}: concluded: {due}" if due else
+                            f"iteration {k}: concluded, but no iteration 1..{k - 1} met the stop rule{last} and the "
+                            f"cap {self.cap} is not reached"))
+            return out
+        if due is not None and not self.stop_judged:
+            self.stop_judged = True
+            out.append(("stop rule", False, f"iteration {k}: published rents, but the round had to conclude: {due}"))
+        rents = list(d.args["nextTariff"])
+        expected = price_to_fixed(self.operator.respond(energy_from_fixed(sums))) if self.operator else [0, 0]
+        ok = rents == expected
+        out.append(("operator answer", ok, f"iteration {k}: rents {rents} (1e-6 token per kWh, kW) = the operator's "
+                    "closed form of the decrypted sums" if ok else
+                    f"iteration {k}: published rents {rents}, the operator's closed form of the decrypted sums gives "
+                    f"{expected}" + ("" if self.operator else " (no storage)")))
+        r, s = self._residuals(sums)
+        self.last = (k, r, s)
+        if self.met is None and k >= 1 and r <= self.tol[0] and s <= self.tol[1]:
+            self.met = (k, r, s)
+        return out
+
+    def settlement(self, participants: list[str], values: list[list[int]], prices: list[int]):
+        """Expected Payment events (participants, then operator, centre, grid account) and Bill events."""
+        if self.terms is None:
+            raise ValueError("the round has no StorageMarket terms")
+        terms = self._in_registration_order(participants)
+        s = settlement_amounts(terms, prices, values, self.p2p)
+        payments = list(zip(participants, s.amounts)) + [(terms.operator, s.payees["operator"]),
+                                                         (terms.centre, s.payees["centre"]), (self.grid, s.payees["grid"])]
+        return payments, [(p, *(it[item] for item in ITEMS)) for p, it in zip(participants, s.items)]
+
+    def _in_registration_order(self, participants: list[str]) -> StorageTerms:
+        """The terms with the members (and their fees) in registration order, as the contract indexes
+        them: settlement_amounts takes member index = reveal index."""
+        t = self.terms
+        index = {to_checksum_address(m): i for i, m in enumerate(t.members)}
+        missing = [p for p in participants if p not in index]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} registered but not members of the terms")
+        idx, M = [index[p] for p in participants], len(t.members)
+        return replace(t, members=list(participants), storage_fee=[t.storage_fee[i] for i in idx],
+                       pair_fee=[t.pair_fee[a * M + b] for a in idx for b in idx])
 
 
 def _is_storage(params: dict) -> bool:

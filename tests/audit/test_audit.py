@@ -20,7 +20,6 @@ from offchain.protocol.round import run_private_round
 
 from ..conftest import SCENARIO
 
-pytestmark = pytest.mark.xdist_group("audit")
 TAMPERED_ITERATION = 2
 
 

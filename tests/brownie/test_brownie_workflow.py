@@ -23,7 +23,6 @@ VENV = ROOT / ".venv-brownie" / "bin"
 
 pytestmark = [
     pytest.mark.anvil,
-    pytest.mark.xdist_group("brownie"),
     pytest.mark.skipif(not (VENV / "brownie").exists(),
                        reason=".venv-brownie is missing: `make brownie` creates it (`make test` runs it first)"),
 ]

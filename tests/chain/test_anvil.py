@@ -9,7 +9,7 @@ from offchain.chain.market import Market, RoundParams, commitment
 from offchain.privacy.packing import SlotLayout
 from offchain.privacy.paillier import generate_keypair
 
-pytestmark = [pytest.mark.anvil, pytest.mark.xdist_group("chain-anvil")]
+pytestmark = pytest.mark.anvil
 
 T, B, W = 4, 40, 48
 

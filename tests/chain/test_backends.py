@@ -5,8 +5,6 @@ import pytest
 
 from offchain.chain.backends import ChainError, ContractRevert, connect
 
-pytestmark = pytest.mark.xdist_group("chain-backends")
-
 
 def _free_port() -> int:
     with socket.socket() as s:

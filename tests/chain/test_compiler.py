@@ -4,8 +4,6 @@ import pytest
 from offchain.chain import compiler
 from offchain.chain.compiler import CompileError, compile_contracts
 
-pytestmark = pytest.mark.xdist_group("chain-compiler")
-
 
 def test_compiles_all_contracts_with_abi_and_bytecode():
     arts = compile_contracts()

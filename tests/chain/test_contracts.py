@@ -14,8 +14,6 @@ from offchain.mechanisms.tariff import settlement
 from offchain.privacy.packing import SlotLayout
 from offchain.privacy.paillier import PrivateKey, PublicKey, generate_keypair
 
-pytestmark = pytest.mark.xdist_group("chain-contracts")
-
 T, B, W = 6, 40, 48
 FLOOR = [50_000, 60_000, 40_000, 50_000, 55_000, 45_000]
 CAP = [300_000, 280_000, 320_000, 300_000, 310_000, 290_000]

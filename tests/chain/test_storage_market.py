@@ -14,8 +14,6 @@ from offchain.mechanisms.storage_settlement import settlement_amounts
 from offchain.privacy.packing import SlotLayout
 from offchain.privacy.paillier import generate_keypair
 
-pytestmark = pytest.mark.xdist_group("chain-storage")
-
 T = 2  # periods of the day
 PERIODS = 3 + T  # slots per ciphertext: C^E, C^P, throughput, net grid per period
 B, W = 40, 48

@@ -47,7 +47,6 @@ def embedded(market, sent):
     return chain, run_storage_round(chain, models, data, settings, key_bits=1024)
 
 
-@pytest.mark.xdist_group("storage-round")
 def test_the_chain_run_follows_the_in_process_admm_exactly(market, embedded):
     models, data, settings = market
     _, res = embedded
@@ -62,7 +61,6 @@ def test_the_chain_run_follows_the_in_process_admm_exactly(market, embedded):
     assert abs(r.objective - q.objective) <= 1e-3 * abs(q.objective)
 
 
-@pytest.mark.xdist_group("storage-round")
 def test_settlement_books_the_committed_bills_and_sums_to_zero(market, embedded):
     _, data, _ = market
     chain, res = embedded
@@ -80,7 +78,6 @@ def test_settlement_books_the_committed_bills_and_sums_to_zero(market, embedded)
     assert res.market.token.balance_of(res.market.address) == 0
 
 
-@pytest.mark.xdist_group("storage-round")
 def test_no_prosumer_value_appears_on_chain_before_settlement(market, embedded, sent):
     from offchain.units import energy_to_fixed
 
@@ -111,7 +108,6 @@ def test_no_prosumer_value_appears_on_chain_before_settlement(market, embedded, 
 
 @pytest.mark.anvil
 @pytest.mark.skipif(not node_available(), reason="needs node and the npm anvil")
-@pytest.mark.xdist_group("storage-round")
 def test_the_same_round_on_anvil_reaches_the_same_settlement(market, embedded):
     models, data, settings = market
     _, res = embedded
