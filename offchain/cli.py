@@ -146,7 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        if args.chain and args.method not in (None, "chain"):
+            parser.error(f"--chain runs the on-chain protocol: use it with --method chain, not {args.method}")
+        args.method = args.method or ("chain" if args.chain else "admm")
     try:
         if args.command == "demo":
             from .runner import demo_command

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from .mechanisms.admm import AdmmSettings, CaseResult, CaseTable, solve_case
 from .models.profiles import build_profiles
+from .models.scenario import ScenarioError
 from .models.storage_p2p import build_market, get_case
 from .models.storage_scenario import load_storage_scenario
 from .report import RUN_SCHEMA, check_output_dir, progress_bar, storage_figures, write_run
@@ -36,10 +37,8 @@ def solve_case_on_chain(chain, scenario, case: int, profiles, key_bits: int, pro
 def run_storage_cases(args, console: Console) -> dict[str, Any]:
     scenario = load_storage_scenario(args.scenario, seed=args.seed)
     if args.prosumers is not None:
-        from .cli import UserError
-
         if args.prosumers > len(scenario.prosumers):
-            raise UserError(f"--prosumers {args.prosumers}: the scenario has {len(scenario.prosumers)}")
+            raise ScenarioError(f"--prosumers {args.prosumers}: the scenario has {len(scenario.prosumers)}")
         scenario = scenario.subset(range(args.prosumers))
     profiles = build_profiles(scenario)
     cases = [1, 2, 3, 4] if args.case == "all" else [int(args.case)]
@@ -94,12 +93,6 @@ def run_storage_cases(args, console: Console) -> dict[str, Any]:
 
 
 def run_command(args, console: Console) -> int:
-    from .cli import UserError
-
-    if args.method is None:
-        args.method = "chain" if args.chain else "admm"
-    elif args.chain and args.method != "chain":
-        raise UserError(f"--chain runs the on-chain protocol: use it with --method chain, not {args.method}")
     out = args.out or Path("runs") / dt.datetime.now().strftime("storage-%Y%m%d-%H%M%S")
     check_output_dir(out)
     run = run_storage_cases(args, console)
@@ -119,7 +112,7 @@ def run_command(args, console: Console) -> int:
     printer.print(table)
     for c, gap in run["reference_gap_pct"].items():
         admm = run["cases"][c]["admm"]
-        printer.print(f"case {c}: ADMM {admm['iterations']} iterations, {admm['wall_time']:.1f} s, "
+        printer.print(f"case {c}: ADMM {admm['iterations']} iteration{'s' * (admm['iterations'] != 1)}, {admm['wall_time']:.1f} s, "
                       f"objective {gap:+.4f}% vs the centralized QP", soft_wrap=True)
     for c, st in run["settlement"].items():
         payees = {k: v / 1e18 for k, v in st["payments"].items()}

@@ -1,5 +1,6 @@
-"""Pure market math (no chain, no crypto): the tariff iteration of paper C, the shared-storage
-+ P2P ADMM market of paper A, and their references."""
+"""Market math: the tariff iteration of paper C, the shared-storage + P2P ADMM market of paper A
+(with its message exchanges: plaintext, or Paillier-encrypted and masked in process), their
+centralized references, and the settlement rules the contracts implement, in Python."""
 from .admm import (
     AdmmProsumer,
     AdmmResult,
