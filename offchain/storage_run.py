@@ -52,8 +52,10 @@ def run_storage_cases(args, console: Console) -> dict[str, Any]:
     with progress_bar(console) as bar:
         for case in cases:
             task = bar.add_task(f"case {case}: {args.method}", total=None)
-            progress = (lambda k, primal, dual, task=task, case=case: bar.update(
-                task, description=f"case {case}: {args.method}, iteration {k}, primal residual {primal:.3g}"))
+
+            def progress(k, primal, dual, task=task, case=case):
+                bar.update(task, description=f"case {case}: {args.method}, iteration {k}, RMS primal residual {primal:.3g}")
+
             if chain is not None:
                 results[case], settlements[str(case)] = solve_case_on_chain(
                     chain, scenario, case, profiles, args.key_bits, progress)
