@@ -218,3 +218,14 @@ def test_operator_infers_the_gradient_in_plain_admm_but_not_in_the_private_proto
     s = res.summary()
     assert s["plain"]["mean"] < 1e-3  # the leak: exact up to the fixed point
     assert s["private"]["median"] > 0.5 and s["private"]["share_above_20pct"] > 0.8
+
+
+def test_prosumer_solves_on_a_dask_cluster_follow_the_serial_trajectory(sc, settings):
+    from offchain.mechanisms.parallel import DaskAgents
+
+    models, data = build_market(sc.subset([0, 2, 8]), 4, hours=range(10, 16))
+    serial = run_admm(models, data, settings)
+    dask = run_admm(models, data, settings, parallel=DaskAgents.factory(2))
+    assert dask.iterations == serial.iterations
+    np.testing.assert_array_equal(dask.trades, serial.trades)
+    np.testing.assert_array_equal(dask.capacities, serial.capacities)
