@@ -125,6 +125,9 @@ def run_command(args, console: Console) -> int:
                       f"{payees.get(st['addresses']['operator'], 0):+.2f}, centre "
                       f"{payees.get(st['addresses']['centre'], 0):+.2f}, grid {payees.get(st['addresses']['grid'], 0):+.2f} "
                       f"tokens; matches the off-chain mirror: {st['matches_offchain_mirror']}", soft_wrap=True)
+        if args.chain:
+            printer.print(f"  verify it from chain data: gridshare audit --chain {args.chain} --market {st['market']}",
+                          soft_wrap=True)
     if run["privacy_experiment"]:
         pe = run["privacy_experiment"]
         printer.print(f"privacy experiment (case {pe['case']}, prosumer {pe['target'] + 1}): the operator's estimate of its "

@@ -8,7 +8,6 @@ up by the ``mechanism`` name the coordinator published in ``RoundCreated``: :cla
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, replace
 from types import SimpleNamespace
 from typing import Any
@@ -18,7 +17,7 @@ from eth_utils import keccak, to_checksum_address
 
 from ..chain.backends import Chain
 from ..chain.market import StorageTerms, commitment
-from ..mechanisms.admm import StorageOperator
+from ..mechanisms.admm import StorageOperator, reported_residuals
 from ..mechanisms.storage_settlement import ITEMS, settlement_amounts
 from ..mechanisms.tariff import TariffIteration, TariffRule, settlement
 from ..privacy.packing import SlotLayout
@@ -409,8 +408,7 @@ class StorageRules:
 
     def _residuals(self, sums: list[int]) -> tuple[float, float]:
         """The RMS primal and dual residuals reported in slots 2, 3 (as admm.run_admm computes them)."""
-        r, s = (math.sqrt(max(float(v), 0.0) / self.entries) for v in energy_from_fixed(sums[2:4]))
-        return r, s
+        return reported_residuals(energy_from_fixed(sums), self.entries)
 
     def _due(self, k: int) -> str | None:
         """Why the round had to conclude at iteration k (None: it had to continue)."""

@@ -121,6 +121,13 @@ class AdmmSettings:
 # exchanges: how the messages of one iteration travel
 # ------------------------------------------------------------------------------------------
 RESIDUAL_CAP = 1e4  # a prosumer's residual contributions saturate here: only the stop test reads them
+RESIDUAL_SCALE = 1e3  # ... and travel in units of 1e-9 (the 1e-6 fixed point / 1e3), fine enough for small cases
+
+
+def reported_residuals(sums, entries: int) -> tuple[float, float]:
+    """RMS primal and dual residuals from an operator-channel sum (slots 2 and 3)."""
+    r, s = (math.sqrt(max(float(v), 0.0) / RESIDUAL_SCALE / entries) for v in np.asarray(sums)[2:4])
+    return r, s
 
 
 def operator_slots(T: int) -> int:
@@ -192,7 +199,7 @@ class PrivateSumChannel(SumChannel):
     """
 
     def __init__(self, name: str, members: Sequence[int], length: int, receiver: str, public, private,
-                 addresses: dict[int, str], seeds: dict[int, dict[str, bytes]], slot_bits: int = 40):
+                 addresses: dict[int, str], seeds: dict[int, dict[str, bytes]], slot_bits: int = 48):
         super().__init__(name, members, length, receiver)
         from ..privacy.packing import SlotLayout
 
@@ -396,7 +403,7 @@ class AdmmProsumer:
     # -- messages --------------------------------------------------------------------------
     def operator_message(self) -> np.ndarray:
         """[w^E_i, w^P_i] = C_i + u_i and the previous iteration's residual contributions."""
-        res = np.minimum(self.res, RESIDUAL_CAP)
+        res = np.minimum(self.res, RESIDUAL_CAP) * RESIDUAL_SCALE
         return np.concatenate([self.y_c + self.u_c, res, np.zeros(self.T - 1)])
 
     def pair_messages(self) -> dict[int, np.ndarray]:
@@ -720,7 +727,7 @@ def run_admm(models: Sequence, data, settings: AdmmSettings, exchange=None,
             for a in agents:
                 a.z_step(rents, step.received[a.i])
             if k >= 2:
-                r, s = (math.sqrt(max(float(v), 0.0) / entries) for v in step.sums[2:4])
+                r, s = reported_residuals(step.sums, entries)
                 prim.append(r), dual.append(s)
                 if progress is not None:
                     progress(k, r, s)

@@ -214,8 +214,8 @@ def run_storage_round(chain: Chain, models: Sequence, data, settings: AdmmSettin
                               "power_price": st.power_price, "energy_kwh": st.energy_kwh, "power_kw": st.power_kw,
                               "has_storage": data.has_storage},
                  "consensus_entries": consensus_entries(data),
-                 "stop": "after iteration k >= 2 when the RMS residuals of k-1 (slots 2, 3 / consensus_entries) "
-                         "are at most primal_tol and dual_tol; then one closing iteration"}
+                 "stop": "after iteration k >= 2 when the RMS residuals of k-1 (sqrt(slot / 1e3 / consensus_entries), "
+                         "slots 2 and 3) are at most primal_tol and dual_tol; then one closing iteration"}
     params = RoundParams(
         n=key[0].n, periods=layout.periods, slot_bits=layout.slot_bits, slot_width=layout.slot_width,
         max_iterations=settings.max_iterations + 1, price_floor=[0, 0], price_cap=price_to_fixed([RENT_CAP] * 2),
