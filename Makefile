@@ -47,6 +47,7 @@ test: install brownie
 
 bench: install
 	$(BIN)/gridshare bench round --anvil --json benchmarks/round-10-prosumers.json
+	$(BIN)/gridshare bench admm --json benchmarks/admm-case4.json
 
 clean:
 	rm -rf $(VENV) $(BROWNIE_VENV) node_modules build runs .pytest_cache
