@@ -137,6 +137,12 @@ def run_command(args, console: Console) -> int:
         printer.print(f"[yellow]expected ordering does not hold:[/yellow] {v}", soft_wrap=True)
     rows = [("method", run["method"]), ("cases", ", ".join(cases))] + [
         (f"case {c} total (CNY/day)", f"{run['cases'][c]['allocation']['total']:.1f}") for c in cases]
+    if run["chain"]:
+        rows.append(("chain", run["chain"]))
+    for c, st in run["settlement"].items():
+        rows.append((f"case {c} on chain", f"market {st['market']}, round {st['round_id']}, {st['transactions']} "
+                     f"transactions, {sum(g['total'] for g in st['gas'].values()):,} gas, payments = off-chain "
+                     f"mirror: {st['matches_offchain_mirror']}"))
     write_run(out, run, storage_figures(run), f"gridshare shared storage + P2P: {run['scenario']['name']}", rows)
     printer.print(f"written: {out / 'run.json'}, {out / 'report.html'}")
     return 0
