@@ -395,3 +395,10 @@ def test_ten_members_twenty_four_periods_settle_well_under_the_block_limit(w):
           f"submit {submit_gas}, settle {receipt['gasUsed']} gas")
     assert receipt["gasUsed"] < 10_000_000, receipt["gasUsed"]
     assert submit_gas < 150_000, submit_gas
+
+
+def test_runtime_code_leaves_headroom_under_the_eip170_limit(env):
+    """The settlement arithmetic lives in StorageSettlement (created by the constructor), so
+    StorageMarket's runtime code stays at least 3 KiB below the 24,576-byte limit."""
+    code = env.chain.w3.eth.get_code(env.market.address)
+    assert len(code) <= 24_576 - 3 * 1024, len(code)
