@@ -18,16 +18,21 @@ $(PY_OK): pyproject.toml requirements.lock
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
-# `npm install` with the committed lock installs exactly the locked versions and leaves the lock
-# untouched. Not `npm ci`: it insists on lock entries for anvil's binaries for every platform, and
-# the registry here serves only linux-x64's, so that check fails.
+# `npm ci`: installs exactly package-lock.json's versions and never writes the lock (it stops if the
+# lock and package.json disagree). The lock lists anvil's and cast's binary package for every
+# platform (darwin, linux, win32; x64, arm64), as npm writes it: `npm ci` requires all of them, and
+# `npm install` would add any missing one to the lock. Only this machine's is downloaded (os/cpu);
+# the registry here serves only linux-x64's.
 $(NODE_OK): package.json package-lock.json
-	npm install --no-audit --no-fund --loglevel=error
+	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 # brownie in its own environment: eth-brownie 1.22.2 pins web3 7.16 and older eth-* packages than
 # requirements.lock's. scripts/brownie-setup then puts what brownie looks up outside the work tree in
-# place (the compiler ~/.solcx/solc-v0.8.30, the networks of brownie-networks.yaml); cheap when done.
+# place (the compiler ~/.solcx/solc-v0.8.30, the networks of brownie-networks.yaml), the finder in
+# .venv-brownie that lets `brownie run` import a script when the checkout's path has a dot in it
+# (scripts/brownie_script_names.py), and build/brownie, which brownie cannot create in a fresh
+# clone; cheap when done.
 brownie: $(BROWNIE_OK) $(NODE_OK)
 	$(BROWNIE_VENV)/bin/python scripts/brownie-setup
 
@@ -45,9 +50,13 @@ demo: install
 test: install brownie
 	$(BIN)/pytest -q -n 2 --dist loadfile
 
+# the benchmarks, then the README's and benchmarks/README.md's figures from their JSON files
 bench: install
 	$(BIN)/gridshare bench round --anvil --json benchmarks/round-10-prosumers.json
+	$(BIN)/gridshare bench audit --json benchmarks/audit-10-prosumers.json
 	$(BIN)/gridshare bench admm --json benchmarks/admm-case4.json
+	$(BIN)/gridshare bench settle --json benchmarks/settle-gas.json
+	$(BIN)/python scripts/readme-figures --write
 
 clean:
 	rm -rf $(VENV) $(BROWNIE_VENV) node_modules build runs .pytest_cache

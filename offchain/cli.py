@@ -1,10 +1,13 @@
-"""gridshare command line: demo, run, deploy, audit, chain, bench.
+"""gridshare command line: run, demo, deploy, audit, chain, bench.
 
-Bad input exits with status 2 and one line ``gridshare: error: <reason>``; nothing is written.
+Bad input exits with status 2 and one line ``gridshare: error: <reason>``, checked before any
+heavy work; a run that does not converge says so first and exits with status 3; nothing is left
+half-written and no traceback reaches the user (``GRIDSHARE_DEBUG=1`` shows it).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,15 +15,11 @@ from pathlib import Path
 from rich.console import Console
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SCENARIO = PROJECT_ROOT / "scenarios" / "community10.toml"
+DEMO_SCENARIO = PROJECT_ROOT / "scenarios" / "community10.toml"
 console = Console(stderr=True)
 
 
-class UserError(Exception):
-    """A problem with the user's input: reported in one line, exit status 2."""
-
-
-def _positive_int(minimum: int):
+def _int_at_least(minimum: int):
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -32,14 +31,8 @@ def _positive_int(minimum: int):
     return parse
 
 
-def _add_round_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scenario", type=Path, default=DEFAULT_SCENARIO, help="scenario TOML (default: %(default)s)")
-    p.add_argument("--prosumers", type=_positive_int(2), help="scale the scenario to N prosumers (N >= 2)")
-    p.add_argument("--seed", type=int, help="seed for profiles and scaling (default: the scenario's)")
-    p.add_argument("--chain", metavar="URL", help="JSON-RPC URL of a node (default: the embedded eth-tester chain)")
-    p.add_argument("--key-bits", type=_positive_int(512), default=2048, help="Paillier modulus size (default: %(default)s)")
-    p.add_argument("--no-verify-openings", action="store_true",
-                   help="skip the on-chain check of each decryption's opening proof (2.8M gas per iteration)")
+def _integer(text: str) -> int:
+    return _int_at_least(-(1 << 63))(text)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,149 +42,258 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"gridshare: error: {message} (see '{self.prog} --help')\n")
 
 
+def _add_run_options(p: argparse.ArgumentParser, mechanism_options: bool = True) -> None:
+    p.add_argument("--mode", choices=("chain", "private", "plaintext"), default="chain",
+                   help="chain: the private round through a chain (default); private: the same protocol in process "
+                        "(masked, Paillier-encrypted, no chain); plaintext: the reference mode in the clear")
+    p.add_argument("--chain", metavar="URL", help="JSON-RPC URL of a node (default: the scenario's [chain] url, "
+                                                   "normally the embedded eth-tester chain)")
+    p.add_argument("--deployment", type=Path, metavar="FILE",
+                   help="run on the contracts of this deployment file (gridshare deploy, brownie scripts/deploy.py)")
+    p.add_argument("--key-bits", type=_integer, help="Paillier modulus size, even, 512..8192 (default: the scenario's)")
+    p.add_argument("--no-verify-openings", action="store_true",
+                   help="skip the on-chain check of each decryption's opening proof (2.8M gas per iteration)")
+    p.add_argument("--prosumers", type=_int_at_least(1), help="scale (tariff) or cut (storage-p2p) the scenario to N prosumers")
+    p.add_argument("--seed", type=_int_at_least(0), help="seed for profiles and scaling (default: the scenario's)")
+    p.add_argument("--settle-unconverged", action="store_true",
+                   help="settle a round that did not converge at its last prices (default: close it, nothing traded)")
+    p.add_argument("--out", type=Path, help="output folder for run.json and report.html (default: runs/<time>)")
+    p.add_argument("--json", action="store_true", help="print the run record's summary as JSON on stdout")
+    if mechanism_options:
+        from .registry import all_mechanisms
+
+        for m in all_mechanisms():
+            group = p.add_argument_group(f"options of the {m.name} mechanism")
+            for o in m.options:
+                kw = {"action": o.action} if o.action else {"type": o.type, "choices": o.choices}
+                group.add_argument(o.flag, dest=_dest(o.flag), default=None, help=o.help, **kw)
+
+
+def _dest(flag: str) -> str:
+    return "mech_" + flag.lstrip("-").replace("-", "_")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .registry import names
+
     parser = _Parser(prog="gridshare", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    demo = sub.add_parser("demo", help="run a full private trading round and write run.json + report.html",
-                          description="Run a full private trading round of the tariff mechanism: encrypted bids on "
-                                      "chain, on-chain aggregation, tariff iteration, settlement in tokens.")
-    _add_round_options(demo)
-    demo.add_argument("--out", type=Path, help="output folder for run.json and report.html (default: runs/<time>)")
-    demo.add_argument("--deployment", type=Path, metavar="FILE",
-                      help="run on the market of this deployment file (gridshare deploy, brownie scripts/deploy.py)")
-    demo.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
+    run = sub.add_parser("run", help="run any mechanism's scenario and write run.json + report.html",
+                         description="Run a scenario of any registered mechanism (the file names it: "
+                                     f"{', '.join(names())}): its private round on chain (or in process), "
+                                     "its centralised reference, settlement in tokens; print the per-party table; "
+                                     "write run.json (gridshare.run/2) and report.html.")
+    run.add_argument("scenario", type=Path, help="scenario TOML, e.g. scenarios/community10.toml")
+    _add_run_options(run)
 
-    chain = sub.add_parser("chain", help="manage a local development chain",
-                           description="Manage a local development chain.")
+    demo = sub.add_parser("demo", help="the one-command demo: gridshare run scenarios/community10.toml",
+                          description="The one-command demo, the same as `gridshare run scenarios/community10.toml`: "
+                                      "ten prosumers through one private round of the tariff mechanism on the "
+                                      "embedded chain.")
+    demo.add_argument("--scenario", type=Path, default=DEMO_SCENARIO, help="scenario TOML (default: %(default)s)")
+    _add_run_options(demo)
+
+    chain = sub.add_parser("chain", help="manage a local development chain", description="Manage a local development chain.")
     chain_sub = chain.add_subparsers(dest="chain_command", required=True, metavar="ACTION", parser_class=_Parser)
     up = chain_sub.add_parser("up", help="start anvil (Prague) on 127.0.0.1 and print its URL",
                               description="Start anvil from node_modules with --hardfork prague on 127.0.0.1, "
                                           "print its URL, and keep it running until interrupted.")
     up.add_argument("--port", type=int, default=8545, help="port (default: %(default)s; 0 picks a free one)")
-    up.add_argument("--accounts", type=_positive_int(1), default=10, help="unlocked accounts (default: %(default)s)")
+    up.add_argument("--accounts", type=_int_at_least(1), default=10, help="unlocked accounts (default: %(default)s)")
 
-    run = sub.add_parser("run", help="the shared-storage + P2P market of paper A, case by case",
-                         description="Solve the shared-storage capacity renting + P2P market (paper A) for one or all "
-                                     "of its four cases (1 grid only, 2 P2P, 3 shared storage, 4 both) by the "
-                                     "centralized QP or the two-block ADMM (plaintext, private in process, or the "
-                                     "private protocol through a chain with settlement in tokens); print the cost "
-                                     "table; write run.json and report.html.")
-    run.add_argument("scenario", type=Path, help="storage scenario TOML, e.g. scenarios/storage10.toml")
-    run.add_argument("--case", choices=["1", "2", "3", "4", "all"], default="all", help="case (default: all)")
-    run.add_argument("--method", choices=["qp", "admm", "admm-private", "chain"],
-                     help="centralized QP, plaintext ADMM, ADMM with Paillier-encrypted masked messages in process, "
-                          "or that private protocol through a chain, settled in tokens (default: admm; chain "
-                          "when --chain is given)")
-    run.add_argument("--chain", metavar="URL", help="run --method chain on this JSON-RPC node "
-                                                     "(default: the embedded eth-tester chain)")
-    run.add_argument("--key-bits", type=_positive_int(512), default=2048,
-                     help="Paillier key size for admm-private and chain (default: %(default)s)")
-    run.add_argument("--prosumers", type=_positive_int(2), help="only the scenario's first N prosumers")
-    run.add_argument("--privacy", action="store_true",
-                     help="also run paper A's inference test: the storage operator estimates a prosumer's "
-                          "Lagrangian gradient from what it sees, in plain ADMM and in the private protocol")
-    run.add_argument("--seed", type=int, help="seed for profiles (default: the scenario's)")
-    run.add_argument("--out", type=Path, help="output folder for run.json and report.html (default: runs/<time>)")
-
-    deploy = sub.add_parser("deploy", help="deploy the market contracts and write a deployment file",
-                            description="Deploy SettlementToken and TariffMarket and write a deployment file "
-                                        "(chain id, addresses, ABI hashes) for `gridshare demo --deployment FILE`.")
+    deploy = sub.add_parser("deploy", help="deploy a mechanism's contracts and write a deployment file",
+                            description="Deploy SettlementToken, the round contract PrivateRounds and the "
+                                        "mechanism's rule contract, and write a deployment file (chain id, "
+                                        "addresses, ABI hashes) for `gridshare run --deployment FILE`.")
     deploy.add_argument("--chain", metavar="URL", required=True, help="JSON-RPC URL of the node")
+    deploy.add_argument("--mechanism", choices=names(), default="tariff", help="mechanism (default: %(default)s)")
     deploy.add_argument("--out", type=Path, default=Path("build/deployment.json"),
                         help="deployment file to write (default: %(default)s)")
 
     audit = sub.add_parser("audit", help="rebuild and verify a market's rounds from chain data alone",
                            description="Read a market's transactions, events and storage from a node (no keys, no run "
                                        "files) and re-verify every round: participants and key, aggregates, "
-                                       "opening proofs, tariff updates, stop rule, settlement, token conservation, "
-                                       "order of events. Exit status 1 when any check fails.")
+                                       "opening proofs, the mechanism's price and stop rules, settlement, token "
+                                       "conservation, order of events. Exit status 1 when any check fails.")
     audit.add_argument("--chain", metavar="URL", required=True, help="JSON-RPC URL of the node")
-    audit.add_argument("--market", metavar="ADDRESS", required=True, help="the market contract (printed by the demo)")
-    audit.add_argument("--round", type=_positive_int(1), help="audit this round only (default: every round)")
-    audit.add_argument("--from-block", type=_positive_int(0), default=0, help="first block to read (default: 0)")
+    audit.add_argument("--market", metavar="ADDRESS", required=True, help="the round contract (printed by every run)")
+    audit.add_argument("--round", type=_int_at_least(1), help="audit this round only (default: every round)")
+    audit.add_argument("--from-block", type=_int_at_least(0), default=0, help="first block to read (default: 0)")
     audit.add_argument("--out", type=Path, help="output folder for audit.json and audit.html (default: runs/audit-...)")
 
     bench = sub.add_parser("bench", help="benchmarks", description="Benchmarks of the product's main jobs.")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH", parser_class=_Parser)
     rnd = bench_sub.add_parser("round", help="time one private round per phase, gas, private/plaintext ratio",
-                               description="Run the plaintext and the private round of one scenario side by side "
-                                           "and report wall time per phase, gas and the privacy overhead.")
-    _add_round_options(rnd)
+                               description="Run one scenario's main round in plaintext and privately on chain, side "
+                                           "by side, and report wall time per phase, gas and the privacy overhead.")
+    rnd.add_argument("--scenario", type=Path, default=DEMO_SCENARIO, help="scenario TOML (default: %(default)s)")
+    rnd.add_argument("--prosumers", type=_int_at_least(1), help="scale the scenario to N prosumers")
+    rnd.add_argument("--seed", type=_int_at_least(0), help="seed for profiles and scaling")
+    rnd.add_argument("--chain", metavar="URL", help="JSON-RPC URL of a node (default: the embedded chain)")
+    rnd.add_argument("--key-bits", type=_integer, default=2048, help="Paillier modulus size (default: %(default)s)")
+    rnd.add_argument("--no-verify-openings", action="store_true", help="skip the on-chain opening checks")
     rnd.add_argument("--anvil", action="store_true", help="also start an anvil node and run the round there")
     rnd.add_argument("--json", type=Path, help="write the figures to this JSON file")
     adm = bench_sub.add_parser("admm", help="iterations, wall time and gas of the storage + P2P ADMM",
                                description="Solve one case of the shared-storage + P2P market by the centralized QP "
                                            "and the two-block ADMM side by side: prosumer solves in series, on a "
-                                           "Dask local cluster, and the private protocol through an anvil node "
-                                           "started here (gas, settlement); report iterations and wall times.")
+                                           "Dask cluster, and the private protocol through an anvil node started "
+                                           "here (gas, settlement); report iterations and wall times.")
     adm.add_argument("--scenario", type=Path, default=PROJECT_ROOT / "scenarios" / "storage10.toml",
                      help="storage scenario TOML (default: %(default)s)")
     adm.add_argument("--case", type=int, choices=[1, 2, 3, 4], default=4, help="case (default: %(default)s)")
     adm.add_argument("--private", action="store_true", help="also run the private protocol in process")
-    adm.add_argument("--workers", type=_positive_int(1), default=2,
+    adm.add_argument("--workers", type=_int_at_least(1), default=2,
                      help="Dask workers for the parallel run (default: %(default)s; 1 skips it)")
+    adm.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler's address instead of a local cluster")
     adm.add_argument("--no-anvil", action="store_true", help="skip the run through anvil")
-    adm.add_argument("--key-bits", type=_positive_int(512), default=2048,
-                     help="Paillier key size (default: %(default)s)")
+    adm.add_argument("--key-bits", type=_integer, default=2048, help="Paillier key size (default: %(default)s)")
     adm.add_argument("--json", type=Path, help="write the figures to this JSON file")
     aud = bench_sub.add_parser("audit", help="time the audit of a demo round on anvil",
                                description="Run a private round on an anvil node started here, then audit it by URL; "
                                            "report the audit's time in process and as the whole command.")
-    aud.add_argument("--scenario", type=Path, default=DEFAULT_SCENARIO, help="scenario TOML (default: %(default)s)")
-    aud.add_argument("--prosumers", type=_positive_int(2), help="scale the scenario to N prosumers (N >= 2)")
-    aud.add_argument("--seed", type=int, help="seed for profiles and scaling")
+    aud.add_argument("--scenario", type=Path, default=DEMO_SCENARIO, help="scenario TOML (default: %(default)s)")
+    aud.add_argument("--prosumers", type=_int_at_least(1), help="scale the scenario to N prosumers")
+    aud.add_argument("--seed", type=_int_at_least(0), help="seed for profiles and scaling")
     aud.add_argument("--json", type=Path, help="write the figures to this JSON file")
+    stl = bench_sub.add_parser("settle", help="settlement gas of the storage cases, typed against hand-built input",
+                               description="Settle the four storage cases' closing reveals on chain and report the "
+                                           "settle gas next to the figures recorded before the typed ABI rule.")
+    stl.add_argument("--json", type=Path, help="write the figures to this JSON file")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command == "run":
-        if args.chain and args.method not in (None, "chain"):
-            parser.error(f"--chain runs the on-chain protocol: use it with --method chain, not {args.method}")
-        args.method = args.method or ("chain" if args.chain else "admm")
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        if args.command == "demo":
-            from .runner import demo_command
-            return demo_command(args, console)
-        if args.command == "run":
-            from .storage_run import run_command
-            return run_command(args, console)
-        if args.command == "deploy":
-            return _deploy(args)
-        if args.command == "audit":
-            from .audit.command import audit_command
-            return audit_command(args, console)
-        if args.command == "chain":
-            return _chain_up(args)
-        if args.command == "bench":
-            from . import bench
-            command = {"round": bench.bench_round_command, "audit": bench.bench_audit_command,
-                       "admm": bench.bench_admm_command}[args.bench_command]
-            return command(args, console)
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as done:  # --help, or a usage error already printed as one line
+            return int(done.code or 0)
+        return _dispatch(args)
     except KeyboardInterrupt:
         console.print("interrupted")
         return 130
-    except Exception as exc:  # noqa: BLE001 - every user-facing failure becomes one line
-        from .runner import user_error_types
-        if isinstance(exc, (UserError, *user_error_types())):
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one line
+        from .errors import GridshareError
+
+        if os.environ.get("GRIDSHARE_DEBUG"):
+            raise
+        if isinstance(exc, GridshareError):
             print(f"gridshare: error: {exc}", file=sys.stderr)
-            return 2
-        raise
-    return 0
+            return exc.exit_code
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"gridshare: internal error: {type(exc).__name__}: {first} (GRIDSHARE_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+def _dispatch(args) -> int:
+    if args.command in ("run", "demo"):
+        return _run(args)
+    if args.command == "deploy":
+        return _deploy(args)
+    if args.command == "audit":
+        from .audit.command import audit_command
+
+        return audit_command(args, console)
+    if args.command == "chain":
+        return _chain_up(args)
+    from . import bench
+
+    return {"round": bench.bench_round_command, "audit": bench.bench_audit_command,
+            "admm": bench.bench_admm_command, "settle": bench.bench_settle_command}[args.bench_command](args, console)
+
+
+def _run(args) -> int:
+    import datetime as dt
+
+    from .registry import all_mechanisms
+    from .report import check_output_dir
+    from .runner import RunOptions, prepare
+
+    scenario = args.scenario
+    out = args.out or Path("runs") / dt.datetime.now().strftime(f"{scenario.stem}-%Y%m%d-%H%M%S")
+    check_output_dir(out)
+    mech_opts = {}
+    for m in all_mechanisms():
+        for o in m.options:
+            value = getattr(args, _dest(o.flag))
+            if value is not None:
+                mech_opts[(m.name, o.flag)] = value
+    options = RunOptions(mode=args.mode, chain_url=args.chain, key_bits=args.key_bits,
+                         verify_openings=False if args.no_verify_openings else None, deployment=args.deployment,
+                         settle_unconverged=args.settle_unconverged, prosumers=args.prosumers, seed=args.seed)
+    prepared = prepare(scenario, options)
+    mechanism = prepared.mechanism
+    from .errors import UsageError
+
+    for (name, flag), value in mech_opts.items():
+        if name != mechanism.name:
+            raise UsageError(f"{flag} is an option of the {name} mechanism; {scenario} runs {mechanism.name}")
+        options.mechanism_options[flag.lstrip("-").replace("-", "_")] = value
+    for o in mechanism.options:
+        options.mechanism_options.setdefault(o.flag.lstrip("-").replace("-", "_"), o.default)
+    mechanism.check_options(prepared.scenario, options.mechanism_options)
+    return _execute(prepared, out, args)
+
+
+def _execute(prepared, out: Path, args) -> int:
+    import json
+
+    from rich.console import Console as Printer
+
+    from .report import party_table, progress_bar, render
+    from .runner import execute, exit_code, not_converged_line
+
+    with progress_bar(console) as bar:
+        task = bar.add_task("preparing the scenario (profiles, models)", total=None)
+
+        def progress(label, k, answer):
+            if k is None:
+                bar.update(task, description=label, total=None)
+            else:
+                bar.update(task, description=f"{label}: iteration {k}", completed=k + 1, total=None)
+
+        record = execute(prepared, progress)
+    data = record.to_dict()
+    figures = prepared.mechanism.figures(data)
+    render(out, data, figures)
+    printer = Printer(highlight=False)
+    code = exit_code(record)
+    if code:
+        printer.print(f"[bold red]{not_converged_line(record)}[/bold red]", soft_wrap=True)
+    if args.json:
+        print(json.dumps({k: data[k] for k in ("mechanism", "chain", "convergence", "gas", "timings", "summary")},
+                         indent=2, default=str))
+    else:
+        printer.print(party_table(data))
+        for key, value in data["summary"]:
+            printer.print(f"[bold]{key}:[/bold] {value}", soft_wrap=True)
+        if data["chain"] and data["chain"]["url"]:
+            printer.print(f"verify it from chain data: gridshare audit --chain {data['chain']['url']} "
+                          f"--market {data['chain']['contracts']['market']}", soft_wrap=True)
+        printer.print(f"[bold]written:[/bold] {out / 'run.json'}, {out / 'report.html'}")
+    return code
 
 
 def _deploy(args) -> int:
     from .chain.backends import connect
-    from .chain.deployment import write_deployment
-    from .chain.market import Market
+    from .chain.deployment import check_deployment_path, write_deployment
+    from .chain.market import Market, deploy_rule
+    from .registry import get
+
+    check_deployment_path(args.out)
+    mechanism = get(args.mechanism)
     chain = connect(args.chain)
     operator = chain.accounts(1)[0]
     market = Market.deploy(chain, operator)
-    write_deployment(args.out, chain, market, operator.address)
-    print(f"market {market.address}, token {market.token.address}; written: {args.out}")
+    rule = deploy_rule(chain, mechanism.rule_contract, operator)
+    write_deployment(args.out, chain, mechanism, market, rule, operator.address)
+    print(f"mechanism {mechanism.name}: market {market.address}, token {market.token.address}, "
+          f"rule {mechanism.rule_contract} {rule}; written: {args.out}")
     return 0
 
 

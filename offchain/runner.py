@@ -1,179 +1,239 @@
-"""The demo job: plaintext run, centralized reference and the private round side by side."""
+"""``gridshare run SCENARIO``: any registered mechanism's job, end to end, and its run record.
+
+Order of work: everything that can be wrong with the input is checked first (the scenario, the
+mechanism's options, the key size against the slot layout, the output folder, the chain URL and a
+deployment file), then the mechanism prepares its rounds (profiles, models), the plaintext mode
+runs where the mechanism asks for it, the main mode runs every round (on a chain by default),
+the centralised reference is solved, and the record is assembled from what the driver returned.
+"""
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from rich.console import Console
-from rich.table import Table
+from .errors import NOT_CONVERGED_EXIT, ChainError, UsageError
+from .framework import Mechanism
+from .record import Convergence, Iteration, Party, Payment, Round, RunRecord, software
 
-from .chain.backends import Chain, ChainError, connect
-from .chain.compiler import CompileError
-from .chain.deployment import load_deployment
-from .mechanisms.tariff import TariffRule, centralized_reference, run_plaintext
-from .models.prosumer import build_models
-from .models.scenario import ScenarioError, load_scenario
-from .privacy.packing import PackingError
-from .protocol.round import PrivateRoundResult, run_private_round
-from .report import RUN_SCHEMA, OutputError, check_output_dir, progress_bar, tariff_figures, write_run
-from .units import tokens
+MODES = ("chain", "private", "plaintext")
 
 
-def user_error_types() -> tuple[type[Exception], ...]:
-    return ScenarioError, ChainError, OutputError, PackingError, CompileError
+@dataclass
+class RunOptions:
+    mode: str = "chain"
+    chain_url: str | None = None  # None: the scenario's [chain] url
+    key_bits: int | None = None  # None: the scenario's [privacy] key_bits
+    verify_openings: bool | None = None
+    deployment: Path | None = None
+    settle_unconverged: bool = False
+    prosumers: int | None = None
+    seed: int | None = None
+    mechanism_options: dict[str, Any] = field(default_factory=dict)
+    executor: Any = None
 
 
-def run_tariff_demo(args, console: Console, chain: Chain | None = None) -> dict[str, Any]:
-    """Everything the demo computes, as the run.json dictionary."""
-    scenario = load_scenario(args.scenario, prosumers=args.prosumers, seed=args.seed)
-    chain = chain or connect(args.chain)
-    market = None
-    if getattr(args, "deployment", None):
-        market = load_deployment(args.deployment, chain)
-        owner, operator = market.token.contract.functions.owner().call(), chain.accounts(1)[0].address
-        if owner != operator:
-            raise ChainError(f"{args.deployment}: the token's owner is {owner}; the demo's operator {operator} "
-                             "must own it to mint collateral")
+@dataclass
+class Prepared:
+    """A run whose input was checked: nothing heavy has happened yet."""
+    mechanism: Mechanism
+    scenario: Any
+    options: RunOptions
+    chain: Any = None
+    market: Any = None
+    rules: dict[str, str] = field(default_factory=dict)
+
+
+def prepare(scenario_path: Path, options: RunOptions) -> Prepared:
+    """Loads and checks the scenario, the options, the key size and the chain (cheap)."""
+    from .models.scenario import check_key_bits
+    from .registry import load_scenario
+
+    if options.mode not in MODES:
+        raise UsageError(f"--mode must be one of {', '.join(MODES)}, got {options.mode!r}")
+    mechanism, scenario = load_scenario(scenario_path, prosumers=options.prosumers, seed=options.seed)
+    mechanism.check_options(scenario, options.mechanism_options)
+    options.key_bits = check_key_bits(options.key_bits if options.key_bits is not None else scenario.privacy.key_bits,
+                                      "--key-bits")
+    if options.verify_openings is None:
+        options.verify_openings = scenario.privacy.verify_openings
+    slots, slot_bits, participants = mechanism.layout(scenario)
+    if slots and options.mode != "plaintext":
+        from .privacy.packing import SlotLayout
+
+        SlotLayout.for_round(slots, participants, options.key_bits, slot_bits=slot_bits)
+    prepared = Prepared(mechanism, scenario, options)
+    if options.mode == "chain":
+        from .chain.backends import connect
+
+        url = options.chain_url or scenario.chain.url
+        prepared.chain = connect(None if url == "embedded" else url)
+        if options.deployment is not None:
+            from .chain.deployment import load_deployment
+
+            prepared.market, prepared.rules = load_deployment(options.deployment, prepared.chain, mechanism)
+            owner, operator = prepared.market.token.owner(), prepared.chain.accounts(1)[0].address
+            if owner != operator:
+                raise ChainError(f"{options.deployment}: the token's owner is {owner}; the run's coordinator "
+                                 f"{operator} must own it to mint collateral")
+    elif options.deployment is not None or options.chain_url:
+        raise UsageError(f"--chain and --deployment run the chain mode, not --mode {options.mode}")
+    return prepared
+
+
+def _transport(p: Prepared):
+    from .protocol.transport import ChainTransport, PrivateTransport
+
+    o = p.options
+    if o.mode == "chain":
+        t = ChainTransport(p.chain, key_bits=o.key_bits, verify_openings=o.verify_openings, market=p.market,
+                           rules=p.rules)
+        return t
+    return PrivateTransport(o.key_bits)
+
+
+def execute(p: Prepared, progress=None) -> RunRecord:
+    """Runs the job and returns its record (never raises for an unconverged round)."""
+    from .protocol.driver import run_round
+    from .protocol.transport import PlainTransport
+
+    t_start = time.perf_counter()
+    o, mechanism = p.options, p.mechanism
+    timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    models = build_models(scenario)
-    rule = TariffRule.from_scenario(scenario)
-    initial = scenario.initial_tariff()
-    with progress_bar(console) as bar:
-        task = bar.add_task("plaintext mode (no chain, no encryption)", total=rule.max_iterations)
-        plain = run_plaintext(models, rule, initial,
-                              progress=lambda k, *_: bar.update(task, completed=k + 1))
-        bar.update(task, description="centralized reference (one problem)", completed=rule.max_iterations)
-        reference = centralized_reference(models, scenario.market)
-        bar.update(task, description="private round on chain", completed=0)
-        private = run_private_round(
-            chain, models, rule, initial, key_bits=args.key_bits, market=market,
-            verify_openings=not args.no_verify_openings,
-            progress=lambda what, frac: bar.update(task, description=what, completed=frac * rule.max_iterations))
-    return assemble_run(scenario, chain, plain, reference, private, args, time.perf_counter() - t0)
+    job = mechanism.prepare(p.scenario, o.mechanism_options)
+    timings["prepare"] = time.perf_counter() - t0
+    plain, outcomes = [], []
+    for i, (factory, label) in enumerate(zip(job.rounds, job.labels)):
+        if job.plaintext_check and o.mode != "plaintext":
+            plain.append(run_round(factory(), PlainTransport(), executor=o.executor,
+                                   progress=_bar(progress, f"{label}, plaintext mode")))
+        transport = PlainTransport() if o.mode == "plaintext" else _transport(p)
+        out = run_round(factory(), transport, executor=o.executor, settle_unconverged=o.settle_unconverged,
+                        progress=_bar(progress, f"{label}, {o.mode} mode"))
+        if o.mode == "chain":  # later rounds reuse the market and the rule contracts
+            p.market, p.rules = transport.market, transport.rules
+        outcomes.append(out)
+    t0 = time.perf_counter()
+    if progress is not None:
+        progress("centralized reference", None, None)
+    reference = job.reference() if job.reference is not None else None
+    timings["reference"] = time.perf_counter() - t0
+    summary = mechanism.summarise(job, outcomes, plain, reference)
+    main = outcomes[-1]
+    timings.update({f"round {k}": round(v, 4) for k, v in main.seconds.items()})
+    if plain:
+        timings["plaintext mode"] = plain[-1].seconds["total"]
+    timings["wall"] = time.perf_counter() - t_start
+    return _record(p, job, summary, outcomes, plain, timings)
 
 
-def assemble_run(scenario, chain: Chain, plain, reference, private: PrivateRoundResult, args,
-                 wall: float) -> dict[str, Any]:
-    prosumers = []
-    for agent in private.agents:
-        alone_resp = agent.model.alone()
-        resp = agent.response
-        sched = resp.schedule
-        prosumers.append({
-            "name": agent.name, "address": agent.address,
-            "cost_alone": alone_resp.objective, "cost_shared": resp.objective,
-            "saving": alone_resp.objective - resp.objective,
-            "payment_tokens": -tokens(private.payments.get(agent.address, 0)),
-            "schedule": {
-                "internal": resp.x.tolist(),
-                "grid": (sched["grid_import_expected"] - sched["grid_export_expected"]).tolist(),
-                "battery": (sched.get("battery_charge", 0 * resp.x) - sched.get("battery_discharge", 0 * resp.x)).tolist(),
-            },
-        })
-    total_alone = sum(p["cost_alone"] for p in prosumers)
-    total_shared = sum(p["cost_shared"] for p in prosumers)
-    final = private.final_tariff
-    gas = private.gas
-    n = len(prosumers)
-    per_iteration_aggregation = np.mean(gas.get("aggregate", [0]))
-    return {
-        "schema": RUN_SCHEMA,
-        "mechanism": "tariff",
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "scenario": scenario.to_dict(),
-        "market": {"retail": scenario.market.retail.tolist(), "feed_in": scenario.market.feed_in.tolist()},
-        "chain": {"kind": chain.kind, "url": chain.url, "chain_id": chain.chain_id, "hardfork": "prague",
-                  "market": private.market.address, "token": private.market.token.address,
-                  "round_id": private.round_id, "coordinator": private.coordinator.account.address,
-                  "grid_account": private.grid_address},
-        "parameters": {"prosumers": n, "key_bits": args.key_bits, "periods": len(final),
-                       "verify_openings": not args.no_verify_openings, "rule": private.coordinator.iteration.rule.to_dict()},
-        "converged": private.converged, "reason": private.reason,
-        "iterations": private.iterations,  # [k].tariff: tariff of iteration k, [k].imbalance: its decrypted aggregate
-        "final_tariff": final.tolist(),
-        "prosumers": prosumers,
-        "community": {"cost_alone": total_alone, "cost_shared": total_shared,
-                      "alone_by_prosumer": [p["cost_alone"] for p in prosumers],
-                      "saving_pct": 100 * (total_alone - total_shared) / abs(total_alone),
-                      "grid_payment_tokens": -tokens(private.payments.get(private.grid_address, 0))},
-        "plaintext": {"iterations": plain.iterations, "converged": plain.converged, "tariff": plain.tariff.tolist(),
-                      "max_tariff_gap_vs_private": float(np.max(np.abs(plain.tariff - final))),
-                      "wall_seconds": plain.wall_time},
-        "reference": {**reference.to_dict(),
-                      "max_tariff_gap": float(np.max(np.abs(reference.tariff - final))),
-                      "total_gap_pct": 100 * (total_shared - reference.total_objective) / abs(reference.total_objective)},
-        "gas": {
-            "per_kind_mean": {k: float(np.mean(v)) for k, v in gas.items()},
-            "per_kind_total": {k: int(np.sum(v)) for k, v in gas.items()},
-            "submission_mean": float(np.mean(gas["submit"])),
-            "per_prosumer_per_iteration": float(np.mean(gas["submit"]) + per_iteration_aggregation / n),
-            "total": int(sum(sum(v) for v in gas.values())),
-        },
-        "timings": {**{k: round(v, 4) for k, v in private.seconds.items()}, "demo_wall": wall},
-        "transactions": private.transactions,
-    }
+def _bar(progress, label: str):
+    if progress is None:
+        return None
+    return lambda k, answer: progress(label, k, answer)
 
 
-def summary_table(run: dict[str, Any]) -> Table:
-    table = Table(title=f"gridshare - {run['parameters']['prosumers']} prosumers, tariff mechanism, private round")
-    for col in ("prosumer", "cost alone (CNY)", "with sharing (CNY)", "saving (CNY)", "pays (+) / gets (-) (token)"):
-        table.add_column(col, justify="right" if col != "prosumer" else "left")
-    for p in run["prosumers"]:
-        table.add_row(p["name"], f"{p['cost_alone']:.2f}", f"{p['cost_shared']:.2f}", f"{p['saving']:.2f}",
-                      f"{p['payment_tokens']:+.3f}")
-    c = run["community"]
-    table.add_row("community", f"{c['cost_alone']:.2f}", f"{c['cost_shared']:.2f}",
-                  f"{c['cost_alone'] - c['cost_shared']:.2f}",
-                  f"grid {c['grid_payment_tokens']:+.3f}", style="bold")
-    return table
+def _record(p: Prepared, job, summary, outcomes, plain, timings) -> RunRecord:
+    from .protocol.driver import outcome_gas
+
+    main = outcomes[-1]
+    setup, transport = main.setup, main.transport
+    addresses = transport.addresses
+    names = [q.name for q in setup.participants]
+    by_name = {s.name: s for s in summary.parties}
+    paid: dict[str, int] = {}
+    if main.settlement is not None:
+        paid = {**dict(zip(names, main.settlement.amounts)), **main.settlement.payees}
+    parties = []
+    roles = [(n, "prosumer") for n in names] + [(setup.coordinator_role, setup.coordinator_role)] + \
+        [(r, r) for r in setup.payees if r != setup.coordinator_role]
+    for name, role in roles:
+        s = by_name.get(name)
+        parties.append(Party(
+            name=name, role=s.role if s else role, address=addresses.get(name) if transport.kind == "chain" else None,
+            cost_alone=s.cost_alone if s else None, cost_shared=s.cost_shared if s else None,
+            bill=dict(s.bill) if s else {}, payment=Payment.of(paid.get(name, 0)) if main.settled else None))
+    iterations = [Iteration(it.iteration, list(it.prices), list(it.sums), dict(it.answer.residuals),
+                            transport.gas_of_iteration(it.iteration), it.seconds) for it in main.iterations]
+    transactions = [t for out in outcomes for t in out.transport.transactions]
+    gas_kinds: dict[str, list[int]] = {}
+    for out in outcomes:
+        for kind, values in out.transport.gas.items():
+            gas_kinds.setdefault(kind, []).extend(values)
+    gas = {"per_kind": {k: {"count": len(v), "total": int(sum(v)), "mean": sum(v) / len(v)} for k, v in gas_kinds.items() if v},
+           "main_round": outcome_gas(main), "total": int(sum(sum(v) for v in gas_kinds.values()))}
+    if main.transport.gas.get("submit"):
+        n = len(setup.participants)
+        sub = sum(main.transport.gas["submit"]) / len(main.transport.gas["submit"])
+        agg = main.transport.gas.get("aggregate", [])
+        gas["submission_mean"] = sub
+        gas["per_prosumer_per_iteration"] = sub + (sum(agg) / len(agg) / n if agg else 0.0)
+    chain = None
+    if transport.chain_info is not None:
+        info = transport.chain_info
+        chain = {"kind": info.kind, "url": info.url, "chain_id": info.chain_id, "hardfork": info.hardfork,
+                 "contracts": {"market": info.market, "token": info.token, "rule": info.rule},
+                 "rounds": [{"label": lab, "round_id": out.transport.chain_info.round_id,
+                             "parent_round_id": out.transport.chain_info.parent_round_id}
+                            for lab, out in zip(job.labels, outcomes)]}
+    rounds = [_round(lab, out) for lab, out in zip(job.labels, outcomes)] + \
+        [_round(lab, out) for lab, out in zip(job.labels, plain)]
+    o = p.options
+    parameters = {"mode": o.mode, "key_bits": o.key_bits, "verify_openings": o.verify_openings,
+                  "settle_unconverged": o.settle_unconverged, "options": o.mechanism_options, **job.parameters}
+    scenario = {**p.scenario.to_dict(), "profiles": job.profiles}
+    lines = _lines(chain, main, gas, timings) + list(summary.lines)
+    return RunRecord(
+        mechanism=p.mechanism.name, title=f"{p.mechanism.title}: {p.scenario.name}",
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), software=software(),
+        command=["gridshare", *sys.argv[1:]], scenario=scenario, parameters=parameters, chain=chain,
+        iterations=iterations, parties=parties,
+        convergence=Convergence(main.converged, main.reason, len(main.iterations)),
+        gas=gas, timings={k: round(v, 4) for k, v in timings.items()}, transactions=transactions, rounds=rounds,
+        summary=[("headline", summary.headline)] + lines, details=summary.details)
 
 
-def _saving(community: dict[str, Any]) -> str:
-    """The saving in CNY, and in % of the stand-alone total when that total is not close to zero
-    (a community whose earners and payers nearly cancel would show a meaningless percentage)."""
-    saving = community["cost_alone"] - community["cost_shared"]
-    gross = sum(abs(p) for p in community.get("alone_by_prosumer", [])) or abs(community["cost_alone"])
-    pct = f" ({community['saving_pct']:.2f}% of the stand-alone total)" if abs(community["cost_alone"]) > 0.25 * gross else ""
-    return f"{saving:.2f} CNY/day{pct}"
+def _round(label: str, out) -> Round:
+    t = out.transport
+    payments = {}
+    matches = None
+    if out.settlement is not None:
+        names = [q.name for q in out.setup.participants]
+        payments = {n: str(a) for n, a in zip(names, out.settlement.amounts)}
+        payments.update({r: str(a) for r, a in out.settlement.payees.items()})
+        if t.kind == "chain":
+            m = t.mirror(out.final_prices)
+            matches = m.amounts == out.settlement.amounts and m.payees == out.settlement.payees
+    return Round(label, t.kind, t.chain_info.round_id if t.chain_info else None, out.converged, out.reason,
+                 len(out.iterations), out.settled, payments, matches)
 
 
-def summary_rows(run: dict[str, Any]) -> list[tuple[str, str]]:
-    t, g = run["timings"], run["gas"]
-    return [
-        ("market contract", run["chain"]["market"]),
-        ("chain", f"{run['chain']['kind']} {run['chain']['url'] or ''} (chain id {run['chain']['chain_id']}, Prague)"),
-        ("round", str(run["chain"]["round_id"])),
-        ("converged", f"{run['converged']} after {len(run['iterations'])} iterations ({run['reason']})"),
-        ("community saving", _saving(run["community"])),
-        ("final tariff (CNY/kWh)", " ".join(f"{p:.3f}" for p in run["final_tariff"])),
-        ("plaintext mode", f"{run['plaintext']['iterations']} iterations, max tariff gap "
-                           f"{run['plaintext']['max_tariff_gap_vs_private']:.2e}"),
-        ("centralized reference", f"max tariff gap {run['reference']['max_tariff_gap']:.4f} CNY/kWh, "
-                                  f"total cost gap {run['reference']['total_gap_pct']:.3f}%"),
-        ("gas per submission", f"{g['submission_mean']:,.0f}"),
-        ("gas per prosumer per iteration", f"{g['per_prosumer_per_iteration']:,.0f} (submission + aggregation share)"),
-        ("gas total", f"{g['total']:,}"),
-        ("wall time per phase (s)", ", ".join(f"{k} {v:.2f}" for k, v in t.items())),
-    ]
+def _lines(chain, main, gas, timings) -> list[tuple[str, str]]:
+    rows = []
+    if chain is not None:
+        rows += [("market contract", chain["contracts"]["market"]),
+                 ("chain", f"{chain['kind']} {chain['url'] or ''} (chain id {chain['chain_id']}, {chain['hardfork']})"),
+                 ("round", ", ".join(str(r["round_id"]) for r in chain["rounds"]))]
+    rows.append(("converged", f"{main.converged} after {len(main.iterations)} iterations ({main.reason})"))
+    if "submission_mean" in gas:
+        rows += [("gas per submission", f"{gas['submission_mean']:,.0f}"),
+                 ("gas per prosumer per iteration", f"{gas['per_prosumer_per_iteration']:,.0f} (submission + aggregation share)")]
+    if gas["total"]:
+        rows.append(("gas total", f"{gas['total']:,}"))
+    rows.append(("wall time (s)", ", ".join(f"{k} {v:.2f}" for k, v in timings.items())))
+    return rows
 
 
-def demo_command(args, console: Console) -> int:
-    out = args.out or Path("runs") / dt.datetime.now().strftime("demo-%Y%m%d-%H%M%S")
-    check_output_dir(out)
-    run = run_tariff_demo(args, console)
-    rows = summary_rows(run)
-    write_run(out, run, tariff_figures(run), "gridshare private trading round", rows)
-    if args.json:
-        import json
-        print(json.dumps({k: run[k] for k in ("chain", "converged", "community", "gas", "timings", "final_tariff")},
-                         indent=2))
-    else:
-        out_console = Console()
-        out_console.print(summary_table(run))
-        for key, value in rows:
-            out_console.print(f"[bold]{key}:[/bold] {value}")
-        out_console.print(f"[bold]written:[/bold] {out / 'run.json'}, {out / 'report.html'}")
-    return 0
+def exit_code(record: RunRecord) -> int:
+    return 0 if record.convergence.converged else NOT_CONVERGED_EXIT
+
+
+def not_converged_line(record: RunRecord) -> str:
+    settled = record.parameters.get("settle_unconverged")
+    what = ("settled anyway at the last prices (--settle-unconverged)" if settled else
+            "nothing was traded and every deposit was returned (--settle-unconverged settles anyway)")
+    return f"NOT CONVERGED: {record.convergence.reason}; {what}"

@@ -1,14 +1,16 @@
-"""brownie: deploy SettlementToken and TariffMarket and write a gridshare deployment file.
+"""brownie: deploy a mechanism's contracts (SettlementToken, the round contract PrivateRounds and the
+mechanism's settlement rule) and write a gridshare deployment file.
 
     brownie run scripts/deploy.py --network gridshare-anvil    # the node of `gridshare chain up`
     GRIDSHARE_RPC_URL=http://HOST:PORT brownie run scripts/deploy.py --network gridshare-rpc
 
-then `.venv/bin/gridshare demo --chain URL --deployment build/deployment.json` runs a round on them.
-Runs in .venv-brownie (brownie cannot share the main environment), so nothing from `offchain` is
-imported here. Environment variables:
+then `.venv/bin/gridshare run SCENARIO --chain URL --deployment build/deployment.json` runs a round on
+them. Runs in .venv-brownie (brownie cannot share the main environment), so nothing from `offchain`
+is imported here; what only the main environment knows is asked from it. Environment variables:
 
+  GRIDSHARE_MECHANISM     the registered mechanism to deploy (default: tariff)
   GRIDSHARE_DEPLOYMENT    file to write (default: build/deployment.json in the project)
-  GRIDSHARE_OPERATOR      owner of the token, i.e. the demo's operator (the demo refuses a token its
+  GRIDSHARE_OPERATOR      owner of the token, i.e. the run's coordinator (a run refuses a token its
                           operator does not own); default: asked from the main environment,
                           `offchain.chain.backends.dev_account(0)`
   GRIDSHARE_DEPLOYER_KEY  private key that deploys (default: the node's first unlocked account)
@@ -23,12 +25,12 @@ import warnings
 from pathlib import Path
 
 import brownie.network.contract as _contract
-from brownie import SettlementToken, TariffMarket, accounts, network, project, web3
+from brownie import accounts, network, project, web3
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN_PYTHON = ROOT / ".venv" / "bin" / "python"
-SCHEMA = "gridshare.deployment/1"  # offchain/chain/deployment.py
-CONTRACTS = ("TariffMarket", "SettlementToken")
+SCHEMA = "gridshare.deployment/2"  # offchain/chain/deployment.py
+MARKET, TOKEN = "PrivateRounds", "SettlementToken"
 
 # brownie's own noise on a development network (its undo buffer snapshots the chain after each transaction)
 warnings.filterwarnings("ignore", message="rpc.snapshot should not be called directly")
@@ -56,22 +58,33 @@ def abi_hash(abi: list) -> str:
 
 
 def compiled_abi(name: str) -> list:
-    """The ABI as the compiler wrote it into brownie's artifact. Not ``TariffMarket.abi``: brownie
+    """The ABI as the compiler wrote it into brownie's artifact. Not ``ContractContainer.abi``: brownie
     adds ``"name": "constructor"`` to the constructor's entry in memory, which changes the hash."""
     build = project.get_loaded_projects()[0]._build_path
     return json.loads((build / "contracts" / f"{name}.json").read_text())["abi"]
 
 
+def ask_main(code: str, what: str) -> str:
+    """One line printed by ``code`` in the main environment (which knows the registry and the dev accounts)."""
+    try:
+        done = subprocess.run([str(MAIN_PYTHON), "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = (getattr(exc, "stderr", "") or str(exc)).strip().splitlines()[-1:] or [str(exc)]
+        raise SystemExit(f"deploy.py: {what} (asking {MAIN_PYTHON} failed: {detail[0]}; `make install` creates it)") from None
+    return done.stdout.strip()
+
+
+def rule_contract(mechanism: str) -> str:
+    """The settlement rule contract of a registered mechanism."""
+    return ask_main(f"from offchain.registry import get; print(get({mechanism!r}).rule_contract)",
+                    f"unknown mechanism {mechanism!r}")
+
+
 def operator_address() -> str:
     address = os.environ.get("GRIDSHARE_OPERATOR")
     if not address:
-        code = "from offchain.chain.backends import dev_account; print(dev_account(0).address)"
-        try:
-            done = subprocess.run([str(MAIN_PYTHON), "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-        except (OSError, subprocess.CalledProcessError) as exc:
-            raise SystemExit(f"deploy.py: set GRIDSHARE_OPERATOR (asking {MAIN_PYTHON} failed: {exc}; "
-                             "`make install` creates it)") from None
-        address = done.stdout.strip()
+        address = ask_main("from offchain.chain.backends import dev_account; print(dev_account(0).address)",
+                           "set GRIDSHARE_OPERATOR")
     if not web3.is_address(address):
         raise SystemExit(f"deploy.py: GRIDSHARE_OPERATOR is not an address: {address!r}")
     return web3.to_checksum_address(address)
@@ -91,26 +104,32 @@ def deployer():
 
 
 def deploy(path: Path | None = None) -> tuple[dict, Path]:
-    """Deploys both contracts, writes the deployment file (atomically) and returns it with its path."""
+    """Deploys the three contracts, writes the deployment file (atomically) and returns it with its path."""
     path = path or deployment_path()
+    mechanism = os.environ.get("GRIDSHARE_MECHANISM") or "tariff"
+    rule_name = rule_contract(mechanism)
     sender = deployer()
     owner = operator_address()
-    token = SettlementToken.deploy(owner, {"from": sender})
-    market = TariffMarket.deploy(token.address, {"from": sender})
+    loaded = project.get_loaded_projects()[0]
+    token = loaded[TOKEN].deploy(owner, {"from": sender})
+    market = loaded[MARKET].deploy(token.address, {"from": sender})
+    rule = loaded[rule_name].deploy({"from": sender})
+    contracts = {MARKET: market.address, TOKEN: token.address, rule_name: rule.address}
     record = {
         "schema": SCHEMA,
         "chain_id": web3.chain_id,
         "tool": "brownie",
         "deployer": web3.to_checksum_address(sender.address),
-        "contracts": {"TariffMarket": web3.to_checksum_address(market.address),
-                      "SettlementToken": web3.to_checksum_address(token.address)},
-        "abi_sha256": {name: abi_hash(compiled_abi(name)) for name in CONTRACTS},
+        "mechanism": mechanism,
+        "contracts": {name: web3.to_checksum_address(a) for name, a in contracts.items()},
+        "abi_sha256": {name: abi_hash(compiled_abi(name)) for name in contracts},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, path)
-    print(f"market {market.address}, token {token.address} (owner {owner}); written: {path}")
+    print(f"mechanism {mechanism}: market {market.address}, token {token.address} (owner {owner}), "
+          f"rule {rule_name} {rule.address}; written: {path}")
     return record, path
 
 

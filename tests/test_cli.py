@@ -1,62 +1,84 @@
-"""The command line: --help everywhere, one-line errors that leave nothing behind, a full demo."""
+"""The command line: --help everywhere, one-line errors caught before any heavy work that leave
+nothing behind, `gridshare run` for every mechanism (one record schema), exit 3 when a run does not
+converge, deploy any mechanism."""
 from __future__ import annotations
 
 import http.server
 import json
 import threading
+import time
 
 import pytest
 
 from offchain.cli import build_parser, main
+from offchain.record import validate
 
-from .conftest import ROOT, SCENARIO
+from .conftest import ROOT, SCENARIO, node_available
 
-COMMANDS = [[], ["demo"], ["deploy"], ["audit"], ["chain"], ["chain", "up"], ["bench"], ["bench", "round"], ["bench", "audit"], ["bench", "admm"], ["run"]]
+STORAGE = ROOT / "scenarios" / "storage10.toml"
+COMMANDS = [[], ["run"], ["demo"], ["deploy"], ["audit"], ["chain"], ["chain", "up"], ["bench"], ["bench", "round"],
+            ["bench", "audit"], ["bench", "admm"], ["bench", "settle"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "gridshare")
 def test_every_command_has_help(command, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(command + ["--help"])
-    assert exit_info.value.code == 0
+    assert main(command + ["--help"]) == 0
     assert "usage: gridshare" in capsys.readouterr().out
 
 
-def _fails(argv, capsys) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        code = main(argv)
-        raise SystemExit(code)
-    assert exit_info.value.code == 2
+def _fails(argv, capsys, within: float = 10.0) -> str:
+    """Exit status 2, one line on stderr, no traceback, before any heavy work."""
+    t0 = time.perf_counter()
+    assert main(argv) == 2
+    assert time.perf_counter() - t0 < within
     err = capsys.readouterr().err.strip()
-    assert err.startswith("gridshare: error: ") and "\n" not in err
+    assert err.startswith("gridshare: error: ") and "\n" not in err and "Traceback" not in err
     return err
 
 
-def test_fewer_than_two_prosumers_is_refused(capsys, tmp_path):
-    assert "--prosumers" in _fails(["demo", "--prosumers", "1", "--out", str(tmp_path / "o")], capsys)
+@pytest.mark.parametrize("argv, expected", [
+    (["demo", "--prosumers", "1"], "prosumers: must be >= 2"),
+    (["demo", "--key-bits", "2047"], "--key-bits: must be even"),
+    (["demo", "--key-bits", "7"], "--key-bits: must be in [512, 8192]"),
+    (["run", "/nonexistent.toml"], "scenario file not found"),
+    (["run", str(ROOT / "scenarios")], "is a folder"),
+    (["demo", "--mode", "private", "--chain", "http://127.0.0.1:9"], "--chain and --deployment run the chain mode"),
+    (["demo", "--case", "3"], "--case is an option of the storage-p2p mechanism"),
+    (["run", str(STORAGE), "--case", "5"], "invalid choice"),
+    (["run", str(STORAGE), "--key-bits", "1024"], "do not fit a 1024-bit key"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_bad_input_exits_2_with_one_line_before_heavy_work(argv, expected, capsys, tmp_path):
+    err = _fails(argv + ["--out", str(tmp_path / "o")], capsys)
+    assert expected in err
     assert not (tmp_path / "o").exists()
 
 
-def test_a_scenario_field_of_the_wrong_type_is_named(capsys, tmp_path):
+def test_output_folders_that_cannot_take_the_run_are_refused_and_kept(capsys, tmp_path):
+    holds = tmp_path / "holds"
+    holds.mkdir()
+    (holds / "run.json").write_text("{}")
+    assert "another run" in _fails(["demo", "--out", str(holds)], capsys)
+    assert (holds / "run.json").read_text() == "{}"
+    assert "is a file" in _fails(["demo", "--out", str(holds / "run.json" / "sub")], capsys)
+    assert "is a folder" in _fails(["deploy", "--chain", "http://127.0.0.1:1", "--out", str(holds)], capsys)
+
+
+def test_a_scenario_field_of_the_wrong_type_or_out_of_range_is_named(capsys, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text(SCENARIO.read_text().replace("cvar_alpha = 0.90", 'cvar_alpha = "high"'))
     assert "risk.cvar_alpha" in _fails(["demo", "--scenario", str(bad), "--out", str(tmp_path / "o")], capsys)
-    assert not (tmp_path / "o").exists()
-
-
-def test_a_scenario_field_out_of_range_is_named(capsys, tmp_path):
-    bad = tmp_path / "bad.toml"
     bad.write_text(SCENARIO.read_text().replace("efficiency = 0.95", "efficiency = 1.5", 1))
-    assert "battery.efficiency" in _fails(["demo", "--scenario", str(bad), "--out", str(tmp_path / "o")], capsys)
-
-
-def test_an_unreachable_rpc_url_is_refused(capsys, tmp_path):
-    err = _fails(["demo", "--chain", "http://127.0.0.1:9", "--out", str(tmp_path / "o")], capsys)
-    assert "127.0.0.1:9" in err
+    assert "battery.efficiency" in _fails(["run", str(bad), "--out", str(tmp_path / "o")], capsys)
+    bad.write_text(STORAGE.read_text().replace("[storage]", "[storage]\nbogus = 1", 1))
+    assert "storage.bogus" in _fails(["run", str(bad), "--out", str(tmp_path / "o")], capsys)
+    bad.write_text(SCENARIO.read_text().replace('mechanism = "tariff"', 'mechanism = "barter"'))
+    assert "mechanism: unknown mechanism 'barter'" in _fails(["run", str(bad), "--out", str(tmp_path / "o")], capsys)
     assert not (tmp_path / "o").exists()
 
 
-def test_a_url_that_is_not_an_ethereum_node_is_refused(capsys, tmp_path):
+def test_an_unreachable_or_non_ethereum_url_is_refused(capsys, tmp_path):
+    assert "127.0.0.1:9" in _fails(["demo", "--chain", "http://127.0.0.1:9", "--out", str(tmp_path / "o")], capsys)
+
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
@@ -68,32 +90,63 @@ def test_a_url_that_is_not_an_ethereum_node_is_refused(capsys, tmp_path):
     finally:
         server.shutdown()
     assert "not an Ethereum JSON-RPC node" in err
+    assert "cannot reach" in _fails(["audit", "--chain", "http://127.0.0.1:1", "--market", "0x" + "00" * 19 + "01"],
+                                    capsys, within=20)
 
 
-def test_an_output_folder_holding_another_run_is_refused_and_kept(capsys, tmp_path):
-    out = tmp_path / "run"
-    out.mkdir()
-    (out / "run.json").write_text("{}")
-    assert "another run" in _fails(["demo", "--out", str(out)], capsys)
-    assert (out / "run.json").read_text() == "{}"
-
-
-def test_the_demo_writes_run_json_and_a_self_contained_report(capsys, tmp_path):
+def test_the_demo_writes_a_valid_record_and_a_self_contained_report(capsys, tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--prosumers", "3", "--out", str(out), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    run = json.loads((out / "run.json").read_text())
-    assert run["converged"] and summary["chain"]["market"] == run["chain"]["market"]
-    assert len(run["prosumers"]) == 3 and len(run["final_tariff"]) == 24
-    assert run["gas"]["submission_mean"] <= 60_000
+    record = json.loads((out / "run.json").read_text())
+    assert validate(record) == []
+    assert record["mechanism"] == "tariff" and record["convergence"]["converged"]
+    assert summary["chain"]["contracts"]["market"] == record["chain"]["contracts"]["market"]
+    prosumers = [p for p in record["parties"] if p["role"] == "prosumer"]
+    assert len(prosumers) == 3 and all(p["payment"] and set(p["bill"]) == {"internal", "grid share"} for p in prosumers)
+    assert record["gas"]["submission_mean"] <= 60_000
+    kinds = {t["kind"] for t in record["transactions"]}
+    assert {"create_round", "register", "submit", "aggregate", "conclude", "settle", "withdraw"} <= kinds
+    assert record["software"]["git_commit"] and record["scenario"]["profiles"]["prosumers"]
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 4 and "http://" not in html.replace("http://127", "")
+    assert html.count("data:image/png;base64,") >= 7 and "http://" not in html.replace("http://127", "")
+    assert "Parties" in html and prosumers[0]["name"] in html  # the CLI's per-party table
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".partial")]
 
 
-def test_the_parser_knows_every_command():
-    parser = build_parser()
-    assert parser.parse_args(["chain", "up", "--port", "0"]).port == 0
+def test_a_run_that_does_not_converge_says_so_first_exits_3_and_settles_nothing(capsys, tmp_path):
+    unconverged = tmp_path / "unconverged.toml"
+    unconverged.write_text(SCENARIO.read_text().replace("max_iterations = 50", "max_iterations = 2"))
+    out = tmp_path / "run"
+    assert main(["run", str(unconverged), "--prosumers", "3", "--out", str(out)]) == 3
+    printed = capsys.readouterr().out
+    assert printed.lstrip().startswith("NOT CONVERGED: iteration cap 2 reached")
+    record = json.loads((out / "run.json").read_text())
+    assert validate(record) == [] and record["convergence"]["converged"] is False
+    assert all(p["payment"] is None for p in record["parties"])
+    assert {t["kind"] for t in record["transactions"]} >= {"close", "withdraw"}
+    assert "settle" not in {t["kind"] for t in record["transactions"]}
+    settled = tmp_path / "settled"
+    assert main(["run", str(unconverged), "--prosumers", "3", "--settle-unconverged", "--mode", "plaintext",
+                 "--out", str(settled)]) == 3
+    record = json.loads((settled / "run.json").read_text())
+    assert sum(int(p["payment"]["base_units"]) for p in record["parties"]) == 0
+
+
+def test_run_writes_the_same_record_schema_for_the_storage_mechanism(tmp_path, capsys):
+    out = tmp_path / "storage"
+    assert main(["run", str(STORAGE), "--case", "3", "--prosumers", "3", "--out", str(out)]) == 0
+    record = json.loads((out / "run.json").read_text())
+    assert validate(record) == []
+    assert record["mechanism"] == "storage-p2p" and record["rounds"][0]["matches_mirror"]
+    roles = {p["role"] for p in record["parties"]}
+    assert roles == {"prosumer", "operator", "centre", "grid"}
+    prosumers = [p for p in record["parties"] if p["role"] == "prosumer"]
+    assert all(set(p["bill"]) == {"rent", "usage", "transmission", "grid", "p2p"} for p in prosumers)
+    assert all(p["cost_shared"] <= p["cost_alone"] + 0.5 for p in prosumers)
+    assert record["details"]["cases"]["3"]["admm"]["converged"] and abs(record["details"]["reference_gap_pct"]["3"]) < 0.1
+    assert "Rented capacity per prosumer" in (out / "report.html").read_text()
+    assert "case 3" in capsys.readouterr().out
 
 
 def test_bench_round_reports_phases_gas_and_the_privacy_overhead(tmp_path, capsys):
@@ -103,61 +156,35 @@ def test_bench_round_reports_phases_gas_and_the_privacy_overhead(tmp_path, capsy
     run = result["private"]["embedded"]
     assert {"solve", "encrypt", "chain", "decrypt"} <= set(run["phases"])
     assert 0 < run["gas_per_submission"] <= 60_000
-    assert run["private_over_plaintext"] > 1 and run["tariff_gap_vs_plaintext"] <= 1e-6
+    assert run["private_over_plaintext"] > 1 and run["price_gap_vs_plaintext"] == 0
 
 
-def test_a_demo_runs_on_the_market_of_a_deployment_file(tmp_path, capsys):
+@pytest.mark.anvil
+@pytest.mark.skipif(not node_available(), reason="node or node_modules/.bin/anvil missing: run `make install`")
+def test_deploy_any_mechanism_and_run_on_its_deployment_file(tmp_path, capsys):
     from offchain.chain.backends import start_anvil
-    from .conftest import node_available
-    if not node_available():
-        pytest.skip("node or node_modules/.bin/anvil missing: run `make install`")
+
     with start_anvil() as node:
-        file = tmp_path / "deployment.json"
-        assert main(["deploy", "--chain", node.url, "--out", str(file)]) == 0
-        market = json.loads(file.read_text())["contracts"]["TariffMarket"]
-        out = tmp_path / "demo"
-        assert main(["demo", "--prosumers", "2", "--chain", node.url, "--deployment", str(file),
-                     "--out", str(out), "--no-verify-openings"]) == 0
-        assert json.loads((out / "run.json").read_text())["chain"]["market"] == market
+        file = tmp_path / "storage.json"
+        assert main(["deploy", "--chain", node.url, "--mechanism", "storage-p2p", "--out", str(file)]) == 0
+        deployment = json.loads(file.read_text())
+        assert deployment["mechanism"] == "storage-p2p" and "StorageRule" in deployment["contracts"]
+        out = tmp_path / "run"
+        assert main(["run", str(STORAGE), "--case", "1", "--prosumers", "2", "--chain", node.url,
+                     "--deployment", str(file), "--out", str(out)]) == 0
+        record = json.loads((out / "run.json").read_text())
+        assert record["chain"]["contracts"] == {"market": deployment["contracts"]["PrivateRounds"],
+                                                "token": deployment["contracts"]["SettlementToken"],
+                                                "rule": deployment["contracts"]["StorageRule"]}
+        capsys.readouterr()
+        assert "deploys the 'storage-p2p' mechanism" in _fails(
+            ["demo", "--chain", node.url, "--deployment", str(file), "--out", str(tmp_path / "o")], capsys)
         other = tmp_path / "other.json"
         other.write_text(file.read_text().replace('"chain_id": 31337', '"chain_id": 1'))
-        assert main(["demo", "--chain", node.url, "--deployment", str(other), "--out", str(tmp_path / "o2")]) == 2
-    assert "chain id 1" in capsys.readouterr().err
+        assert "chain id 1" in _fails(["run", str(STORAGE), "--chain", node.url, "--deployment", str(other),
+                                       "--out", str(tmp_path / "o2")], capsys)
 
 
-def test_run_prints_the_case_table_and_writes_the_report(tmp_path, capsys):
-    out = tmp_path / "storage"
-    assert main(["run", str(ROOT / "scenarios" / "storage10.toml"), "--case", "4", "--method", "qp",
-                 "--out", str(out)]) == 0
-    run = json.loads((out / "run.json").read_text())
-    assert run["mechanism"] == "storage-p2p" and list(run["cases"]) == ["4"]
-    assert len(run["rented_energy"]["4"]) == len(run["names"])
-    assert (out / "report.html").read_text().count("data:image/png;base64,") >= 3
-    assert "case 4" in capsys.readouterr().out
-
-
-def test_run_through_the_chain_settles_in_tokens(tmp_path, capsys):
-    out = tmp_path / "chain"
-    assert main(["run", str(ROOT / "scenarios" / "storage10.toml"), "--case", "3", "--prosumers", "3",
-                 "--method", "chain", "--out", str(out)]) == 0
-    run = json.loads((out / "run.json").read_text())
-    st = run["settlement"]["3"]
-    assert run["method"] == "chain" and st["matches_offchain_mirror"]
-    assert sum(st["payments"].values()) == 0 and len(st["bills"]) == 3
-    assert run["cases"]["3"]["admm"]["converged"] and abs(run["reference_gap_pct"]["3"]) < 0.1
-    assert "On-chain settlement" in (out / "report.html").read_text()
-    assert "settled on chain" in capsys.readouterr().out
-
-
-def test_run_rejects_chain_with_another_method(tmp_path, capsys):
-    err = _fails(["run", str(ROOT / "scenarios" / "storage10.toml"), "--method", "qp", "--chain",
-                  "http://127.0.0.1:1", "--out", str(tmp_path / "o")], capsys)
-    assert "--method chain" in err and not (tmp_path / "o").exists()
-
-
-def test_run_names_a_bad_storage_scenario_field(tmp_path, capsys):
-    bad = tmp_path / "bad.toml"
-    text = (ROOT / "scenarios" / "storage10.toml").read_text()
-    bad.write_text(text.replace("[storage]", "[storage]\nbogus = 1", 1))
-    assert main(["run", str(bad), "--out", str(tmp_path / "o")]) == 2
-    assert "bogus" in capsys.readouterr().err and not (tmp_path / "o").exists()
+def test_the_parser_knows_every_command():
+    parser = build_parser()
+    assert parser.parse_args(["chain", "up", "--port", "0"]).port == 0

@@ -50,10 +50,7 @@ class MarketHistory:
         artifacts = compile_contracts()
         w3 = Web3()
         self.address = to_checksum_address(market)
-        # the generic round's ABI plus what a mechanism adds (StorageMarket's Bill event and views)
-        abi = list(artifacts["TariffMarket"].abi)
-        known = {(e["type"], e.get("name")) for e in abi}
-        abi += [e for e in artifacts["StorageMarket"].abi if (e["type"], e.get("name")) not in known]
+        abi = list(artifacts["PrivateRounds"].abi)  # every mechanism's rounds run on the one round contract
         self.contract = w3.eth.contract(address=self.address, abi=abi)
         self.token_abi = artifacts["SettlementToken"].abi
         self._by_topic = {event_abi_to_log_topic(e): e["name"] for e in abi if e["type"] == "event"}
@@ -89,7 +86,7 @@ class MarketHistory:
     def gas_by_iteration(self, round_id: int) -> dict[int, dict[str, int]]:
         gas: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for call in self.calls_of_round(round_id):
-            if call.name == "submit":
+            if call.name == "submit" and call.tx.status == 1:
                 gas[call.args["iteration"]]["submit"] += call.tx.gas_used
         for e in self.of_round(round_id):
             if e.name in ("Aggregated", "Published", "Concluded"):

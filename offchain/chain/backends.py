@@ -29,6 +29,7 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.logs import DISCARD
 
+from ..errors import ChainError
 from .compiler import ROOT, Artifact, compile_contracts
 
 DEV_ACCOUNTS = 256
@@ -42,10 +43,6 @@ GAS_EXTRA = 25_000
 
 
 DEV_CHAIN_ID = 31337  # anvil's and hardhat's default
-
-
-class ChainError(RuntimeError):
-    """The chain is unreachable, not an Ethereum node, or rejected a transaction."""
 
 
 class ContractRevert(RuntimeError):
@@ -222,6 +219,18 @@ class Chain:
 
     def __repr__(self) -> str:
         return f"Chain(kind={self.kind!r}, url={self.url!r}, chain_id={self.chain_id})"
+
+    @property
+    def hardfork(self) -> str:
+        """The rules the chain runs: py-evm's (Prague) for the embedded chain; anvil tells its own
+        (``anvil_nodeInfo``); other nodes do not say ("unknown")."""
+        if self.kind == "embedded":
+            return "prague"
+        try:
+            info = self._rpc("anvil_nodeInfo", [])
+        except (ChainError, requests.RequestException, ValueError, KeyError):
+            return "unknown"
+        return str((info or {}).get("hardFork") or "unknown").lower()
 
     @property
     def artifacts(self) -> dict[str, Artifact]:

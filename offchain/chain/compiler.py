@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import CompileError
+
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACTS_DIR = ROOT / "contracts"
 BUILD_DIR = ROOT / "build" / "contracts"
@@ -20,12 +22,8 @@ NODE_MODULES = ROOT / "node_modules"
 SETTINGS = {
     "evmVersion": "prague",
     "optimizer": {"enabled": True, "runs": 200},
-    "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object"]}},
+    "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}},
 }
-
-
-class CompileError(RuntimeError):
-    """The compiler reported errors; the message lists ``contracts/X.sol:LINE:COL: message``."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +32,7 @@ class Artifact:
     abi: list
     bytecode: str  # 0x-prefixed creation code
     source: str = ""
+    deployed: str = ""  # 0x-prefixed runtime code (without immutables filled in)
 
 
 def _compiler_version() -> str:
@@ -44,8 +43,24 @@ def _compiler_version() -> str:
         return "unknown"
 
 
+EXTRA_SOURCES: list[Path] = []  # folders of mechanisms' rule contracts outside contracts/ (add_sources)
+
+
+def add_sources(folder: Path) -> None:
+    """Compile the .sol files under ``folder`` (inside the project) with the contracts."""
+    folder = Path(folder).resolve()
+    if folder not in EXTRA_SOURCES:
+        EXTRA_SOURCES.append(folder)
+
+
+def remove_sources(folder: Path) -> None:
+    folder = Path(folder).resolve()
+    if folder in EXTRA_SOURCES:
+        EXTRA_SOURCES.remove(folder)
+
+
 def _sources() -> dict[str, dict]:
-    files = sorted(CONTRACTS_DIR.rglob("*.sol"))
+    files = sorted({f for d in (CONTRACTS_DIR, *EXTRA_SOURCES) for f in d.rglob("*.sol")})
     return {f.relative_to(ROOT).as_posix(): {"content": f.read_text()} for f in files}
 
 
@@ -117,11 +132,12 @@ def compile_contracts(force: bool = False) -> dict[str, Artifact]:
 
     artifacts: dict[str, Artifact] = {}
     for file, contracts in output.get("contracts", {}).items():
-        if not file.startswith("contracts/"):
+        if file.startswith("@"):  # libraries (OpenZeppelin)
             continue
         for name, c in contracts.items():
-            code = c.get("evm", {}).get("bytecode", {}).get("object", "")
-            artifacts[name] = Artifact(name=name, abi=c.get("abi", []), bytecode="0x" + code, source=file)
+            evm = c.get("evm", {})
+            artifacts[name] = Artifact(name=name, abi=c.get("abi", []), bytecode="0x" + evm.get("bytecode", {}).get("object", ""),
+                                       source=file, deployed="0x" + evm.get("deployedBytecode", {}).get("object", ""))
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps({n: a.__dict__ for n, a in artifacts.items()}))

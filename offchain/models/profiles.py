@@ -78,6 +78,15 @@ class CommunityProfiles:
     def __getitem__(self, i: int) -> ProsumerProfiles:
         return self.prosumers[i]
 
+    def to_dict(self, names=None) -> dict:
+        """The generated forecasts (kW per hour), for the run record; error scenarios are
+        reproducible from the scenario's seed."""
+        keys = ("load_forecast", "pv_forecast", "wind_forecast")
+        names = names or [f"prosumer-{i}" for i in range(len(self.prosumers))]
+        return {"hours": [str(h) for h in self.hours], "pv_per_kwp": self.pv_per_kwp.tolist(),
+                "wind_per_kw": self.wind_per_kw.tolist(), "wind_speed_hub": self.wind_speed_hub.tolist(),
+                "prosumers": {n: {k: getattr(p, k).tolist() for k in keys} for n, p in zip(names, self.prosumers)}}
+
 
 # --------------------------------------------------------------------------------------------
 # base curves (computed once per process)

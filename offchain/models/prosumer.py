@@ -1,4 +1,6 @@
-"""The CVaR prosumer of paper C as a cvxpy building block, built once and re-solved per tariff.
+"""The CVaR prosumer of the tariff mechanism (Qi, Ai, Ji, Li, Wang, Pan, "A weakly centralized multiple
+prosumers energy-sharing mechanism that takes into account privacy protection", Electric Power
+Engineering Technology; "the paper" below) as a cvxpy building block, built once and re-solved per tariff.
 
 Formulation (per prosumer, hours t = 1..T, equiprobable scenarios s = 1..S with probability pi_s)
 ------------------------------------------------------------------------------------------------
@@ -22,8 +24,8 @@ The first-stage costs are deterministic, so the convex combination (1 - beta) E 
 the full scenario cost equals the expression above; it keeps the objective in CNY (beta = 0 is
 risk neutral, with one scenario J is the plain cost).
 
-What is paper C and what is ours
---------------------------------
+What is the paper's and what is ours
+------------------------------------
 [VERIFIED, abstract] prosumers with several distributed resources, load and renewable
 uncertainty, risk measured by CVaR, an internal tariff guided by supply and demand.
 [STANDARD] Rockafellar-Uryasev CVaR, battery SoC dynamics, two-stage scenario programme.
@@ -32,7 +34,7 @@ schedule; only grid exchange is recourse), the convex combination with weight be
 quadratic battery wear w, the quadratic discomfort kappa of shifting, and the quadratic trade
 cost q x^2. q > 0 makes J strictly convex in x, so the best response x(lambda) is unique and
 continuous (Berge); with purely linear costs x(lambda) is a step function and the tariff update
-oscillates for ever (measured, shared/research/models.md section 3.4). Physically q x^2 stands for
+oscillates for ever (measured). Physically q x^2 stands for
 losses and network use, which grow with the square of the power moved.
 
 Individual rationality is structural: x = 0 is feasible for every tariff, so the optimum with
@@ -53,6 +55,7 @@ from dataclasses import dataclass, field
 import cvxpy as cp
 import numpy as np
 
+from ..errors import SolverError
 from .devices import battery, shiftable_load
 
 SOLVER = "CLARABEL"
@@ -139,7 +142,7 @@ def _solve(problem: cp.Problem) -> str:
             continue
         if problem.status in _OK:
             return problem.status
-    raise RuntimeError(f"prosumer problem not solved (status {problem.status}): {last}")
+    raise SolverError(f"prosumer problem not solved (status {problem.status}): {last}")
 
 
 class ProsumerModel:

@@ -1,7 +1,9 @@
-"""The prosumer of paper A (shared-storage capacity renting + P2P trading) as cvxpy building blocks.
+"""The prosumer of the storage-p2p mechanism (Sun, Chen, Chen, Tang, Mei, "A capacity renting framework
+for shared energy storage considering peer-to-peer energy trading of prosumers with privacy
+protection", arXiv:2411.06107; "the paper" below) as cvxpy building blocks.
 
-Formulation (prosumer i, hours t in the window, Delta t = 1 h) [RECONSTRUCTION of paper A's
-eqs. 1-20, after shared/research/models.md 1.3; the paper's equations were not recoverable]
+Formulation (prosumer i, hours t in the window, Delta t = 1 h) [RECONSTRUCTION of the
+paper's eqs. 1-20; its equations were not recoverable]
 ------------------------------------------------------------------------------------------------
 Decisions: grid purchase b_t >= 0 at the TOU price c^b_t and sale s_t >= 0 at the feed-in price
 c^s_t < c^b_t; private battery charge/discharge ch_t, dis_t in [0, P] with
@@ -21,11 +23,11 @@ power balance  G_t + b_t - s_t + dis_t - ch_t + u^d_t - u^c_t - sum_j p_ij,t = (
 Local cost  J^loc_i = sum_t (c^b_t b_t - c^s_t s_t) + kappa (ch + dis) + k ||d - d^||^2
                      + (kappa_s + xi_i) (u^c + u^d) + sum_j gamma_ij p-_ij.
 The coupling terms (capacity rents at the affine price, P2P payments at the pair prices) are not
-here: the centralised QP and the ADMM in :mod:`offchain.mechanisms.admm` add them.
+here: the centralised QP and the ADMM in :mod:`offchain.mechanisms.storage.market` add them.
 
-What is paper A and what is ours
---------------------------------
-[PAPER A, section 4.1 / abstract] the devices and cases (PV/wind, private ESS with efficiency,
+What is the paper's and what is ours
+------------------------------------
+[THE PAPER, section 4.1 / abstract] the devices and cases (PV/wind, private ESS with efficiency,
 SoC band and usage price, 10% shiftable load, capacity renting of energy and power, usage price of
 the shared ESS, P2P with a distance/impedance-based transmission fee paid by the buyer,
 linearised with auxiliary variables), the four cases.
@@ -50,6 +52,7 @@ from dataclasses import dataclass, field
 import cvxpy as cp
 import numpy as np
 
+from ..errors import SolverError
 from .devices import battery, shiftable_load
 
 SOLVER = "CLARABEL"
@@ -260,7 +263,7 @@ class StorageProsumer:
         # function of its parameters, so plaintext and private runs are bit-identical.
         self.problem.solve(solver=self.solver, warm_start=False, canon_backend=cp.SCIPY_CANON_BACKEND)
         if self.problem.status not in _OK:
-            raise RuntimeError(f"{self.name}: x-update not solved ({self.problem.status})")
+            raise SolverError(f"{self.name}: x-update not solved ({self.problem.status})")
         dt = time.perf_counter() - t0
         self.solves += 1
         blk = self.block
@@ -296,7 +299,7 @@ def market_data(scenario, case: int | Case, hours=None) -> MarketData:
 
 def build_market(scenario, case: int | Case, hours=None, profiles=None,
                  solver: str = SOLVER) -> tuple[list[StorageProsumer], MarketData]:
-    """Every prosumer's model for one case of a :class:`~offchain.models.storage_scenario.StorageScenario`.
+    """Every prosumer's model for one case of a :class:`~offchain.mechanisms.storage.scenario.StorageScenario`.
 
     ``profiles``: ``build_profiles(scenario)`` if already computed (one entry per prosumer, in order).
     """

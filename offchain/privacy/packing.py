@@ -11,7 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 
-class PackingError(ValueError):
+from ..errors import GridshareError
+
+
+class PackingError(GridshareError, ValueError):
     """A layout that does not fit, or a value outside its slot's range."""
 
 

@@ -1,1 +1,1 @@
-"""Agents (prosumers, coordinator) and the round driver: binds a mechanism to privacy and the chain."""
+"""Parties, their keys, the transports (plaintext, private, chain), the executors and the one round driver."""

@@ -1,95 +1,146 @@
 """The audit rebuilds rounds from chain data alone and flags each kind of tampering."""
 from __future__ import annotations
 
-import dataclasses
 import json
 
-import numpy as np
 import pytest
+from eth_utils import keccak
 
 from offchain.audit.command import run_audit
 from offchain.chain.backends import ContractRevert, connect
-from offchain.chain.market import Market, Reveal, RoundParams, commitment
+from offchain.chain.market import Reveal, RoundParams, commitment, deploy_rule
 from offchain.cli import main
-from offchain.mechanisms.tariff import TariffRule
-from offchain.models.prosumer import build_models
-from offchain.models.scenario import load_scenario
+from offchain.framework import Answer, MirrorSettlement
+from offchain.mechanisms.tariff.market import TariffCoordinator
 from offchain.privacy.paillier import generate_keypair
-from offchain.protocol.agents import Coordinator
-from offchain.protocol.round import run_private_round
+from offchain.protocol.driver import run_round
+from offchain.protocol.transport import ChainTransport
+from offchain.registry import load_scenario
+from offchain.units import price_to_fixed
 
 from ..conftest import SCENARIO
 
 TAMPERED_ITERATION = 2
 
 
-class WrongTariff(Coordinator):
+class WrongPrices(TariffCoordinator):
     """Publishes a tariff the rule did not give (inside the band, so the contract accepts it)."""
 
-    def decide(self, aggregate, layout):
-        decision, plaintext, opening = super().decide(aggregate, layout)
-        if decision.iteration == TAMPERED_ITERATION and decision.next_tariff is not None:
+    def answer(self, k, sums):
+        a = super().answer(k, sums)
+        if k == TAMPERED_ITERATION and a.prices is not None:
             rule = self.iteration.rule
-            decision = dataclasses.replace(
-                decision, next_tariff=np.clip(decision.next_tariff + 0.01, rule.floor, rule.cap))
-        return decision, plaintext, opening
+            cap = price_to_fixed(rule.cap)
+            return Answer(prices=[min(p + 10_000, c) for p, c in zip(a.prices, cap)], reason=a.reason)
+        return a
 
 
-class WrongPlaintext(Coordinator):
-    def decide(self, aggregate, layout):
-        decision, plaintext, opening = super().decide(aggregate, layout)
-        return decision, plaintext + (decision.iteration == TAMPERED_ITERATION), opening
+class Tampering(ChainTransport):
+    """A coordinator that publishes another plaintext or opening at one iteration."""
+
+    shift = (0, 0)  # (plaintext, opening)
+
+    def exchange(self, k, contributions):
+        self._k = k
+        return super().exchange(k, contributions)
+
+    def _decrypt(self, aggregate):
+        sums, m, rho = super()._decrypt(aggregate)
+        if self._k == TAMPERED_ITERATION:
+            m, rho = m + self.shift[0], rho + self.shift[1]
+            sums = self.layout.unpack_sums(m)
+        return sums, m, rho
 
 
-class WrongOpening(Coordinator):
-    def decide(self, aggregate, layout):
-        decision, plaintext, opening = super().decide(aggregate, layout)
-        return decision, plaintext, opening + (decision.iteration == TAMPERED_ITERATION)
+class WrongPlaintext(Tampering):
+    shift = (1, 0)
+
+
+class WrongOpening(Tampering):
+    shift = (0, 1)
+
+
+class Unsettled(ChainTransport):
+    """Stops after the conclusion: the test settles by hand."""
+
+    def settle(self, prices):
+        return MirrorSettlement([], {})
+
+    def finish(self):
+        self._leave()
 
 
 @pytest.fixture(scope="module")
 def market_history():
     """One market, one round per kind of behaviour, audited once from chain data alone."""
     chain = connect(None)
-    scenario = load_scenario(SCENARIO, prosumers=3)
-    rule = TariffRule.from_scenario(scenario)
+    mechanism, scenario = load_scenario(SCENARIO, prosumers=3)
+    job = mechanism.prepare(scenario, {})
+    shared = {"market": None, "rules": {}}
+
+    def round_(transport=ChainTransport, coordinator=None):
+        setup = job.rounds[-1]()
+        if coordinator is not None:
+            setup.coordinator = coordinator(setup.coordinator.iteration.rule, scenario.initial_tariff())
+        t = transport(chain, verify_openings=False, market=shared["market"], rules=shared["rules"])
+        out = run_round(setup, t)
+        shared["market"], shared["rules"] = t.market, t.rules
+        return out
+
+    outs = {"honest": round_(), "wrong prices": round_(coordinator=WrongPrices),
+            "wrong plaintext": round_(WrongPlaintext), "wrong opening": round_(WrongOpening)}
+    market, rule = shared["market"], shared["rules"]["TariffRule"]
     operator = chain.accounts(1)[0]
-    market = Market.deploy(chain, operator)
-
-    def round_(cls=Coordinator, settle=True):
-        return run_private_round(chain, build_models(scenario), rule, scenario.initial_tariff(), market=market,
-                                 verify_openings=False, coordinator_class=cls, settle=settle)
-
-    rounds = {"honest": round_(), "wrong tariff": round_(WrongTariff), "wrong plaintext": round_(WrongPlaintext),
-              "wrong opening": round_(WrongOpening)}
 
     # a coordinator tries to bill two prosumers for schedules they did not commit (the sums still
     # add up, so only the commitments catch it); the contract refuses, then the honest bills pass
-    misbilled = round_(settle=False)
-    reveals = [a.reveal() for a in misbilled.agents]
+    misbilled = round_(Unsettled)
+    t = misbilled.transport
+    reveals = [Reveal(s.reveal, s.salt, keccak(s.ciphertext)) for s in t.sealed]
     shifted = [list(r.values) for r in reveals]
     shifted[0][12] += 1_000_000
     shifted[1][12] -= 1_000_000
     forged = [Reveal(v, r.salt, r.ciphertext_hash) for v, r in zip(shifted, reveals)]
     with pytest.raises(ContractRevert, match="CommitmentMismatch"):
-        market.settle(operator, misbilled.round_id, forged)
-    market.settle(operator, misbilled.round_id, reveals)
-    rounds["misbilled"] = misbilled
+        market.settle(operator, t.round_id, forged)
+    market.settle(operator, t.round_id, reveals)
+    outs["misbilled"] = misbilled
+
+    # an unconverged round: closed, nothing traded, every deposit returned
+    setup = job.rounds[-1]()
+    capped = type(setup.coordinator.iteration.rule).from_dict({**setup.coordinator.iteration.rule.to_dict(),
+                                                               "max_iterations": 2})
+    setup.coordinator.iteration.rule = capped
+    setup.public_rule = {**setup.public_rule, "rule": capped.to_dict()}
+    setup.max_iterations = 2
+    outs["closed"] = run_round(setup, ChainTransport(chain, verify_openings=False, market=market,
+                                                     rules=shared["rules"]))
 
     # a prosumer's submission reverts (its ciphertext is not below n^2): its event is missing
     public, _ = generate_keypair(2048)
     coord, grid, p1, p2 = chain.accounts(4, offset=10)
-    params = RoundParams(n=public.n, periods=24, slot_bits=64, slot_width=66, max_iterations=5,
-                         price_floor=[1] * 24, price_cap=[10] * 24, grid_account=grid.address,
-                         verify_openings=False, mechanism=json.dumps({"mechanism": "tariff", "rule": rule.to_dict()}))
-    stalled, _ = market.create_round(coord, params)
+    published = {"mechanism": "tariff", "rule": job.state["rule"].to_dict()}
+
+    def params(**change):
+        base = dict(rule=rule, n=public.n, slots=24, slot_bits=64, slot_width=66, max_iterations=5,
+                    price_floor=[1] * 24, price_cap=[10] * 24, grid_account=grid.address,
+                    mechanism=json.dumps(published))
+        return RoundParams(**{**base, **change})
+
+    stalled, _ = market.create_round(coord, params())
     market.register_many([(p1, stalled, b"\1" * 32), (p2, stalled, b"\2" * 32)])
     market.start(coord, stalled, [5] * 24)
     market.submit(p1, stalled, 0, public.to_bytes(public.encrypt(7)), commitment(stalled, 0, p1.address, [0] * 24, b"\0" * 32))
     with pytest.raises(ContractRevert, match="CiphertextOutOfRange"):
         market.submit(p2, stalled, 0, public.to_bytes(public.n_sq), b"\0" * 32)
+    # rounds an outsider makes up: an unknown mechanism, a malformed one, a rule that is not the mechanism's
+    unknown, _ = market.create_round(coord, params(mechanism=json.dumps({"mechanism": "nope"})))
+    malformed, _ = market.create_round(coord, params(mechanism="null"))
+    impostor, _ = market.create_round(coord, params(rule=deploy_rule(chain, "TariffRule", coord),
+                                                    mechanism=json.dumps({"mechanism": "storage-p2p"})))
     findings, series = run_audit(chain, market.address)
-    ids = {name: r.round_id for name, r in rounds.items()} | {"stalled": stalled}
+    ids = {name: o.transport.round_id for name, o in outs.items()} | {
+        "stalled": stalled, "unknown": unknown, "malformed": malformed, "impostor": impostor}
     return chain, market, findings, series, ids
 
 
@@ -102,16 +153,16 @@ def test_an_honest_round_passes_every_check(market_history):
     mine = [f for f in findings if f.round == ids["honest"]]
     assert mine and all(f.ok for f in mine), [f for f in mine if not f.ok]
     checks = {f.check for f in mine}
-    assert {"coordinator key", "participants", "order of events", "submissions", "aggregate", "opening proof",
-            "decoded sums", "tariff update", "stop rule", "billed as committed", "payments", "zero sum",
-            "ledger"} <= checks
-    assert len(series[ids["honest"]]["tariff"]) == len(series[ids["honest"]]["imbalance"]) > 1
+    assert {"coordinator key", "participants", "order of events", "rule contract", "submissions", "aggregate",
+            "opening proof", "decoded sums", "price update", "stop rule", "billed as committed", "payments",
+            "zero sum", "ledger"} <= checks
+    assert len(series[ids["honest"]]["prices"]) == len(series[ids["honest"]]["sums"]) > 1
 
 
-def test_a_tariff_other_than_the_rule_gives_is_flagged_with_its_transaction(market_history):
+def test_prices_other_than_the_rule_gives_are_flagged_with_their_transaction(market_history):
     _, _, findings, _, ids = market_history
-    bad = _failed(findings, ids["wrong tariff"])
-    assert [(f.check, f.iteration) for f in bad] == [("tariff update", TAMPERED_ITERATION)]
+    bad = _failed(findings, ids["wrong prices"])
+    assert [(f.check, f.iteration) for f in bad] == [("price update", TAMPERED_ITERATION)]
     assert bad[0].tx and bad[0].block
 
 
@@ -135,11 +186,33 @@ def test_billing_a_schedule_other_than_the_committed_one_is_flagged(market_histo
     assert "other than the one committed" in bad[0].detail and bad[0].tx
 
 
+def test_a_closed_round_passes_with_its_deposits_returned(market_history):
+    _, _, findings, _, ids = market_history
+    mine = [f for f in findings if f.round == ids["closed"]]
+    assert mine and all(f.ok for f in mine), [f for f in mine if not f.ok]
+    assert any(f.check == "settlement" and "without trading" in f.detail for f in mine)
+    assert any(f.check == "stop rule" and "iteration cap 2" in f.detail for f in mine)
+
+
 def test_an_event_missing_because_its_transaction_reverted_is_flagged(market_history):
     _, _, findings, _, ids = market_history
     bad = {f.check: f for f in _failed(findings, ids["stalled"])}
     assert "reverted" in bad["submissions"].detail and bad["submissions"].tx == bad["transactions"].tx
     assert "aggregate" in bad
+
+
+def test_an_unknown_or_malformed_mechanism_is_reported_not_a_crash(market_history):
+    _, _, findings, _, ids = market_history
+    unknown = {f.check: f for f in _failed(findings, ids["unknown"])}
+    assert "unknown mechanism 'nope'" in unknown["update rule"].detail
+    malformed = {f.check: f for f in _failed(findings, ids["malformed"])}
+    assert "not gridshare's JSON" in malformed["update rule"].detail
+
+
+def test_a_rule_contract_that_is_not_the_mechanisms_is_flagged(market_history):
+    _, _, findings, _, ids = market_history
+    bad = {f.check: f for f in _failed(findings, ids["impostor"])}
+    assert "is not StorageRule's code" in bad["rule contract"].detail
 
 
 def test_tokens_are_conserved_across_rounds(market_history):
@@ -156,8 +229,6 @@ def test_auditing_one_round_reads_only_that_round(market_history):
 
 
 def test_the_audit_command_needs_a_node_and_a_market(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["audit", "--market", "0x0"])
-    assert exit_info.value.code == 2
+    assert main(["audit", "--market", "0x0"]) == 2
     assert main(["audit", "--chain", "http://127.0.0.1:9", "--market", "0x" + "11" * 20]) == 2
     assert "cannot reach" in capsys.readouterr().err

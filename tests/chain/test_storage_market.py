@@ -1,25 +1,29 @@
-"""StorageMarket (paper A: shared storage + P2P) and the generic round's pair messages on the embedded chain."""
+"""StorageRule (paper A: shared storage + P2P) on the generic round core, and the core's pair
+messages and allow-list, on the embedded chain."""
 from __future__ import annotations
 
+import dataclasses
 import random
 import secrets
 
 import pytest
 from eth_utils import keccak
 
-from offchain.chain.backends import ContractRevert, connect
-from offchain.chain.market import (Market, Reveal, RoundParams, StorageMarket, StorageTerms, commitment,
+from offchain.chain.market import (Market, Reveal, RoundParams, commitment, deploy_rule, encode_abi,
                                    pack_pair_messages, unpack_pair_messages)
-from offchain.mechanisms.storage_settlement import settlement_amounts
+from offchain.mechanisms.storage.settlement import ITEMS, TERMS_ABI, StorageTerms, settlement_amounts
 from offchain.privacy.packing import SlotLayout
 from offchain.privacy.paillier import generate_keypair
 
+from .helpers import StateReader, assert_rejected, bad_parameters, connect_with_test_contracts, events
+
 T = 2  # periods of the day
-PERIODS = 3 + T  # slots per ciphertext: C^E, C^P, throughput, net grid per period
+SLOTS = 3 + T  # slots per ciphertext: C^E, C^P, throughput, net grid per period
 B, W = 40, 48
 UNIT = 10**6
 RENTS = [100_000, 50_000]  # s^E per kWh, s^P per kW
 BAND = ([0, 0], [1_000_000, 1_000_000])
+ZERO = "0x" + "00" * 20
 FEES = [  # pair fee, row-major [buyer][seller] by member index (asymmetric on purpose)
     0, 5_000, 6_000,
     7_000, 0, 8_000,
@@ -39,18 +43,27 @@ VALUES = [
      0, -200_000, 52_000, 57_000,         # with participant 0
      -300_000, 0, 59_000, 60_000],        # with participant 1
 ]
+REVEAL = 3 + T + 2 * T * 2
 
 
 def _pack(values, masks, bits=B, width=W) -> int:
     return SlotLayout(len(values), bits, width, participants=1).pack(values, masks)
 
 
+def encode(terms: StorageTerms) -> bytes:
+    return encode_abi(TERMS_ABI, terms.as_tuple())
+
+
 def reference(terms: StorageTerms, rents, reveals, members, pairs: bool, grid: str):
-    """The settlement by the off-chain mirror of the contract's arithmetic (one test below also
-    works a bill out by hand)."""
+    """The settlement by the off-chain mirror of the rule's arithmetic (one test below also works
+    a bill out by hand); positive = paid."""
     s = settlement_amounts(terms, rents, reveals, pairs, members)
     payees = {terms.operator: s.payees["operator"], terms.centre: s.payees["centre"], grid: s.payees["grid"]}
     return s.amounts, payees, s.items
+
+
+def bill_lists(items):
+    return [[it[k] for k in ITEMS] for it in items]
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -61,30 +74,32 @@ class Env:
 @pytest.fixture(scope="module")
 def env():
     e = Env()
-    e.chain = connect()
+    e.chain = connect_with_test_contracts()
     accts = e.chain.accounts(32, offset=40)
     e.op, e.coord, e.centre, e.grid, e.outsider = accts[:5]
     e.members = accts[5:8]  # member index 0, 1, 2
     e.more = accts[8:32]
     e.public, e.private = generate_keypair(1024)
-    e.market = StorageMarket.deploy(e.chain, e.op)
-    e.terms = make_terms(e, e.members)
-    e.params = params_for(e, e.terms)
+    e.market = Market.deploy(e.chain, e.op)
+    e.storage = deploy_rule(e.chain, "StorageRule", e.op)
+    e.tariff = deploy_rule(e.chain, "TariffRule", e.op)
+    e.reader = StateReader(e.chain, e.op)
+    e.watch = [a.address for a in (e.coord, e.centre, e.grid, e.outsider)]  # besides each round's participants
+    e.terms = make_terms(e, 3)
+    e.params = params_for(e, e.terms, e.members)
     e.rid, _ = e.market.create_round(e.coord, e.params)
     e.parts = [e.members[2], e.members[0], e.members[1]]  # registration order
     e.member_idx = [2, 0, 1]
-    for i, p in enumerate(e.parts):
-        e.market.register(p, e.rid, bytes([i + 1]) * 32)
-    e.market.token.mint_many(e.op, [(a, 10**30) for a in e.parts + [e.grid, e.coord, e.centre, e.outsider]])
-    for a in e.parts + [e.grid]:
-        e.market.deposit(a, e.rid, 10**24)
+    e.market.register_many([(p, e.rid, bytes([i + 1]) * 32) for i, p in enumerate(e.parts)])
+    e.market.token.mint_many(e.op, [(a, 10**30) for a in e.members + e.more[:10] + [e.grid, e.coord, e.centre,
+                                                                                     e.outsider]])
+    e.market.deposit_many([(a, e.rid, 10**24) for a in e.parts + [e.grid]])
     e.market.start(e.coord, e.rid, RENTS)
     return e
 
 
-def make_terms(e, accounts, T_=T, **change) -> StorageTerms:
-    M = len(accounts)
-    kw = dict(operator=e.coord.address, centre=e.centre.address, members=[m.address for m in accounts],
+def make_terms(e, M, T_=T, **change) -> StorageTerms:
+    kw = dict(operator=e.coord.address, centre=e.centre.address,
               energy_cap=3_000_000, power_cap=2_000_000, capacity_slack=1_000, usage_price=20_000,
               storage_fee=[10_000, 20_000, 30_000][:M] if M <= 3 else [10_000 + i for i in range(M)],
               pair_fee=FEES if M == 3 else [1_000 + i for i in range(M * M)],
@@ -94,33 +109,14 @@ def make_terms(e, accounts, T_=T, **change) -> StorageTerms:
     return StorageTerms(**kw)
 
 
-def params_for(e, st: StorageTerms, pair_lanes=None, **change) -> RoundParams:
-    kw = dict(n=e.public.n, periods=3 + st.periods, slot_bits=B, slot_width=W, max_iterations=3,
+def params_for(e, st: StorageTerms, members, pair_lanes=None, **change) -> RoundParams:
+    kw = dict(rule=e.storage, n=e.public.n, slots=3 + st.periods, slot_bits=B, slot_width=W, max_iterations=3,
               price_floor=BAND[0], price_cap=BAND[1], grid_account=e.grid.address, verify_openings=False,
-              mechanism='{"mechanism": "storage"}',
-              pair_lanes=st.periods if pair_lanes is None else pair_lanes, terms=st.encode())
+              mechanism='{"mechanism": "storage-p2p"}',
+              pair_lanes=st.periods if pair_lanes is None else pair_lanes, terms=encode(st),
+              members=[m.address for m in members])
     kw.update(change)
     return RoundParams(**kw)
-
-
-def state(e, rid=None):
-    rid = rid or e.rid
-    m = e.market
-    accounts = e.members + [e.outsider, e.grid, e.coord, e.centre]
-    return (
-        m.round_info(rid), m.tariff(rid), m.final_sums(rid), m.participants(rid),
-        [m.member(rid, a) for a in accounts], [m.balance(rid, a) for a in accounts],
-        [m.token.balance_of(a) for a in accounts], m.contract.functions.roundCount().call(),
-    )
-
-
-def assert_rejected(e, name, fn, rid=None):
-    before = state(e, rid)
-    with pytest.raises(ContractRevert) as err:
-        fn()
-    assert err.value.name == name, str(err.value)
-    assert state(e, rid) == before
-    return err.value
 
 
 def pair_blob(e, rid, lanes=T, seed=0):
@@ -129,18 +125,18 @@ def pair_blob(e, rid, lanes=T, seed=0):
     return pack_pair_messages([[rnd.randrange(1 << 64) for _ in range(lanes)] for _ in range(count - 1)])
 
 
-def make_subs(e, values, rid=None, parts=None, committed=None, iteration=0, periods=PERIODS, bits=B, width=W,
+def make_subs(e, values, rid=None, parts=None, committed=None, iteration=0, slots=SLOTS, bits=B, width=W,
               pair_lanes=T):
     rid = rid or e.rid
     parts = parts or e.parts
     rnd = random.Random(len(values) * 7 + iteration)
-    masks = [[rnd.randrange(1 << bits) for _ in range(periods)] for _ in parts[:-1]]
-    masks.append([(-sum(m[t] for m in masks)) % (1 << bits) for t in range(periods)])
+    masks = [[rnd.randrange(1 << bits) for _ in range(slots)] for _ in parts[:-1]]
+    masks.append([(-sum(m[t] for m in masks)) % (1 << bits) for t in range(slots)])
     subs = []
     for i, (p, v, mk) in enumerate(zip(parts, values, masks)):
         shown = committed[i] if committed is not None else v
         salt = secrets.token_bytes(32)
-        ct = e.public.to_bytes(e.public.encrypt(_pack(v[:periods], mk, bits, width)))
+        ct = e.public.to_bytes(e.public.encrypt(_pack(v[:slots], mk, bits, width)))
         pm = pair_blob(e, rid, pair_lanes, seed=i) if pair_lanes else b""
         subs.append(dict(p=p, values=shown, salt=salt, ct=ct, pm=pm,
                          cm=commitment(rid, iteration, p.address, shown, salt)))
@@ -161,78 +157,114 @@ def reveals(subs):
     return [Reveal(s["values"], s["salt"], keccak(s["ct"])) for s in subs]
 
 
+def pair_messages(e, receipt):
+    return [ev["messages"] for ev in events(e, receipt, "PairMessages")]
+
+
+def storage_round(e, parts, members, terms=None, pair_lanes=0, prices=RENTS, **change):
+    """A storage round of ``members`` (allow-list) with ``parts`` registered in that order, deposits
+    of them and of the grid account, started at ``prices``."""
+    terms = terms or make_terms(e, len(members))
+    rid, _ = e.market.create_round(e.coord, params_for(e, terms, members, pair_lanes=pair_lanes, **change))
+    e.market.register_many([(p, rid, bytes([i + 1]) * 32) for i, p in enumerate(parts)])
+    e.market.deposit_many([(a, rid, 10**27) for a in list(parts) + [e.grid]])
+    e.market.start(e.coord, rid, prices)
+    return rid, terms
+
+
 # ----------------------------------------------------------------------------- creation and registration
 def test_round_keeps_terms_members_and_pair_lanes(w):
-    assert w.market.terms(w.rid) == w.terms
+    assert w.market.terms(w.rid) == encode(w.terms)
+    rule = w.chain.contract("StorageRule", w.storage)
+    assert StorageTerms.from_tuple(rule.functions.decodeTerms(w.market.terms(w.rid)).call()) == w.terms
     assert [w.market.member_index(w.rid, m) for m in w.members] == [0, 1, 2]
     assert w.market.member_index(w.rid, w.outsider) is None
     info = w.market.round_info(w.rid)
-    assert info["pair_lanes"] == T and info["periods"] == PERIODS and info["phase"] == "Iterating"
+    assert (info["pair_lanes"], info["slots"], info["phase"], info["rule"], info["allow_list"]) == \
+        (T, SLOTS, "Iterating", w.storage, True)
     assert w.market.contract.functions.priceBand(w.rid).call() == [BAND[0], BAND[1]]
-    assert w.market.tariff(w.rid) == RENTS
+    assert w.market.prices(w.rid) == RENTS
 
 
-def _bad_terms(e):
-    three = e.members
-    return [
-        (dict(grid_buy=[], grid_sell=[]), {}, "grid prices length"),
-        (dict(grid_sell=[50_000]), {}, "grid prices length"),
-        ({}, dict(periods=PERIODS + 1), "periods"),
-        ({}, dict(pair_lanes=1), "pair lanes"),
-        ({}, dict(price_floor=[0, 0, 0], price_cap=[1, 1, 1]), "price band length"),
-        (dict(members=[three[0].address], storage_fee=[1], pair_fee=[0]), {}, "members"),
-        (dict(storage_fee=[1, 2]), {}, "storage fee length"),
-        (dict(pair_fee=FEES[:-1]), {}, "pair fee length"),
-        (dict(grid_sell=[50_000, 250_001]), {}, "grid sell above buy"),
-        (dict(operator=e.outsider.address), {}, "operator"),
-        (dict(centre="0x" + "00" * 20), {}, "centre"),
-        (dict(members=[three[0].address, three[1].address, three[0].address]), {}, "duplicate member"),
-    ]
+def test_storage_rule_is_named_and_lists_its_bill_items(env):
+    rule = env.chain.contract("StorageRule", env.storage)
+    assert rule.functions.mechanism().call() == "storage-p2p"
+    assert rule.functions.billItems().call() == list(ITEMS)
+    assert rule.functions.revealLength(SLOTS, T, 3).call() == REVEAL
+    assert rule.functions.revealLength(SLOTS, 0, 3).call() == SLOTS
+    assert rule.functions.revealLength(SLOTS, T, 1).call() == SLOTS
 
 
-@pytest.mark.parametrize("case", range(12))
-def test_bad_terms_are_rejected(w, case):
-    change, param_change, reason = _bad_terms(w)[case]
-    terms = make_terms(w, w.members, **change)
-    params = params_for(w, terms, **param_change)
-    err = assert_rejected(w, "BadParameters", lambda: w.market.create_round(w.coord, params))
-    assert err.error_args["reason"] == reason
+BAD_TERMS = [  # (id, terms change, members (None: the three), round parameter change, reason), in the rule's order
+    ("no key", {}, None, dict(n=None, slot_bits=0, slot_width=0), "key"),
+    ("no grid prices", dict(grid_buy=[], grid_sell=[]), None, dict(slots=3), "grid prices length"),
+    ("grid prices of two lengths", dict(grid_sell=[50_000]), None, {}, "grid prices length"),
+    ("slots not 3 + T", {}, None, dict(slots=SLOTS + 1), "slots"),
+    ("pair lanes neither 0 nor T", {}, None, dict(pair_lanes=1), "pair lanes"),
+    ("three rents", {}, None, dict(price_floor=[0, 0, 0], price_cap=[1, 1, 1]), "price band length"),
+    ("one member", dict(storage_fee=[1], pair_fee=[0]), 1, {}, "members"),
+    ("open round", {}, 0, {}, "members"),
+    ("storage fee per member", dict(storage_fee=[1, 2]), None, {}, "storage fee length"),
+    ("pair fee per member pair", dict(pair_fee=FEES[:-1]), None, {}, "pair fee length"),
+    ("grid sells above buy", dict(grid_sell=[50_000, 250_001]), None, {}, "grid sell above buy"),
+    ("operator not the coordinator", "operator", None, {}, "operator"),
+    ("no centre", dict(centre=ZERO), None, {}, "centre"),
+    ("duplicate member", {}, "duplicate", {}, "members"),  # the core's check
+    ("zero member", {}, "zero", {}, "members"),  # the core's check
+]
 
 
-@pytest.mark.parametrize("terms", [b"", b"\x01" * 31, b"\x00" * 352 + b"\x01",
-                                   "offset", "long array", "wide uint64", "wide address"],
-                         ids=["empty", "short", "head", "offset", "long array", "wide uint64", "wide address"])
-def test_malformed_terms_encoding_is_rejected(w, terms):
-    good = w.terms.encode()
-    head = [int.from_bytes(good[i:i + 32], "big") for i in range(0, 12 * 32, 32)]
+@pytest.mark.parametrize("change, members, param_change, reason", [c[1:] for c in BAD_TERMS],
+                         ids=[c[0] for c in BAD_TERMS])
+def test_bad_terms_are_rejected(w, change, members, param_change, reason):
+    change = dict(operator=w.outsider.address) if change == "operator" else change
+    terms = make_terms(w, 3, **change)
+    accounts = {None: w.members, 1: w.members[:1], 0: [], "duplicate": [w.members[0], w.members[1], w.members[0]],
+                "zero": w.members[:2]}[members]
+    p = params_for(w, terms, accounts, **param_change)
+    if members == "zero":
+        p = dataclasses.replace(p, members=p.members + [ZERO])
+    bad_parameters(w, lambda: w.market.create_round(w.coord, p), reason)
+
+
+def _malformed(good: bytes, which: str) -> bytes:
+    head = [int.from_bytes(good[i:i + 32], "big") for i in range(0, 11 * 32, 32)]  # tuple offset, then 10 fields
     word = lambda i, v: good[:32 * i] + v.to_bytes(32, "big") + good[32 * (i + 1):]  # noqa: E731
-    if terms == "offset":  # members array offset far outside the data
-        terms = word(1 + 2, 1 << 200)
-    elif terms == "long array":  # gridSell claims more elements than there are bytes
-        terms = good[:32 + head[1 + 10]] + (10**6).to_bytes(32, "big") + good[32 + head[1 + 10] + 32:]
-    elif terms == "wide uint64":
-        terms = word(1 + 3, 1 << 64)
-    elif terms == "wide address":
-        terms = word(1 + 1, 1 << 160)
-    params = params_for(w, w.terms, terms=terms)
-    err = assert_rejected(w, "BadParameters", lambda: w.market.create_round(w.coord, params))
-    assert err.error_args["reason"] == "terms encoding"
+    return {
+        "empty": b"",
+        "short": b"\x01" * 31,
+        "head only": good[:11 * 32],  # the arrays' offsets point past the data
+        "offset": word(1 + 6, 1 << 200),  # storageFee array offset far outside the data
+        # gridSell claims more elements than there are bytes
+        "long array": good[:32 + head[1 + 9]] + (10**6).to_bytes(32, "big") + good[32 + head[1 + 9] + 32:],
+        "wide uint64": word(1 + 2, 1 << 64),  # energyCap
+        "wide address": word(1 + 1, 1 << 160),  # centre
+        "truncated": good[:-32],
+    }[which]
+
+
+@pytest.mark.parametrize("which", ["empty", "short", "head only", "offset", "long array", "wide uint64",
+                                   "wide address", "truncated"])
+def test_malformed_terms_encoding_is_rejected(w, which):
+    p = dataclasses.replace(w.params, terms=_malformed(encode(w.terms), which))
+    bad_parameters(w, lambda: w.market.create_round(w.coord, p), "terms encoding")
 
 
 def test_only_members_register(w):
     rid, _ = w.market.create_round(w.coord, w.params)
     err = assert_rejected(w, "NotMember", lambda: w.market.register(w.outsider, rid, b"\x01" * 32), rid)
     assert err.error_args == {"account": w.outsider.address}
+    assert_rejected(w, "NotMember", lambda: w.market.register(w.more[0], rid, b"\x01" * 32), rid)
     w.market.register(w.members[1], rid, b"\x01" * 32)
     assert w.market.participants(rid)[0][0] == w.members[1].address
+    assert_rejected(w, "AlreadyRegistered", lambda: w.market.register(w.members[1], rid, b"\x02" * 32), rid)
 
 
-def test_tariff_market_rejects_storage_terms(w):
-    tariff = Market.deploy(w.chain, w.op, token_address=w.market.token.address)
-    params = RoundParams(w.public.n, 5, B, W, 3, [1] * 5, [2] * 5, w.grid.address, False, "", 0, w.terms.encode())
-    with pytest.raises(ContractRevert) as err:
-        tariff.create_round(w.coord, params)
-    assert err.value.name == "BadParameters" and err.value.error_args["reason"] == "terms"
+def test_tariff_rule_rejects_storage_terms(w):
+    p = RoundParams(rule=w.tariff, slots=5, max_iterations=3, price_floor=[1] * 5, price_cap=[2] * 5,
+                    grid_account=w.grid.address, n=w.public.n, slot_bits=B, slot_width=W, terms=encode(w.terms),
+                    members=[m.address for m in w.members])
+    bad_parameters(w, lambda: w.market.create_round(w.coord, p), "terms")
 
 
 # ----------------------------------------------------------------------------- pair messages
@@ -240,10 +272,10 @@ def test_submission_emits_decodable_pair_messages(w):
     s = make_subs(w, VALUES)[0]
     blocks = [[1, 2], [(1 << 64) - 1, 12345]]
     receipt = w.market.submit(s["p"], w.rid, 0, s["ct"], s["cm"], pack_pair_messages(blocks))
-    (ev,) = w.chain.events(receipt, w.market.contract, "PairMessages")
-    assert (ev["args"]["roundId"], ev["args"]["iteration"], ev["args"]["participant"]) == (w.rid, 0, s["p"].address)
-    assert unpack_pair_messages(ev["args"]["messages"], T) == blocks
-    assert w.market.pair_messages(receipt) == [pack_pair_messages(blocks)]
+    (ev,) = events(w, receipt, "PairMessages")
+    assert (ev["roundId"], ev["iteration"], ev["participant"]) == (w.rid, 0, s["p"].address)
+    assert unpack_pair_messages(ev["messages"], T) == blocks
+    assert pair_messages(w, receipt) == [pack_pair_messages(blocks)]
     # the pair messages are not part of the stored submission hash
     assert w.market.member(w.rid, s["p"])[0] == keccak(keccak(s["ct"]) + s["cm"])[:26]
     assert receipt["gasUsed"] < 70_000, receipt["gasUsed"]
@@ -260,40 +292,59 @@ def test_pair_messages_of_wrong_length_are_rejected(w, length):
 # ----------------------------------------------------------------------------- settlement
 def test_round_settles_with_hand_computed_payments(w):
     subs, sums, receipts = conclude_with(w, VALUES)
-    assert sums == [sum(v[t] for v in VALUES) for t in range(PERIODS)]
-    assert all(len(w.market.pair_messages(r)) == 1 for r in receipts)
+    assert sums == [sum(v[t] for v in VALUES) for t in range(SLOTS)]
+    assert all(len(pair_messages(w, r)) == 1 for r in receipts)
     exp_amounts, exp_payees, exp_bills = reference(w.terms, RENTS, VALUES, w.member_idx, True, w.grid.address)
     # participant 2 (member 1), by hand: imports 0.25 kWh at 0.25; buys 0.2 kWh from participant 0 at
     # 0.055 + 0.057 (fee row 1, seller member 2: 0.008) and 0.3 kWh from participant 1 at 0.058 + 0.059
-    # (fee row 1, seller member 0: 0.007)
-    assert exp_bills[2] == dict(rent=0, usage=0, grid=-250_000 * 250_000 * UNIT,
-                                p2p=-(112_000 * 200_000 + 117_000 * 300_000) * UNIT,
-                                transmission=-(8_000 * 200_000 + 7_000 * 300_000) * UNIT)
-    assert exp_amounts[2] == -123_700_000_000_000_000
+    # (fee row 1, seller member 0: 0.007); positive = paid
+    assert exp_bills[2] == dict(rent=0, usage=0, grid=250_000 * 250_000 * UNIT,
+                                p2p=(112_000 * 200_000 + 117_000 * 300_000) * UNIT,
+                                transmission=(8_000 * 200_000 + 7_000 * 300_000) * UNIT)
+    assert exp_amounts[2] == 123_700_000_000_000_000
     # participant 0 (member 2): rent 2 kWh x 0.1 + 1 kW x 0.05; usage 3 kWh x 0.02; store fee 0.03
-    assert exp_bills[0]["rent"] == -(100_000 * 2_000_000 + 50_000 * 1_000_000) * UNIT
-    assert exp_bills[0]["usage"] == -20_000 * 3_000_000 * UNIT
-    assert exp_bills[0]["grid"] == -(300_000 * 1_000_000 - 40_000 * 500_000) * UNIT
+    assert exp_bills[0]["rent"] == (100_000 * 2_000_000 + 50_000 * 1_000_000) * UNIT
+    assert exp_bills[0]["usage"] == 20_000 * 3_000_000 * UNIT
+    assert exp_bills[0]["grid"] == (300_000 * 1_000_000 - 40_000 * 500_000) * UNIT
+    # the operator and the centre earn: they are credited (negative)
+    assert exp_payees[w.coord.address] < 0 and exp_payees[w.centre.address] < 0
 
-    assert w.market.quote(w.rid, VALUES) == (exp_amounts, exp_payees)
+    assert w.market.quote(w.rid, VALUES) == (exp_amounts, exp_payees, bill_lists(exp_bills))
     before = {a.address: w.market.balance(w.rid, a) for a in w.parts + [w.grid, w.coord, w.centre]}
-    payments, receipt = w.market.settle(w.outsider, w.rid, reveals(subs))
-    assert payments == {**{p.address: a for p, a in zip(w.parts, exp_amounts)}, **exp_payees}
-    assert sum(payments.values()) == 0
-    for addr, amount in payments.items():
-        assert w.market.balance(w.rid, addr) == before[addr] + amount
-    bills = w.market.bills(receipt)
-    assert bills == {p.address: b for p, b in zip(w.parts, exp_bills)}
-    assert [e["args"]["participant"] for e in w.chain.events(receipt, w.market.contract, "Bill")] == \
-        [p.address for p in w.parts]
-    (settled,) = w.chain.events(receipt, w.market.contract, "Settled")
-    assert dict(settled["args"]) == {"roundId": w.rid, "iteration": 0}
+    result = w.market.settle(w.outsider, w.rid, reveals(subs))
+    assert result.payments == {**{p.address: a for p, a in zip(w.parts, exp_amounts)}, **exp_payees}
+    assert sum(result.payments.values()) == 0
+    for addr, amount in result.payments.items():
+        assert w.market.balance(w.rid, addr) == before[addr] - amount
+    assert result.bills == {p.address: b for p, b in zip(w.parts, bill_lists(exp_bills))}
+    assert [e["participant"] for e in events(w, result.receipt, "Bill")] == [p.address for p in w.parts]
+    assert [e["account"] for e in events(w, result.receipt, "Payment")] == \
+        [p.address for p in w.parts] + [w.coord.address, w.centre.address, w.grid.address]
+    assert events(w, result.receipt, "Settled") == [{"roundId": w.rid, "iteration": 0}]
     assert w.market.round_info(w.rid)["phase"] == "Settled"
     # payees withdraw what they earned
     for a in (w.coord, w.centre):
         tok = w.market.token.balance_of(a)
         w.market.withdraw(a, w.rid)
-        assert w.market.token.balance_of(a) == tok + payments[a.address]
+        assert w.market.token.balance_of(a) == tok - result.payments[a.address]
+
+
+def test_fees_follow_member_indices_not_registration_order(w):
+    """Members 2 and 0 register (in that order), member 1 never does: each pays the storage fee of
+    its own index in the allow-list."""
+    order = [w.members[2], w.members[0]]
+    rid, terms = storage_round(w, order, w.members)
+    vals = [[0, 0, 1_000_000, 0, 0], [0, 0, 2_000_000, 0, 0]]  # throughput only
+    subs, _, _ = conclude_with(w, vals, rid=rid, parts=order, pair_lanes=0)
+    result = w.market.settle(w.outsider, rid, reveals(subs))
+    transmission = ITEMS.index("transmission")
+    assert result.bills[order[0].address][transmission] == 30_000 * 1_000_000 * UNIT  # storage_fee[2]
+    assert result.bills[order[1].address][transmission] == 10_000 * 2_000_000 * UNIT  # storage_fee[0]
+    exp_amounts, exp_payees, exp_bills = reference(terms, RENTS, vals, [2, 0], False, w.grid.address)
+    assert result.payments == {**{p.address: a for p, a in zip(order, exp_amounts)}, **exp_payees}
+    assert result.bills == {p.address: b for p, b in zip(order, bill_lists(exp_bills))}
+    # registration order would have charged other fees
+    assert reference(terms, RENTS, vals, [0, 1], False, w.grid.address)[0] != exp_amounts
 
 
 def test_mismatched_trades_are_rejected(w):
@@ -331,29 +382,25 @@ def test_capacity_overbooking_is_rejected(w, which):
 def test_reveals_must_have_the_storage_length(w):
     subs, _, _ = conclude_with(w, VALUES)
     short = reveals(subs)
-    short[1] = Reveal(short[1].values[:PERIODS], short[1].salt, short[1].ciphertext_hash)
+    short[1] = Reveal(short[1].values[:SLOTS], short[1].salt, short[1].ciphertext_hash)
     err = assert_rejected(w, "RevealLength", lambda: w.market.settle(w.outsider, w.rid, short))
-    assert err.error_args == {"participant": w.parts[1].address, "given": PERIODS, "expected": 13}
+    assert err.error_args == {"participant": ZERO, "given": 2 * REVEAL + SLOTS, "expected": 3 * REVEAL}
 
 
 def test_round_without_pair_lanes_settles_storage_and_grid_only(w):
-    params = params_for(w, w.terms, pair_lanes=0)
-    rid, _ = w.market.create_round(w.coord, params)
     parts = w.members[:2]
-    w.market.register_many([(p, rid, b"\x01" * 32) for p in parts])
-    w.market.deposit_many([(a, rid, 10**24) for a in parts + [w.grid]])
-    w.market.start(w.coord, rid, RENTS)
-    vals = [VALUES[0][:PERIODS], VALUES[1][:PERIODS]]
+    rid, terms = storage_round(w, parts, w.members, terms=w.terms)
+    vals = [VALUES[0][:SLOTS], VALUES[1][:SLOTS]]
     s = make_subs(w, vals, rid=rid, parts=parts, pair_lanes=0)[0]
     assert_rejected(w, "PairMessagesLength", lambda: w.market.submit(s["p"], rid, 0, s["ct"], s["cm"], b"\0" * 16),
                     rid)
     subs, _, receipts = conclude_with(w, vals, rid=rid, parts=parts, pair_lanes=0)
-    assert not any(w.market.pair_messages(r) for r in receipts)
+    assert not any(pair_messages(w, r) for r in receipts)
     exp_amounts, exp_payees, exp_bills = reference(w.terms, RENTS, vals, [0, 1], False, w.grid.address)
-    payments, receipt = w.market.settle(w.outsider, rid, reveals(subs))
-    assert payments == {**{p.address: a for p, a in zip(parts, exp_amounts)}, **exp_payees}
-    assert sum(payments.values()) == 0
-    assert all(b["p2p"] == 0 for b in w.market.bills(receipt).values())
+    result = w.market.settle(w.outsider, rid, reveals(subs))
+    assert result.payments == {**{p.address: a for p, a in zip(parts, exp_amounts)}, **exp_payees}
+    assert sum(result.payments.values()) == 0
+    assert all(b[ITEMS.index("p2p")] == 0 for b in result.bills.values())
 
 
 # ----------------------------------------------------------------------------- gas
@@ -361,12 +408,11 @@ def test_ten_members_twenty_four_periods_settle_well_under_the_block_limit(w):
     n, T_ = 10, 24
     bits, width = 32, 37  # 27 slots x 37 bits fit a 1024-bit key
     members = w.more[:n]
-    terms = make_terms(w, members, T_=T_, energy_cap=10**9, power_cap=10**9)
-    params = params_for(w, terms, periods=3 + T_, slot_bits=bits, slot_width=width)
-    rid, receipt = w.market.create_round(w.coord, params)
+    terms = make_terms(w, n, T_=T_, energy_cap=10**9, power_cap=10**9)
+    rid, receipt = w.market.create_round(w.coord, params_for(w, terms, members, slots=3 + T_, slot_bits=bits,
+                                                                slot_width=width))
     create_gas = receipt["gasUsed"]
     w.market.register_many([(p, rid, bytes([i + 1]) * 32) for i, p in enumerate(members)])
-    w.market.token.mint_many(w.op, [(a, 10**30) for a in members])
     w.market.deposit_many([(a, rid, 10**27) for a in members + [w.grid]])
     w.market.start(w.coord, rid, RENTS)
     rnd = random.Random(5)
@@ -384,21 +430,15 @@ def test_ten_members_twenty_four_periods_settle_well_under_the_block_limit(w):
             trade = trades[i, j] if i < j else [-x for x in trades[j, i]]
             v += trade + [rnd.randint(40_000, 80_000) for _ in range(T_)]
         vals.append(v)
-    subs, _, receipts = conclude_with(w, vals, rid=rid, parts=members, periods=3 + T_, bits=bits, width=width,
+    subs, _, receipts = conclude_with(w, vals, rid=rid, parts=members, slots=3 + T_, bits=bits, width=width,
                                       pair_lanes=T_)
     submit_gas = max(r["gasUsed"] for r in receipts)
     exp_amounts, exp_payees, _ = reference(terms, RENTS, vals, list(range(n)), True, w.grid.address)
-    payments, receipt = w.market.settle(w.outsider, rid, reveals(subs))
-    assert payments == {**{p.address: a for p, a in zip(members, exp_amounts)}, **exp_payees}
-    assert sum(payments.values()) == 0
+    result = w.market.settle(w.outsider, rid, reveals(subs))
+    assert result.payments == {**{p.address: a for p, a in zip(members, exp_amounts)}, **exp_payees}
+    assert sum(result.payments.values()) == 0
+    settle_gas = result.receipt["gasUsed"]
     print(f"storage round, 10 members x 24 periods x 9 partners: createRound {create_gas}, "
-          f"submit {submit_gas}, settle {receipt['gasUsed']} gas")
-    assert receipt["gasUsed"] < 10_000_000, receipt["gasUsed"]
+          f"submit {submit_gas}, settle {settle_gas} gas")
+    assert settle_gas < 10_000_000, settle_gas
     assert submit_gas < 150_000, submit_gas
-
-
-def test_runtime_code_leaves_headroom_under_the_eip170_limit(env):
-    """The settlement arithmetic lives in StorageSettlement (created by the constructor), so
-    StorageMarket's runtime code stays at least 3 KiB below the 24,576-byte limit."""
-    code = env.chain.w3.eth.get_code(env.market.address)
-    assert len(code) <= 24_576 - 3 * 1024, len(code)

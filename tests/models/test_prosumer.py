@@ -6,15 +6,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from offchain import registry
+from offchain.errors import SolverError
 from offchain.models.prosumer import ProsumerModel, build_models
-from offchain.models.scenario import load_scenario
 
 SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "community10.toml"
 
 
 @pytest.fixture(scope="module")
 def scenario():
-    return load_scenario(SCENARIO)
+    mechanism, sc = registry.load_scenario(SCENARIO)
+    assert mechanism.name == "tariff"
+    return sc
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +97,17 @@ def test_cost_breakdown_adds_up_to_the_objective(models, scenario):
 def test_respond_rejects_a_tariff_of_the_wrong_length(models):
     with pytest.raises(ValueError, match="shape"):
         models[0].respond(np.zeros(23))
+
+
+def test_an_unsolvable_problem_raises_a_one_line_solver_error():
+    """Every solver tried (CLARABEL, then SCS) fails on an infeasible problem: a SolverError,
+    which the command line reports as one line with exit status 2."""
+    import cvxpy as cp
+
+    from offchain.errors import GridshareError
+    from offchain.models.prosumer import _solve
+
+    x = cp.Variable()
+    with pytest.raises(SolverError, match=r"^prosumer problem not solved \(status infeasible"):
+        _solve(cp.Problem(cp.Minimize(x), [x >= 1, x <= 0]))
+    assert issubclass(SolverError, GridshareError) and SolverError.exit_code == 2

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 
 from offchain.chain.backends import connect, start_anvil
-from offchain.mechanisms.admm import AdmmSettings, centralized_qp, run_admm
+from offchain.mechanisms.storage import solve_admm
+from offchain.mechanisms.storage.market import AdmmSettings, centralized_qp
 from offchain.models.storage_p2p import build_market
-from offchain.models.storage_scenario import load_storage_scenario
-from offchain.protocol import storage_round
-from offchain.protocol.storage_round import run_storage_round
+from offchain.protocol import keys
+from offchain.protocol.transport import ChainTransport
+from offchain.registry import load_scenario
 
 from ..conftest import ROOT, node_available
 
@@ -17,41 +18,43 @@ SCENARIO = ROOT / "scenarios" / "storage10.toml"
 MEMBERS, HOURS = [0, 1, 5], range(12, 20)
 
 
+def _scenario():
+    return load_scenario(SCENARIO)[1]
+
+
 @pytest.fixture(scope="module")
 def market():
-    sc = load_storage_scenario(SCENARIO).subset(MEMBERS)
+    sc = _scenario().subset(MEMBERS)
     models, data = build_market(sc, 4, hours=HOURS)
     return models, data, AdmmSettings.from_scenario(sc)
 
 
 @pytest.fixture(scope="module")
 def sent():
-    """What each prosumer handed to the chain exchange, per iteration (plaintext, for the privacy test)."""
+    """What each prosumer handed to its sealing, per iteration (plaintext, for the privacy test)."""
     calls = []
-    original = storage_round.ChainExchange._submit
+    original = keys.MemberKeys.seal
 
-    def spy(self, op, pairs, reveal_values):
-        out = original(self, op, pairs, reveal_values)
-        calls.append({"op": op, "pairs": pairs})
-        return out
+    def spy(self, round_id, k, c, partners):
+        calls.append({"k": k, "sums": list(c.sums), "pairs": {a: list(v) for a, v in partners.items()}})
+        return original(self, round_id, k, c, partners)
 
-    storage_round.ChainExchange._submit = spy
+    keys.MemberKeys.seal = spy
     yield calls
-    storage_round.ChainExchange._submit = original
+    keys.MemberKeys.seal = original
 
 
 @pytest.fixture(scope="module")
 def embedded(market, sent):
     models, data, settings = market
     chain = connect(None)
-    return chain, run_storage_round(chain, models, data, settings, key_bits=1024)
+    return chain, *solve_admm(models, data, settings, transport=ChainTransport(chain, key_bits=1024))
 
 
-def test_the_chain_run_follows_the_in_process_admm_exactly(market, embedded):
+def test_the_chain_run_follows_the_plaintext_admm_exactly(market, embedded):
     models, data, settings = market
-    _, res = embedded
-    plain = run_admm(models, data, settings)
-    r = res.admm
+    _, r, _ = embedded
+    plain, _ = solve_admm(models, data, settings)
     assert r.converged and r.iterations == plain.iterations
     np.testing.assert_array_equal(r.primal_residuals, plain.primal_residuals)
     np.testing.assert_array_equal(r.trades, plain.trades)
@@ -63,19 +66,17 @@ def test_the_chain_run_follows_the_in_process_admm_exactly(market, embedded):
 
 def test_settlement_books_the_committed_bills_and_sums_to_zero(market, embedded):
     _, data, _ = market
-    chain, res = embedded
-    amounts = [res.payments[res.addresses[n]] for n in data.names]
-    assert amounts == res.expected["amounts"]  # the contract's arithmetic = the Python mirror
-    assert sum(res.payments.values()) == 0
-    payees = res.expected["payees"]
-    assert res.payments[res.addresses["operator"]] == payees["operator"] > 0  # rents and usage fees
-    assert res.payments[res.addresses["centre"]] == payees["centre"] > 0  # transmission fees
-    assert [b["p2p"] for b in res.bills] == [it["p2p"] for it in res.expected["items"]]
-    assert any(b["p2p"] != 0 for b in res.bills)
-    info = res.market.round_info(res.round_id)
-    assert info["phase"] == "Settled" and info["iteration"] == res.admm.iterations
-    # everything was withdrawn: the market holds no tokens
-    assert res.market.token.balance_of(res.market.address) == 0
+    chain, r, out = embedded
+    s, t = out.settlement, out.transport
+    mirror = t.mirror(out.final_prices)
+    assert s.amounts == mirror.amounts and s.payees == mirror.payees  # the contract's arithmetic = the Python mirror
+    assert s.bills == mirror.bills and any(b[4] != 0 for b in s.bills)  # p2p items
+    assert sum(s.amounts) + sum(s.payees.values()) == 0
+    assert s.payees["operator"] < 0 and s.payees["centre"] < 0  # rents, usage and transmission fees received
+    info = t.market.round_info(t.round_id)
+    assert info["phase"] == "Settled" and info["iteration"] == r.iterations
+    assert info["allow_list"] and t.market.member_index(t.round_id, t.accounts[data.names[2]]) == 2
+    assert t.market.token.balance_of(t.market.address) == 0  # everything was withdrawn
 
 
 def test_no_prosumer_vector_appears_on_chain_before_settlement(market, embedded, sent):
@@ -84,36 +85,34 @@ def test_no_prosumer_vector_appears_on_chain_before_settlement(market, embedded,
     plaintext), is absent from every transaction input to the market before settlement. Whole vectors,
     not single values: a single small integer can equal a public number (a rent, an offset) by chance."""
     from offchain.privacy.packing import SlotLayout
-    from offchain.units import energy_to_fixed
 
-    chain, res = embedded
-    settle = bytes.fromhex(res.market.contract.functions.settle(0, []).selector[2:])
-    inputs = [bytes(tx.get("input", tx.get("data", b""))) for b in range(1, chain.w3.eth.block_number + 1)
-              for tx in chain.w3.eth.get_block(b, full_transactions=True)["transactions"]
-              if tx["to"] == res.market.address]
-    blob = b"".join(i for i in inputs if i[:4] != settle)
-    info = res.market.round_info(res.round_id)
-    layout = SlotLayout(info["periods"], info["slot_bits"], info["slot_width"], len(sent[0]["op"]))
+    chain, r, out = embedded
+    t = out.transport
+    settle = next(x.hash for x in t.transactions if x.kind == "settle")
+    inputs = [bytes(chain.w3.eth.get_transaction(x.hash)["input"]) for x in t.transactions if x.hash != settle]
+    blob = b"".join(inputs)
+    info = t.market.round_info(t.round_id)
+    layout = SlotLayout(info["slots"], info["slot_bits"], info["slot_width"], len(MEMBERS))
 
-    def encodings(values):
-        fixed = energy_to_fixed(values)
-        yield b"".join(x.to_bytes(8, "big", signed=True) for x in fixed)
-        yield b"".join(x.to_bytes(32, "big", signed=True) for x in fixed)
+    def encodings(fixed):
+        yield b"".join(int(x).to_bytes(8, "big", signed=True) for x in fixed)
+        yield b"".join(int(x).to_bytes(32, "big", signed=True) for x in fixed)
 
-    assert len(sent) == res.admm.iterations + 1 > 2
+    closing = max(c["k"] for c in sent)
+    assert closing == r.iterations > 2
     checked = 0
-    for call in sent[:-1]:  # the closing message's commitments open at settlement, by design
-        for out in call["pairs"].values():
-            for v in out.values():
-                for enc in encodings(v):
-                    assert enc not in blob
-                checked += 1
-        for v in call["op"].values():
+    for call in sent:
+        if call["k"] == closing:
+            continue  # the closing message's commitments open at settlement, by design
+        for v in call["pairs"].values():
             for enc in encodings(v):
                 assert enc not in blob
-            packed = layout.pack(energy_to_fixed(v))
-            assert packed.to_bytes((packed.bit_length() + 7) // 8 or 1, "big") not in blob
             checked += 1
+        for enc in encodings(call["sums"]):
+            assert enc not in blob
+        packed = layout.pack(call["sums"])
+        assert packed.to_bytes((packed.bit_length() + 7) // 8 or 1, "big") not in blob
+        checked += 1
     assert checked > 100
 
 
@@ -121,24 +120,24 @@ def test_no_prosumer_vector_appears_on_chain_before_settlement(market, embedded,
 @pytest.mark.skipif(not node_available(), reason="needs node and the npm anvil")
 def test_the_same_round_on_anvil_reaches_the_same_settlement(market, embedded):
     models, data, settings = market
-    _, res = embedded
+    _, r, out = embedded
     with start_anvil() as node:
-        other = run_storage_round(connect(node.url), models, data, settings, key_bits=1024)
-    assert other.admm.iterations == res.admm.iterations
-    assert other.expected["amounts"] == res.expected["amounts"]
-    assert [other.payments[other.addresses[n]] for n in data.names] == res.expected["amounts"]
+        other, other_out = solve_admm(models, data, settings, transport=ChainTransport(connect(node.url), key_bits=1024))
+    assert other.iterations == r.iterations
+    assert other_out.settlement.amounts == out.settlement.amounts
 
 
 @pytest.mark.parametrize("case", [1, 2])
 def test_grid_only_and_p2p_only_cases_settle_on_chain(case):
     """Case 1: no exchange at all, just the closing iteration; case 2: pair messages, no store."""
-    sc = load_storage_scenario(SCENARIO).subset([0, 5])
+    sc = _scenario().subset([0, 5])
     models, data = build_market(sc, case, hours=range(12, 16))
     settings = AdmmSettings.from_scenario(sc)
-    res = run_storage_round(connect(None), models, data, settings, key_bits=1024)
-    assert res.admm.converged and res.admm.iterations == run_admm(models, data, settings).iterations
-    assert [res.payments[res.addresses[n]] for n in data.names] == res.expected["amounts"]
-    assert sum(res.payments.values()) == 0
-    assert res.payments[res.addresses["operator"]] == 0  # no store: no rents, no usage fees
-    assert (res.payments[res.addresses["centre"]] > 0) == (case == 2)  # P2P transmission fees
-    assert all(b["rent"] == 0 for b in res.bills)
+    r, out = solve_admm(models, data, settings, transport=ChainTransport(connect(None), key_bits=1024))
+    assert r.converged and r.iterations == solve_admm(models, data, settings)[0].iterations
+    s = out.settlement
+    assert s.amounts == out.transport.mirror(out.final_prices).amounts
+    assert sum(s.amounts) + sum(s.payees.values()) == 0
+    assert s.payees["operator"] == 0  # no store: no rents, no usage fees
+    assert (s.payees["centre"] < 0) == (case == 2)  # P2P transmission fees
+    assert all(b[0] == 0 for b in s.bills)  # no rent

@@ -1,51 +1,49 @@
-"""Scenario files of the shared-storage + P2P market (paper A, issue 4), e.g. ``scenarios/storage10.toml``.
+"""The storage + P2P mechanism's scenario (``mechanism = "storage-p2p"``), e.g.
+``scenarios/storage10.toml``.
 
-A sibling of :mod:`offchain.models.scenario`: it reuses that module's validation helpers
-(``_Reader``, ``_table``, ``_no_unknown``, ``_fail``), its ``[site]`` and ``[tariff]`` sections and
-its battery table, and raises the same :class:`ScenarioError` naming the field, e.g.
+Shared blocks (``[site]``, ``[tariff]``, ``[privacy]``, ``[chain]``, batteries, the common prosumer
+fields) come from the reader kit :mod:`offchain.models.scenario`; this module reads the
+mechanism's own tables (``[profiles]``, ``[storage]``, ``[network]``, ``[admm]``, the feeder
+position of each prosumer) and raises the same :class:`ScenarioError` naming the field, e.g.
 ``storage.soc_max: must be > soc_min = 0.9, got 0.5``. Profiles come from
 :func:`offchain.models.profiles.build_profiles` unchanged: a :class:`StorageScenario` offers the
 attributes that function reads (``site``, ``seed``, ``uncertainty`` with one error-free scenario,
 ``prosumers`` with ``index``/``load_profile``/``annual_demand_kwh``/``pv_kwp``/``wind_kw``), so the
-model is deterministic (paper A: "the impact of uncertainty is relatively small, so
+model is deterministic (the paper: "the impact of uncertainty is relatively small, so
 deterministic models are used").
 
 Electrical distance (a comb-shaped feeder, our choice): every prosumer and the shared store sit at
 ``position_km`` along the trunk, at the end of a lateral of ``lateral_km``; the distance between two
 of them is ``|x_i - x_j| + l_i + l_j``. The transmission fee of a P2P trade or of a storage
-exchange is ``fee_base + fee_per_km * distance`` (CNY/kWh), paid by the buyer (paper A's eq. 16,
+exchange is ``fee_base + fee_per_km * distance`` (CNY/kWh), paid by the buyer (the paper's eq. 16,
 "the prosumer who buys electricity from P2P energy trading should pay the transmission fee";
 the impedance-affine form of its eq. 9 with distance standing in for impedance).
 """
 from __future__ import annotations
 
-import tomllib
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
-
-from .scenario import (
-    HOURS,
-    LOAD_PROFILES,
+from ...models.scenario import (
+    HEADER_KEYS,
     BatterySpec,
-    ScenarioError,
+    Reader,
+    ScenarioBase,
     SiteSpec,
     TariffSpec,
     UncertaintySpec,
-    _battery,
-    _fail,
-    _fmt,
-    _no_unknown,
-    _Reader,
-    _site,
-    _table,
-    _tariff,
+    check_unique_names,
+    fail,
+    fmt,
+    no_unknown,
+    read_battery,
+    read_grid_tariff,
+    read_header,
+    read_prosumer_fields,
+    read_prosumer_list,
+    read_site,
+    table,
 )
-
-__all__ = ["AdmmSpec", "NetworkSpec", "SharedStorageSpec", "StorageProsumerSpec", "StorageScenario",
-           "load_storage_scenario", "parse_storage_scenario"]
 
 
 @dataclass(frozen=True)
@@ -103,10 +101,7 @@ class AdmmSpec:
 
 
 @dataclass(frozen=True)
-class StorageScenario:
-    name: str
-    description: str
-    seed: int
+class StorageScenario(ScenarioBase):
     site: SiteSpec
     tariff: TariffSpec
     load_diversity: float
@@ -115,10 +110,7 @@ class StorageScenario:
     admm: AdmmSpec
     prosumers: tuple[StorageProsumerSpec, ...]
     source: str = field(default="")
-
-    @property
-    def hours(self) -> int:
-        return HOURS
+    mechanism: str = "storage-p2p"
 
     @property
     def uncertainty(self) -> UncertaintySpec:
@@ -143,19 +135,14 @@ class StorageScenario:
         ``index``, so its profiles are unchanged); ``storage`` replaces the shared store."""
         members = tuple(self.prosumers[i] for i in indices)
         if not members:
-            _fail("prosumer", "a market needs at least 1 prosumer")
+            fail("prosumer", "a market needs at least 1 prosumer")
         return replace(self, prosumers=members, storage=storage or self.storage)
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["tariff"] = {k: list(v) for k, v in d["tariff"].items()}
-        d["n_prosumers"] = len(self.prosumers)
-        return d
 
 
 # --------------------------------------------------------------------------------------------
 def _storage(t: dict) -> SharedStorageSpec:
-    r = _Reader(t, "storage")
+    r = Reader(t, "storage")
     s = SharedStorageSpec(
         power_kw=r.num("power_kw", lo=0),
         energy_kwh=r.num("energy_kwh", lo=0),
@@ -171,25 +158,25 @@ def _storage(t: dict) -> SharedStorageSpec:
     )
     r.done()
     if s.soc_max <= s.soc_min:
-        _fail("storage.soc_max", f"must be > soc_min = {_fmt(s.soc_min)}, got {_fmt(s.soc_max)}")
+        fail("storage.soc_max", f"must be > soc_min = {fmt(s.soc_min)}, got {fmt(s.soc_max)}")
     if s.energy_price_full < s.energy_price_empty:
-        _fail("storage.energy_price_full",
-              f"must be >= energy_price_empty = {_fmt(s.energy_price_empty)}, got {_fmt(s.energy_price_full)}")
+        fail("storage.energy_price_full",
+              f"must be >= energy_price_empty = {fmt(s.energy_price_empty)}, got {fmt(s.energy_price_full)}")
     return s
 
 
 def _network(t: dict) -> NetworkSpec:
-    r = _Reader(t, "network")
+    r = Reader(t, "network")
     n = NetworkSpec(fee_base=r.num("fee_base", lo=0, hi=10), fee_per_km=r.num("fee_per_km", lo=0, hi=10),
                     p2p_limit_kw=r.num("p2p_limit_kw", lo=0, lo_open=True))
     r.done()
     if n.fee_base <= 0 and n.fee_per_km <= 0:
-        _fail("network.fee_base", "fee_base and fee_per_km must not both be 0 (the |p| linearisation needs a fee > 0)")
+        fail("network.fee_base", "fee_base and fee_per_km must not both be 0 (the |p| linearisation needs a fee > 0)")
     return n
 
 
 def _admm(t: dict) -> AdmmSpec:
-    r = _Reader(t, "admm")
+    r = Reader(t, "admm")
     a = AdmmSpec(
         rho_trade=r.num("rho_trade", lo=0, lo_open=True),
         rho_capacity=r.num("rho_capacity", lo=0, lo_open=True),
@@ -206,19 +193,12 @@ def _admm(t: dict) -> AdmmSpec:
 def _prosumer(t: Any, i: int) -> StorageProsumerSpec:
     path = f"prosumer[{i}]"
     if not isinstance(t, dict):
-        _fail(path, f"must be a table, got {type(t).__name__}")
-    r = _Reader(t, path)
-    name = r.str_("name")
-    battery = _battery(r.raw("battery"), f"{path}.battery", usage=True) if "battery" in t else None
+        fail(path, f"must be a table, got {type(t).__name__}")
+    r = Reader(t, path)
+    common = read_prosumer_fields(r)
+    battery = read_battery(r.raw("battery"), f"{path}.battery", usage=True) if "battery" in t else None
     p = StorageProsumerSpec(
-        name=name,
-        load_profile=r.str_("load_profile", choices=LOAD_PROFILES),
-        annual_demand_kwh=r.num("annual_demand_kwh", lo=0, lo_open=True, hi=1e9),
-        pv_kwp=r.num("pv_kwp", lo=0, hi=1e6, default=0.0),
-        wind_kw=r.num("wind_kw", lo=0, hi=1e6, default=0.0),
-        shiftable_share=r.num("shiftable_share", lo=0, hi=1, hi_open=True, default=0.0),
-        shift_peak_factor=r.num("shift_peak_factor", lo=1, hi=24, default=2.0),
-        shift_cost=r.num("shift_cost", lo=0, default=0.0),
+        **common,
         position_km=r.num("position_km", lo=0, hi=1000),
         lateral_km=r.num("lateral_km", lo=0, hi=1000, default=0.0),
         battery=battery,
@@ -228,50 +208,22 @@ def _prosumer(t: Any, i: int) -> StorageProsumerSpec:
     return p
 
 
-def parse_storage_scenario(data: dict, seed: int | None = None, source: str = "") -> StorageScenario:
-    """Validate an already-parsed TOML document (see :func:`load_storage_scenario`)."""
-    if not isinstance(data, dict):
-        _fail("scenario", "must be a table")
-    _no_unknown(data, {"name", "description", "seed", "site", "tariff", "profiles", "storage", "network",
-                       "admm", "prosumer"}, "")
-    r = _Reader(data, "")
-    name = r.str_("name")
-    description = r.raw("description", "")
-    if not isinstance(description, str):
-        _fail("description", f"must be a string, got {type(description).__name__}")
-    file_seed = r.int_("seed", lo=0, hi=2**63 - 1)
-    if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            _fail("seed", f"must be a non-negative integer, got {seed!r}")
-        file_seed = int(seed)
-    prof = _Reader(_table(data, "profiles", "profiles"), "profiles")
+def parse(data: dict, source: str = "", prosumers: int | None = None, seed: int | None = None) -> StorageScenario:
+    """Validate a storage scenario document (already parsed TOML); ``prosumers=N`` keeps the first N."""
+    no_unknown(data, HEADER_KEYS | {"site", "tariff", "profiles", "storage", "network", "admm", "prosumer"}, "")
+    header = read_header(data, seed)
+    prof = Reader(table(data, "profiles", "profiles"), "profiles")
     diversity = prof.num("load_diversity", lo=0, hi=0.5, default=0.0)
     prof.done()
-    plist = data.get("prosumer")
-    if not isinstance(plist, list) or not plist:
-        _fail("prosumer", "must be a non-empty array of tables ([[prosumer]])")
-    members = tuple(_prosumer(t, i) for i, t in enumerate(plist))
-    seen: dict[str, int] = {}
-    for p in members:
-        if p.name in seen:
-            _fail(f"prosumer[{p.index}].name", f"duplicate of prosumer[{seen[p.name]}].name {p.name!r}")
-        seen[p.name] = p.index
-    return StorageScenario(
-        name=name, description=description, seed=file_seed,
-        site=_site(_table(data, "site", "site")), tariff=_tariff(_table(data, "tariff", "tariff")),
-        load_diversity=diversity, storage=_storage(_table(data, "storage", "storage")),
-        network=_network(_table(data, "network", "network")), admm=_admm(_table(data, "admm", "admm")),
-        prosumers=members, source=source)
-
-
-def load_storage_scenario(path: str | Path, seed: int | None = None) -> StorageScenario:
-    """Read and validate a storage-market scenario file; :class:`ScenarioError` names the bad field."""
-    p = Path(path)
-    try:
-        with p.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ScenarioError(f"{p}: scenario file not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ScenarioError(f"{p}: invalid TOML: {e}") from None
-    return parse_storage_scenario(data, seed=seed, source=str(p))
+    members = tuple(_prosumer(t, i) for i, t in enumerate(read_prosumer_list(data)))
+    check_unique_names(members)
+    scenario = StorageScenario(
+        **header, site=read_site(table(data, "site", "site")),
+        tariff=read_grid_tariff(table(data, "tariff", "tariff")), load_diversity=diversity,
+        storage=_storage(table(data, "storage", "storage")), network=_network(table(data, "network", "network")),
+        admm=_admm(table(data, "admm", "admm")), prosumers=members, source=source)
+    if prosumers is not None:
+        if isinstance(prosumers, bool) or not isinstance(prosumers, int) or not 1 <= prosumers <= len(members):
+            fail("prosumers", f"must be in [1, {len(members)}] (the scenario's prosumers), got {prosumers!r}")
+        scenario = scenario.subset(range(prosumers))
+    return scenario

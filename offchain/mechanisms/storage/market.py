@@ -1,4 +1,7 @@
-"""Shared-storage capacity renting with P2P trading (paper A): centralised QP and private two-block ADMM.
+"""Shared-storage capacity renting with P2P trading, as pure math: the centralised QP and the
+parties of the two-block ADMM (Sun, Chen, Chen, Tang, Mei, "A capacity renting framework for
+shared energy storage considering peer-to-peer energy trading of prosumers with privacy
+protection", arXiv:2411.06107; "the paper" below).
 
 Formulation
 -----------
@@ -8,7 +11,7 @@ capacities C^E_i (kWh), C^P_i (kW). Capacity prices affine in the totals,
 lambda^E = a^E sum_k C^E_k + b^E and lambda^P = a^P sum_k C^P_k + b^P (storage10: a^P = 0). The
 generalized Nash game "each prosumer minimises J^loc_i + lambda^E C^E_i + lambda^P C^P_i
 subject to the shared constraints" has as variational equilibrium the optimum of the potential QP
-(models.md 1.4)
+(the paper's theorem)
 
     min  Phi = sum_i J^loc_i + b^E S^E + (a^E/2)[(S^E)^2 + sum_i (C^E_i)^2] + (same for P)
     s.t. x_i in X_i,  p_ij,t + p_ji,t = 0 (multiplier lambda_ij,t),
@@ -19,11 +22,11 @@ buyer's transmission fee) is pi_ij,t = -lambda_ij,t (i's Lagrangian carries lamb
 capacity is rented at r^E = lambda^E(S^E) + mu^E and r^P = lambda^P(S^P) + mu^P (price plus
 scarcity rent; at the equilibrium no prosumer would rent at that price more than it does).
 Prosumer cost = J^loc_i + r^E C^E_i + r^P C^P_i - sum_j,t pi_ij,t p_ij,t; storage revenue =
-rents + usage fees; market total = sum of prosumer costs - storage revenue (as in paper A's
+rents + usage fees; market total = sum of prosumer costs - storage revenue (as in the paper's
 Table 1: 7094 = sum of costs, 6767 = 7012 - 245). Since x_i = (no trade, no rent) is feasible and
 the VE minimises each J_i + prices . coupling, no prosumer pays more than in case 1 (grid only).
 
-Two-block ADMM [STANDARD ADMM; splitting and z-updates RECONSTRUCTED, models.md 1.5]
+Two-block ADMM [STANDARD ADMM; splitting and z-updates RECONSTRUCTED]
 -------------------------------------------------------------------------------------
 Block x: prosumers (each its own local copy p_ij, C_i); block z: the P2P centre's copies z_ij and
 the storage operator's copies c_i, with the coupling constraints and the capacity-price terms of
@@ -32,7 +35,7 @@ Iteration k:
   1. x-update, prosumer i (in parallel):
        y_i = argmin J^loc_i + (rho/2)||y - z^(k-1) + u^(k-1)||^2 + (tau_i^k/2)||y - y_i^(k-1)||^2
      with tau_i^k = proximal * rho * (1 + spread * U(-1, 1)) drawn privately each iteration
-     (paper A's appendix C: private, time-varying proximal coefficients; our draw).
+     (the paper's appendix C: private, time-varying proximal coefficients; our draw).
   2. storage operator (closed form, needs only sum_i w_i with w_i = C_i + u_i):
        S = (rho W - n b)/(rho + a (n + 1)) if <= cap (nu = 0), else S = cap and
        nu = (rho W - cap (rho + a (n + 1)))/n - b;   broadcast s = b + a S + nu (= the rent r)
@@ -49,42 +52,41 @@ Iteration k:
   the pair price pi_ij = -lambda_ij is the sum of both halves, the rents r^E, r^P are the last
   broadcast s^E, s^P. Trades are settled on the balanced z_ij; capacities on each C_i.
 
-Message flow (one :class:`Step` per iteration through an exchange)
-------------------------------------------------------------------
-  operator channel (all prosumers -> storage operator): [w^E_i, w^P_i, r_i^2, s_i^2, 0...]
-      (3 + T values; the closing message carries the bill slots); the operator's answer, the
-      rents s^E, s^P, is public.
-  pair messages (i -> each partner j): w_ij (T values); at the close the price half.
-Plaintext (:func:`plaintext_exchange`): vectors rounded to the on-chain fixed point (1e-6) and
-summed exactly; the operator sees every vector and the P2P centre relays every w_ij (standard
-ADMM, the leak of paper A's appendix B). Private (:func:`private_exchange`): the operator message
-is pairwise-masked (X25519 seeds of :mod:`offchain.privacy.masks`), packed (:class:`SlotLayout`)
-and Paillier-encrypted under the operator's key; ``combine`` multiplies the ciphertexts (what the
-contract's ``aggregate`` does) and the operator decrypts only the sum. Pair messages are sealed
-with a one-time pad from the pair's seed: only the partner, who needs w_ij for its projection,
-opens them. On chain (:mod:`offchain.protocol.storage_round`) the same messages are round
-transactions. Every mode passes the same integers, so all follow bit-identical trajectories.
-Whether paper A assigns keys and masks this way is not known (models.md 1.6); its "products with
-random numbers" are replaced by masked sums, which give each receiver exactly its update's input.
+Messages (one round iteration per ADMM iteration, :mod:`offchain.protocol.driver`)
+------------------------------------------------------------------------------------
+  :class:`AdmmProsumer` contributes to the operator's sum [w^E_i, w^P_i, r_i^2, s_i^2, 0...]
+      (3 + T values; the closing message carries the bill slots, its reveal the whole bill) and,
+      to each partner j, w_ij (T values; at the close its price half);
+  :class:`StorageOperatorAgent` answers with the rents s^E, s^P (public) and announces the
+      closing iteration once the stop rule is met.
+The plaintext transport hands the operator every vector and each partner w_ij in the clear
+(standard ADMM, the leak of the paper's appendix B). The private transports mask, pack and
+Paillier-encrypt the operator message under the operator's key and seal each pair message with
+a one-time pad from the pair's seed: only the partner, who needs w_ij for its projection, opens
+it. Every transport passes the same integers, so all follow bit-identical trajectories. Whether
+the paper assigns keys and masks this way is not known; its "products with random numbers" are
+replaced by masked sums, which give each receiver exactly its update's input.
 
-Privacy experiment (:func:`privacy_experiment`, paper A's Fig. 6): the operator estimates prosumer
+Privacy experiment (:func:`privacy_experiment`, the paper's Fig. 6): the operator estimates prosumer
 i's Lagrangian gradient g_i^k = -rho (C_i^k - c_i^(k-1) + u_i^(k-1)) - tau_i^k (C_i^k - C_i^(k-1))
 from what it saw: in plain ADMM w_i^k and c_i^(k-1), so g = -rho (w_i^k - c_i^(k-1)) exactly; in
 the private protocol only sum_i w^k and s^k (it uses w_i ~ W/n and tau = 0). Relative error per
-iteration = |g_est - g| / |g - g*| (g* the converged gradient; paper A's definition).
+iteration = |g_est - g| / |g - g*| (g* the converged gradient; the paper's definition).
 """
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..units import energy_from_fixed as from_fixed
-from ..units import energy_to_fixed as to_fixed
-from ..units import price_from_fixed, price_to_fixed
+from ...errors import SolverError
+from ...framework import Answer, Contribution, Solve
+from ...units import energy_from_fixed as from_fixed
+from ...units import energy_to_fixed as to_fixed
+from ...units import price_from_fixed, price_to_fixed
 
 # ------------------------------------------------------------------------------------------
 # settings
@@ -134,202 +136,6 @@ def operator_slots(T: int) -> int:
     """Values per prosumer in the operator channel: [C^E or w^E, C^P or w^P, r^2 or throughput,
     s^2 or 0, then T zeros or net grid per period] (iterations / closing message)."""
     return 3 + T
-
-
-@dataclass(frozen=True)
-class Message:
-    """What one sender puts on the wire for one channel and iteration."""
-
-    channel: str
-    sender: int
-    iteration: int
-    payload: object  # PlainSumChannel: list[int] (fixed point); PrivateSumChannel: list[int] ciphertexts
-
-
-class SumChannel:
-    """Base: ``send`` (sender side) -> ``combine`` (anyone, e.g. the contract) -> ``receive`` (receiver)."""
-
-    def __init__(self, name: str, members: Sequence[int], length: int, receiver: str):
-        self.name, self.members, self.length, self.receiver = name, tuple(members), int(length), receiver
-        self.view: list = []  # what the receiver saw, per exchange (for the privacy experiment)
-        self.messages = 0
-
-    def send(self, sender: int, iteration: int, vector) -> Message:
-        raise NotImplementedError
-
-    def combine(self, messages: Sequence[Message]):
-        raise NotImplementedError
-
-    def receive(self, aggregate) -> np.ndarray:
-        raise NotImplementedError
-
-    def exchange(self, iteration: int, vectors: dict[int, np.ndarray]) -> np.ndarray:
-        """All members send, the aggregate is combined, the receiver decodes the sum."""
-        if set(vectors) != set(self.members):
-            raise ValueError(f"{self.name}: expected messages from {self.members}, got {sorted(vectors)}")
-        msgs = [self.send(i, iteration, vectors[i]) for i in self.members]
-        return self.receive(self.combine(msgs))
-
-
-class PlainSumChannel(SumChannel):
-    """Plaintext: the receiver gets every vector (fixed point) and sums them exactly."""
-
-    def send(self, sender: int, iteration: int, vector) -> Message:
-        v = to_fixed(vector)
-        if len(v) != self.length:
-            raise ValueError(f"{self.name}: vector of {len(v)} values, expected {self.length}")
-        self.messages += 1
-        return Message(self.name, sender, iteration, v)
-
-    def combine(self, messages: Sequence[Message]):
-        return {m.sender: m.payload for m in messages}
-
-    def receive(self, aggregate) -> np.ndarray:
-        self.view.append({i: from_fixed(v) for i, v in aggregate.items()})
-        total = [sum(col) for col in zip(*aggregate.values())]
-        return from_fixed(total)
-
-
-class PrivateSumChannel(SumChannel):
-    """Paillier + pairwise masks: the receiver decrypts only the sum of the members' vectors.
-
-    ``seeds[i]``: member i's pair seeds with the other members (from ``MaskKey.pair_seeds``),
-    ``addresses[i]`` its address string (orders the mask signs). Long vectors are split into
-    chunks that fit the key, one ciphertext each.
-    """
-
-    def __init__(self, name: str, members: Sequence[int], length: int, receiver: str, public, private,
-                 addresses: dict[int, str], seeds: dict[int, dict[str, bytes]], slot_bits: int = 48):
-        super().__init__(name, members, length, receiver)
-        from ..privacy.packing import SlotLayout
-
-        self.public, self._private = public, private
-        self.addresses, self.seeds = addresses, seeds
-        width = slot_bits + len(self.members).bit_length()
-        per = max(1, min(self.length, (public.n.bit_length() - 8) // width))
-        self.chunks = [(a, min(a + per, self.length)) for a in range(0, self.length, per)]
-        self.layouts = [SlotLayout(b - a, slot_bits, width, len(self.members)) for a, b in self.chunks]
-        self.encrypt_seconds = 0.0
-        self.decrypt_seconds = 0.0
-        self.ciphertexts = 0
-
-    def send(self, sender: int, iteration: int, vector) -> Message:
-        from ..privacy.masks import mask_vector
-
-        v = to_fixed(vector)
-        if len(v) != self.length:
-            raise ValueError(f"{self.name}: vector of {len(v)} values, expected {self.length}")
-        t0 = time.perf_counter()
-        cts = []
-        for c, ((a, b), layout) in enumerate(zip(self.chunks, self.layouts)):
-            mask = mask_vector(self.addresses[sender], self.seeds[sender], iteration * len(self.chunks) + c,
-                               b - a, layout.slot_bits)
-            cts.append(self.public.encrypt(layout.pack(v[a:b], mask)))
-        self.encrypt_seconds += time.perf_counter() - t0
-        self.messages += 1
-        self.ciphertexts += len(cts)
-        return Message(self.name, sender, iteration, cts)
-
-    def combine(self, messages: Sequence[Message]):
-        return [self.public.add(*[m.payload[c] for m in messages]) for c in range(len(self.chunks))]
-
-    def receive(self, aggregate) -> np.ndarray:
-        t0 = time.perf_counter()
-        out: list[int] = []
-        for ct, layout in zip(aggregate, self.layouts):
-            out += layout.unpack_sums(self._private.decrypt(ct))
-        self.decrypt_seconds += time.perf_counter() - t0
-        total = from_fixed(out)
-        self.view.append(total.copy())
-        return total
-
-
-@dataclass(frozen=True, eq=False)
-class Step:
-    """What the parties learn from one exchange."""
-
-    sums: np.ndarray  # (3 + T,) the operator channel's sum over all prosumers
-    rents: np.ndarray  # (2,) the operator's broadcast s^E, s^P (1e-6 fixed point)
-    received: dict[int, dict[int, np.ndarray]]  # received[i][j]: what partner j sent to i
-
-
-Respond = Callable[[np.ndarray], np.ndarray]  # the operator: channel sum -> broadcast rents
-
-
-class InProcessExchange:
-    """Messages between objects in one process.
-
-    ``operator``: the operator channel (plain: it sees every vector; private: Paillier + masks,
-    it decrypts only the sum). Pair messages: ``pads=None`` hands each vector to the partner in
-    the clear through the P2P centre (standard ADMM: the centre sees both w_ij and w_ji);
-    ``pads[i][j]`` (the i-j seeds) seals each vector for the partner with a one-time pad, as on
-    chain. Both sum and pass the same fixed-point integers, so every mode follows the same
-    trajectory.
-    """
-
-    def __init__(self, mode: str, operator: SumChannel, pads: dict[int, dict[int, bytes]] | None = None,
-                 addresses: dict[int, str] | None = None):
-        self.mode, self.operator, self.pads, self.addresses = mode, operator, pads, addresses
-        self.pair_messages = 0
-        self.centre_view: list = []  # plain mode: the (w_ij, w_ji) the centre relayed
-
-    def _pairs(self, k: int, vectors: dict[int, dict[int, np.ndarray]]) -> dict[int, dict[int, np.ndarray]]:
-        from ..privacy.masks import seal, unseal
-
-        received: dict[int, dict[int, np.ndarray]] = {i: {} for i in vectors}
-        for i, out in vectors.items():
-            for j, v in out.items():
-                fixed = to_fixed(v)
-                if self.pads is not None:
-                    a, b = self.addresses[i], self.addresses[j]
-                    fixed = unseal(seal(fixed, self.pads[i][j], k, a, b), self.pads[j][i], k, a, b)
-                received[j][i] = from_fixed(fixed)
-                self.pair_messages += 1
-        if self.pads is None:
-            self.centre_view.append(received)
-        return received
-
-    def iterate(self, k: int, op: dict[int, np.ndarray], pairs: dict[int, dict[int, np.ndarray]],
-                respond: Respond) -> Step:
-        sums = self.operator.exchange(k, op)
-        return Step(sums, respond(sums), self._pairs(k, pairs))
-
-    def close(self, k: int, op: dict[int, np.ndarray], pairs: dict[int, dict[int, np.ndarray]],
-              bills: dict[int, "Bill"], rents: np.ndarray) -> Step:
-        return Step(self.operator.exchange(k, op), rents, self._pairs(k, pairs))
-
-    def stats(self) -> dict:
-        ch = self.operator
-        out = {"mode": self.mode, "messages": ch.messages + self.pair_messages, "pair_messages": self.pair_messages}
-        if isinstance(ch, PrivateSumChannel):
-            out.update(ciphertexts=ch.ciphertexts, encrypt_seconds=ch.encrypt_seconds,
-                       decrypt_seconds=ch.decrypt_seconds, key_bits=ch.public.n.bit_length())
-        return out
-
-
-def plaintext_exchange(n: int, T: int) -> InProcessExchange:
-    return InProcessExchange("plaintext", PlainSumChannel("operator", tuple(range(n)), operator_slots(T), "operator"))
-
-
-def private_exchange(n: int, T: int, key_bits: int = 1024, keys: tuple | None = None) -> InProcessExchange:
-    """The operator's Paillier key (``keys`` = (public, private) to reuse one), X25519 mask keys
-    for each prosumer: masks for the operator channel, pads for the pair messages."""
-    from ..privacy.masks import MaskKey
-    from ..privacy.paillier import generate_keypair
-
-    public, private = keys or generate_keypair(key_bits)
-    addr = {i: f"prosumer-{i:05d}" for i in range(n)}
-    mk = {i: MaskKey() for i in range(n)}
-    peers = [(addr[i], mk[i].public_bytes) for i in range(n)]
-
-    def seeds(context: bytes) -> dict[int, dict[str, bytes]]:
-        return {i: mk[i].pair_seeds(addr[i], peers, context) for i in range(n)}
-
-    masks = seeds(b"gridshare/admm/operator")
-    pad_seeds = seeds(b"gridshare/admm/pairs")
-    pads = {i: {j: pad_seeds[i][addr[j]] for j in range(n) if j != i} for i in range(n)}
-    op = PrivateSumChannel("operator", tuple(range(n)), operator_slots(T), "operator", public, private, addr, masks)
-    return InProcessExchange("private", op, pads, addr)
 
 
 # ------------------------------------------------------------------------------------------
@@ -382,6 +188,11 @@ class AdmmProsumer:
         self.tau = (0.0, 0.0)
         self.last = None  # last XUpdate
         self.res = (0.0, 0.0)
+        self.name = model.name
+        self.closing = not (model.data.has_storage or model.data.pairs)  # uncoupled: the first message is the bill
+        self.bills: list[Bill] = []
+        self.closing_received: dict[int, np.ndarray] = {}
+        self.solve_times: list[float] = []
 
     # -- step 1 ------------------------------------------------------------------------------
     def x_params(self) -> tuple:
@@ -398,6 +209,7 @@ class AdmmProsumer:
         self.prev_y_c = self.y_c.copy()
         self.prev_z_c, self.prev_u_c = self.z_c.copy(), self.u_c.copy()
         self.last = update
+        self.solve_times.append(update.solve_time)
         self.y_t, self.y_c = update.trade.copy(), update.capacity.copy()
 
     # -- messages --------------------------------------------------------------------------
@@ -441,6 +253,29 @@ class AdmmProsumer:
                     net_grid=sched["grid_buy"] - sched["grid_sell"],
                     trades={j: self.z_t[k].copy() for j, k in self.row.items()},
                     price_halves={j: -0.5 * self.rho_t * self.u_t[k] for j, k in self.row.items()})
+
+    # -- the round (offchain.framework.Participant) ----------------------------------------------
+    def plan(self, k: int, prices: list[int]) -> Solve | None:
+        """This iteration's x-update (none in the closing iteration: the bill is the last one's)."""
+        if self.closing and self.last is not None:
+            return None
+        return Solve(self.model, "x_update", self.x_params())
+
+    def contribute(self, k: int, prices: list[int], solved) -> Contribution:
+        if solved is not None:
+            self.x_apply(solved)
+        if self.closing:
+            b = self.bill()
+            self.bills.append(b)
+            return Contribution(to_fixed(b.slots()), {j: to_fixed(h) for j, h in b.price_halves.items()}, b.vector())
+        return Contribution(to_fixed(self.operator_message()), {j: to_fixed(w) for j, w in self.pair_messages().items()})
+
+    def observe(self, k: int, answer: Answer, received: dict[int, list[int]]) -> None:
+        if answer.final:
+            self.closing_received = {j: from_fixed(v) for j, v in received.items()}
+            return
+        self.z_step(price_from_fixed(answer.prices), {j: from_fixed(v) for j, v in received.items()})
+        self.closing = self.closing or answer.closing
 
     def gradient(self) -> np.ndarray:
         """Its Lagrangian gradient in (C^E, C^P) at the last x-update (x-update KKT)."""
@@ -486,6 +321,48 @@ class StorageOperator:
         return self.update(np.asarray(sums)[:2]).s
 
 
+class StorageOperatorAgent:
+    """The storage operator as the round's coordinator: the rents in answer to each iteration's
+    sums, the stop rule on the residuals reported in them, then one closing iteration (the bills)."""
+
+    name = "operator"
+
+    def __init__(self, data, settings: AdmmSettings) -> None:
+        self.data, self.settings = data, settings
+        self.operator = StorageOperator(data.storage, data.n, settings.rho_capacity) if data.has_storage else None
+        self.coupled = data.has_storage or bool(data.pairs)
+        self.entries = consensus_entries(data)
+        self.closing = not self.coupled
+        self.converged = not self.coupled
+        self.reason = "nothing to coordinate (no storage, no P2P): one closing iteration" if not self.coupled else ""
+        self.last_rents: list[int] | None = None  # the rents published last (the settlement's prices)
+
+    def start(self) -> list[int]:
+        st = self.data.storage
+        return price_to_fixed([st.energy_price_empty, st.power_price])
+
+    def answer(self, k: int, sums: list[int]) -> Answer:
+        if self.closing:
+            return Answer(final=True, converged=self.converged, reason=self.reason)
+        rents = self.operator.respond(from_fixed(sums)) if self.operator is not None else np.zeros(2)
+        admm_k = k + 1  # the ADMM's own count starts at 1
+        residuals: dict[str, float] = {}
+        if admm_k >= 2:  # sums carry the residuals of the previous iteration
+            r, s = reported_residuals(from_fixed(sums), self.entries)
+            residuals = {"primal": r, "dual": s}
+            self.converged = r <= self.settings.primal_tol and s <= self.settings.dual_tol
+            if self.converged:
+                self.reason = (f"converged after {admm_k} iterations: RMS residuals of iteration {admm_k - 1} "
+                               f"r {r:.3g} <= {self.settings.primal_tol:g}, s {s:.3g} <= {self.settings.dual_tol:g}")
+        if not self.converged and admm_k >= self.settings.max_iterations:
+            self.reason = f"iteration cap {self.settings.max_iterations} reached: " + \
+                (f"r {residuals['primal']:.3g}, s {residuals['dual']:.3g}" if residuals else "no residuals yet")
+        self.closing = self.converged or admm_k >= self.settings.max_iterations
+        self.last_rents = price_to_fixed(rents)
+        return Answer(prices=self.last_rents, closing=self.closing, residuals=residuals,
+                      reason=self.reason or f"iteration {admm_k}")
+
+
 # ------------------------------------------------------------------------------------------
 # cost allocation
 # ------------------------------------------------------------------------------------------
@@ -509,7 +386,7 @@ class Allocation:
 
     @property
     def total(self) -> float:
-        """Market total as in paper A's Table 1: prosumer costs minus storage revenue."""
+        """Market total as in the paper's Table 1: prosumer costs minus storage revenue."""
         return float(self.cost.sum()) - self.storage_revenue
 
     def to_dict(self) -> dict:
@@ -594,7 +471,7 @@ def centralized_qp(models: Sequence, data, solver: str = "CLARABEL") -> QPResult
     prob = cp.Problem(cp.Minimize(obj), cons)
     prob.solve(solver=solver, canon_backend=cp.SCIPY_CANON_BACKEND)
     if prob.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
-        raise RuntimeError(f"centralised QP not solved: {prob.status}")
+        raise SolverError(f"centralised QP not solved: {prob.status}")
     trades = np.zeros((n, n, T))
     prices = np.zeros((n, n, T))
     for (i, j), c in recip.items():
@@ -630,7 +507,6 @@ class AdmmResult:
     objective: float  # Phi at the final x (prosumers' C, trades)
     primal_residuals: np.ndarray  # (K-1,) RMS ||r||_2 / sqrt(entries) of iterations 1..K-1 (reported one later)
     dual_residuals: np.ndarray  # (K-1,) RMS dual residual
-    objectives: np.ndarray  # (K,) Phi per iteration (simulator's view: needs every local cost)
     trades: np.ndarray  # (n, n, T) cleared trades z_ij (antisymmetric)
     capacities: np.ndarray  # (n, 2) prosumers' rented C^E, C^P
     pair_prices: np.ndarray  # (n, n, T) pi_ij
@@ -649,7 +525,7 @@ class AdmmResult:
     def to_dict(self) -> dict:
         return {"converged": self.converged, "iterations": self.iterations, "objective": self.objective,
                 "primal_residuals": self.primal_residuals.tolist(),
-                "dual_residuals": self.dual_residuals.tolist(), "objectives": self.objectives.tolist(),
+                "dual_residuals": self.dual_residuals.tolist(),
                 "capacities": self.capacities.tolist(), "rents": self.rents.tolist(),
                 "scarcity": self.scarcity.tolist(), "allocation": self.allocation.to_dict(),
                 "closing_sums": self.closing_sums.tolist(),
@@ -663,113 +539,40 @@ def consensus_entries(data) -> int:
     return max(1, 2 * len(data.pairs) * data.T + (2 * data.n if data.has_storage else 0))
 
 
-class SerialAgents:
-    """The prosumers' x-updates one after the other in this process."""
-
-    def __init__(self, agents: Sequence[AdmmProsumer]):
-        self.agents = list(agents)
-
-    def x_step(self) -> list[float]:
-        """Runs every x-update; returns each one's solve time."""
-        for a in self.agents:
-            a.x_apply(a.model.x_update(*a.x_params()))
-        return [a.last.solve_time for a in self.agents]
-
-    def close(self) -> None:
-        pass
-
-
-def run_admm(models: Sequence, data, settings: AdmmSettings, exchange=None,
-             proximal: bool = True, trace: int | None = None,
-             progress: Callable[[int, float, float], None] | None = None, parallel=None) -> AdmmResult:
-    """Two-block ADMM until the residuals reported for an iteration are below tolerance.
-
-    Iteration k: x-updates; every prosumer sends the operator [w_i, residuals of k-1] and each
-    partner w_ij; the operator answers with the rents s^k; every prosumer does its z-step and dual
-    update. Stop after iteration k when the residuals of k-1 are below tolerance (k >= 2). Then one
-    closing exchange: each prosumer's bill slots to the operator (the sums bind the reveals on
-    chain) and its price halves to each partner.
-
-    ``exchange``: :func:`plaintext_exchange` (default), :func:`private_exchange` or the chain's;
-    ``proximal=False`` runs the standard ADMM of paper A's appendix B (no private proximal terms);
-    ``trace=i`` records prosumer i's private values and the operator's view per iteration
-    (privacy experiment); ``progress(k, primal, dual)`` after each iteration; ``parallel``: a
-    factory ``agents -> runner`` for the x-updates (default :class:`SerialAgents`).
-    """
-    t_start = time.perf_counter()
+def admm_result(agents: Sequence[AdmmProsumer], coordinator: StorageOperatorAgent, data, residuals: list[dict],
+                closing_sums: Sequence[int], wall_time: float, exchange: dict) -> AdmmResult:
+    """The ADMM's result from its parties' final state (the simulator's view: every prosumer's
+    local cost and bill is read here, which no party of a real round could)."""
     n, T = data.n, data.T
-    ex = exchange or plaintext_exchange(n, T)
-    agents = [AdmmProsumer(m, settings, i, proximal) for i, m in enumerate(models)]
-    runner = (parallel or SerialAgents)(agents)
-    operator = StorageOperator(data.storage, n, settings.rho_capacity) if data.has_storage else None
-    respond = operator.respond if operator is not None else (lambda sums: np.zeros(2))
-    coupled = data.has_storage or bool(data.pairs)
-    entries = consensus_entries(data)
-    prim, dual, objs, records = [], [], [], []
-    x_time = x_par = 0.0
-    rents = np.zeros(2)
-    converged = False
-    k = 0
-    try:
-        while k < settings.max_iterations:
-            k += 1
-            times = runner.x_step()
-            x_time += sum(times)
-            x_par += max(times)
-            caps = np.array([a.y_c for a in agents])
-            objs.append(potential(data, np.array([a.last.local_cost for a in agents]), caps))
-            if not coupled:  # case 1: n independent problems, nothing to exchange
-                converged = True
-                break
-            step = ex.iterate(k, {a.i: a.operator_message() for a in agents},
-                              {a.i: a.pair_messages() for a in agents}, respond)
-            rents = step.rents
-            for a in agents:
-                a.z_step(rents, step.received[a.i])
-            if k >= 2:
-                r, s = reported_residuals(step.sums, entries)
-                prim.append(r), dual.append(s)
-                if progress is not None:
-                    progress(k, r, s)
-                converged = r <= settings.primal_tol and s <= settings.dual_tol
-            if trace is not None and operator is not None:
-                a = agents[trace]
-                view = ex.operator.view[-1]
-                records.append({"iteration": k, "gradient": a.gradient(), "capacity": a.y_c.copy(),
-                                "z": a.z_c.copy(), "u": a.u_c.copy(), "tau": a.tau, "w_sum": step.sums[:2].copy(),
-                                "s": rents.copy(),
-                                "operator_view": ({i: v[:2] for i, v in view.items()} if isinstance(view, dict)
-                                                  else view[:2])})
-            if converged:
-                break
-        bills = [a.bill() for a in agents]
-        closing = ex.close(k + 1, {a.i: b.slots() for a, b in zip(agents, bills)},
-                           {a.i: b.price_halves for a, b in zip(agents, bills)}, dict(enumerate(bills)), rents)
-    finally:
-        runner.close()
+    bills = [a.bills[-1] for a in agents]
     prices = np.zeros((n, n, T))
     trades = np.zeros((n, n, T))
     for (i, j) in data.pairs:
         own = price_from_fixed(price_to_fixed(bills[i].price_halves[j]))  # as revealed on chain
-        prices[i, j] = prices[j, i] = own + closing.received[i][j]
+        prices[i, j] = prices[j, i] = own + agents[i].closing_received[j]
         trades[i, j], trades[j, i] = bills[i].trades[j], bills[j].trades[i]
     caps = np.array([a.y_c for a in agents])
     local = np.array([a.last.local_cost for a in agents])
     usage = np.array([_usage(a.last.parts) for a in agents])
+    rents = price_from_fixed(coordinator.last_rents) if coordinator.last_rents is not None else np.zeros(2)
     alloc = allocate(data, local, usage, caps, rents, trades, prices)
-    last = operator.last if operator is not None else None
+    op = coordinator.operator
+    x_times = [a.solve_times for a in agents]
     return AdmmResult(
-        converged=converged, iterations=k, objective=potential(data, local, caps),
-        primal_residuals=np.array(prim), dual_residuals=np.array(dual), objectives=np.array(objs),
+        converged=coordinator.converged, iterations=max(len(a.solve_times) for a in agents),
+        objective=potential(data, local, caps),
+        primal_residuals=np.array([r["primal"] for r in residuals if "primal" in r]),
+        dual_residuals=np.array([r["dual"] for r in residuals if "dual" in r]),
         trades=trades, capacities=caps, pair_prices=prices, rents=rents,
-        scarcity=last.nu.copy() if last is not None else np.zeros(2), allocation=alloc,
-        schedules=[a.last.schedule for a in agents], bills=bills, closing_sums=np.asarray(closing.sums),
-        wall_time=time.perf_counter() - t_start, x_update_time=x_time, x_update_parallel_time=x_par,
-        exchange=ex.stats(), trace=records)
+        scarcity=op.last.nu.copy() if op is not None and op.last is not None else np.zeros(2), allocation=alloc,
+        schedules=[a.last.schedule for a in agents], bills=bills, closing_sums=from_fixed(closing_sums),
+        wall_time=wall_time, x_update_time=float(sum(map(sum, x_times))),
+        x_update_parallel_time=float(sum(max(ts) for ts in zip(*x_times))) if x_times and x_times[0] else 0.0,
+        exchange=exchange)
 
 
 # ------------------------------------------------------------------------------------------
-# the four cases (paper A's Table 1)
+# the four cases (the paper's Table 1)
 # ------------------------------------------------------------------------------------------
 @dataclass(eq=False)
 class CaseResult:
@@ -838,38 +641,8 @@ class CaseTable:
                 "violations": self.violations()}
 
 
-def solve_case(scenario, case: int, method: str = "qp", hours=None, profiles=None,
-               settings: AdmmSettings | None = None, key_bits: int = 1024,
-               progress: Callable[[int, float, float], None] | None = None) -> CaseResult:
-    """One case by the centralised QP (``method="qp"``), plaintext ADMM (``"admm"``) or private
-    ADMM in process (``"admm-private"``, Paillier keys of ``key_bits``)."""
-    from ..models.storage_p2p import build_market, get_case
-
-    c = get_case(case)
-    models, data = build_market(scenario, c, hours=hours, profiles=profiles)
-    if method == "qp":
-        q = centralized_qp(models, data)
-        return CaseResult(c.number, c.label, q.allocation, q.objective, method, qp=q)
-    if method not in ("admm", "admm-private"):
-        raise ValueError(f"method must be qp, admm or admm-private, got {method!r}")
-    settings = settings or AdmmSettings.from_scenario(scenario)
-    ex = private_exchange(data.n, data.T, key_bits) if method == "admm-private" else None
-    r = run_admm(models, data, settings, exchange=ex, progress=progress)
-    return CaseResult(c.number, c.label, r.allocation, r.objective, method, admm=r)
-
-
-def run_cases(scenario, cases: Sequence[int] = (1, 2, 3, 4), method: str = "qp", hours=None,
-              settings: AdmmSettings | None = None, key_bits: int = 1024) -> CaseTable:
-    """Paper A's Table 1 for ``scenario``: every prosumer's cost per case, storage revenue, total."""
-    from ..models.profiles import build_profiles
-
-    prof = build_profiles(scenario)
-    res = {c: solve_case(scenario, c, method, hours, prof, settings, key_bits) for c in cases}
-    return CaseTable([p.name for p in scenario.prosumers], res)
-
-
 # ------------------------------------------------------------------------------------------
-# privacy experiment (paper A's Fig. 6)
+# privacy experiment (the paper's Fig. 6)
 # ------------------------------------------------------------------------------------------
 @dataclass(eq=False)
 class PrivacyResult:
@@ -904,40 +677,3 @@ def _relative_errors(true: np.ndarray, est: np.ndarray, floor: float) -> tuple[n
     err = np.linalg.norm(est - true, axis=1)
     keep = dev > floor
     return err[keep] / dev[keep], float(err[keep].mean() / dev[keep].mean())
-
-
-def privacy_experiment(models: Sequence, data, settings: AdmmSettings, target: int = 1,
-                       key_bits: int = 1024, floor: float = 1e-4) -> PrivacyResult:
-    """The storage operator estimates prosumer ``target``'s Lagrangian gradient in (C^E, C^P).
-
-    Plain: standard ADMM (no proximal terms), messages in plaintext; the operator sees w_target^k
-    and computes every c_i itself, so g_est = -rho (w^k - c^(k-1)). Private: masked Paillier
-    aggregates and private proximal draws; the operator sees sum_i w^k and its own broadcast s^k,
-    and estimates w_target ~ W/n, c_target ~ (rho W/n - s)/(a + rho), tau = 0.
-    ``floor``: iterations where |g - g*| is below it are left out (the ratio is undefined there).
-    """
-    if not data.has_storage:
-        raise ValueError("the privacy experiment needs the shared store (case 3 or 4)")
-    n, rho = data.n, settings.rho_capacity
-    a = np.array([data.storage.energy_slope, 0.0])
-
-    plain = run_admm(models, data, settings, plaintext_exchange(data.n, data.T),
-                     proximal=False, trace=target)
-    g = np.array([r["gradient"] for r in plain.trace])
-    est, prev_c = [], np.zeros(2)
-    for r in plain.trace:
-        w_i = r["operator_view"][target]  # the operator sees the individual vector
-        est.append(-rho * (w_i - prev_c))
-        prev_c = (rho * w_i - r["s"]) / (a + rho)  # it computes c_i itself
-    plain_err, plain_ratio = _relative_errors(g, np.array(est), floor)
-
-    priv = run_admm(models, data, settings, private_exchange(data.n, data.T, key_bits),
-                    proximal=True, trace=target)
-    g = np.array([r["gradient"] for r in priv.trace])
-    est, prev_c = [], np.zeros(2)
-    for r in priv.trace:
-        w_hat = np.asarray(r["operator_view"]) / n  # only the decrypted aggregate
-        est.append(-rho * (w_hat - prev_c))
-        prev_c = (rho * w_hat - r["s"]) / (a + rho)
-    priv_err, priv_ratio = _relative_errors(g, np.array(est), floor)
-    return PrivacyResult(target, plain_err, priv_err, plain.iterations, priv.iterations, plain_ratio, priv_ratio)

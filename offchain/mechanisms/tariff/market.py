@@ -1,9 +1,12 @@
-"""Weakly centralised tariff iteration of paper C, as pure math (no chain, no crypto).
+"""The weakly centralised tariff iteration as pure math (no chain, no crypto): Qi, Ai, Ji, Li,
+Wang, Pan, "A weakly centralized multiple prosumers energy-sharing mechanism that takes into
+account privacy protection", Electric Power Engineering Technology.
 
-One code path serves both modes: ``run_plaintext`` below drives it in-process, and the private
-on-chain mode feeds the same :class:`TariffIteration` with decrypted aggregates.
+One code path serves every mode: :class:`TariffProsumer` and :class:`TariffCoordinator` are the
+parties' logic, which :func:`offchain.protocol.driver.run_round` runs over the plaintext, the
+private in-process or the chain transport; all see the same fixed-point integers.
 
-Update rule [RECONSTRUCTION; paper C's formula was not retrievable]
+Update rule [RECONSTRUCTION; the paper's formula was not retrievable]
 --------------------------------------------------------------------
 Projected dual ascent on the community balance:
     lambda <- Q( Proj_[f, r]( lambda + p ) ),   p = step applied to D
@@ -46,12 +49,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..units import AMOUNT_PER_PRICE_ENERGY, ENERGY_SCALE, PRICE_SCALE, energy_to_fixed, price_to_fixed
+from ...errors import SolverError
+from ...framework import Answer, Contribution, Solve
+from ...units import (AMOUNT_PER_PRICE_ENERGY, ENERGY_SCALE, PRICE_SCALE, energy_from_fixed, energy_to_fixed,
+                      price_from_fixed, price_to_fixed)
 
 QUANTUM = 1.0 / PRICE_SCALE  # 1e-6 CNY/kWh, the on-chain price unit
 
@@ -114,7 +120,7 @@ class TariffRule:
     @classmethod
     def from_scenario(cls, scenario) -> "TariffRule":
         """Rule of a scenario: its steps are multiples of ``scenario.safe_step()`` (public q_i)."""
-        m = scenario.mechanism
+        m = scenario.iteration
         safe = scenario.safe_step()
         return cls(floor=np.array(scenario.tariff.feed_in), cap=np.array(scenario.tariff.retail),
                    step=m.step * safe, imbalance_tol=m.imbalance_tol, tariff_tol=m.tariff_tol,
@@ -324,103 +330,45 @@ def _cholesky_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
 
 
 # ------------------------------------------------------------------------------------------
-# plaintext mode
+# the parties' logic (run by offchain.protocol.driver over any transport)
 # ------------------------------------------------------------------------------------------
-@dataclass(eq=False)
-class PlaintextResult:
-    converged: bool
-    reason: str
-    names: list[str]
-    tariff: np.ndarray  # (T,) final tariff (the one the final schedules respond to)
-    tariffs: np.ndarray  # (K, T) tariff of each iteration
-    imbalances: np.ndarray  # (K, T) aggregate sum_i x_i at each iteration, kW
-    changes: np.ndarray  # (K, T) tariff change proposed after each observation
-    schedules: np.ndarray  # (K, N, T) x_i of every iteration
-    objectives: np.ndarray  # (K, N)
-    solve_times: np.ndarray  # (K, N) seconds per best response
-    iteration_times: np.ndarray  # (K,) wall seconds per iteration
-    responses: list  # final Response per prosumer
-    alone: list  # stand-alone Response per prosumer
-    wall_time: float = 0.0
-    decisions: list = field(default_factory=list)
+class TariffProsumer:
+    """A prosumer: its private model; each iteration its best response to the tariff, in the
+    on-chain fixed point (the vector it contributes, encrypted, to the community sum)."""
 
-    @property
-    def iterations(self) -> int:
-        return int(self.tariffs.shape[0])
+    def __init__(self, model) -> None:
+        self.model = model
+        self.name = model.name
+        self.response = None  # the model's last best response (private)
 
-    @property
-    def alone_costs(self) -> np.ndarray:
-        return np.array([a.objective for a in self.alone])
+    def plan(self, k: int, prices: list[int]) -> Solve:
+        return Solve(self.model, "respond", (price_from_fixed(prices),))
 
-    @property
-    def shared_costs(self) -> np.ndarray:
-        return np.array([r.objective for r in self.responses])
+    def contribute(self, k: int, prices: list[int], solved) -> Contribution:
+        self.response = solved
+        return Contribution(energy_to_fixed(solved.x))
 
-    @property
-    def total_alone(self) -> float:
-        return float(self.alone_costs.sum())
-
-    @property
-    def total_shared(self) -> float:
-        return float(self.shared_costs.sum())
-
-    @property
-    def saving_pct(self) -> float:
-        """Saving of the community in % of the absolute stand-alone total."""
-        return 100.0 * (self.total_alone - self.total_shared) / abs(self.total_alone)
-
-    def to_dict(self) -> dict:
-        return {
-            "converged": self.converged, "reason": self.reason, "iterations": self.iterations,
-            "names": list(self.names), "tariff": self.tariff.tolist(),
-            "tariff_fixed": price_to_fixed(self.tariff), "tariffs": self.tariffs.tolist(),
-            "imbalances": self.imbalances.tolist(), "changes": self.changes.tolist(),
-            "final_schedules": self.schedules[-1].tolist(),
-            "objectives": self.objectives.tolist(), "solve_times": self.solve_times.tolist(),
-            "iteration_times": self.iteration_times.tolist(), "wall_time": self.wall_time,
-            "alone_costs": self.alone_costs.tolist(), "shared_costs": self.shared_costs.tolist(),
-            "total_alone": self.total_alone, "total_shared": self.total_shared,
-            "saving_pct": self.saving_pct,
-            "cost_breakdown": [r.costs for r in self.responses],
-        }
+    def observe(self, k: int, answer: Answer, received: dict) -> None:
+        pass
 
 
-def run_plaintext(models: Sequence, rule: TariffRule, initial: np.ndarray,
-                  progress: Callable[[int, np.ndarray, np.ndarray, Decision], None] | None = None,
-                  ) -> PlaintextResult:
-    """Best responses -> fixed-point sum -> observe, until converged or the cap.
+class TariffCoordinator:
+    """The weak centre: the tariff iteration on the community sums it decrypts."""
 
-    The aggregate is the exact sum of every schedule rounded to 1e-6 kWh, i.e. exactly what the
-    private mode decrypts, so both modes see the same numbers and publish the same tariffs.
-    ``progress(k, tariff, imbalance, decision)`` is called after each iteration.
-    """
-    t_start = time.perf_counter()
-    it = TariffIteration(rule, initial)
-    alone = [m.alone() for m in models]
-    tariffs, imbs, xs, objs, times, iters = [], [], [], [], [], []
-    responses: list = []
-    while True:
-        t0 = time.perf_counter()
-        lam = it.tariff.copy()
-        responses = [m.respond(lam) for m in models]
-        d = aggregate([r.x for r in responses])
-        dec = it.observe(d)
-        tariffs.append(lam)
-        imbs.append(d)
-        xs.append(np.stack([r.x for r in responses]))
-        objs.append([r.objective for r in responses])
-        times.append([r.solve_time for r in responses])
-        iters.append(time.perf_counter() - t0)
-        if progress is not None:
-            progress(dec.iteration, lam, d, dec)
-        if dec.next_tariff is None:
-            break
-    return PlaintextResult(
-        converged=dec.converged, reason=dec.reason, names=[m.name for m in models],
-        tariff=tariffs[-1], tariffs=np.array(tariffs), imbalances=np.array(imbs),
-        changes=np.array(it.changes), schedules=np.array(xs), objectives=np.array(objs),
-        solve_times=np.array(times), iteration_times=np.array(iters), responses=responses,
-        alone=alone, wall_time=time.perf_counter() - t_start, decisions=list(it.decisions))
+    name = "coordinator"
+
+    def __init__(self, rule: TariffRule, initial: np.ndarray) -> None:
+        self.iteration = TariffIteration(rule, initial)
+
+    def start(self) -> list[int]:
+        return self.iteration.tariff_fixed()
+
+    def answer(self, k: int, sums: list[int]) -> Answer:
+        d = self.iteration.observe(energy_from_fixed(sums))
+        residuals = {"max_imbalance_kw": d.max_imbalance, "max_tariff_change": d.max_change}
+        if d.next_tariff is None:
+            return Answer(final=True, converged=d.converged, reason=d.reason, residuals=residuals)
+        return Answer(prices=price_to_fixed(d.next_tariff), reason=d.reason, residuals=residuals)
 
 
 # ------------------------------------------------------------------------------------------
@@ -462,7 +410,7 @@ def centralized_reference(models: Sequence, market, solver: str = "CLARABEL") ->
     prob = cp.Problem(cp.Minimize(objective), cons)
     prob.solve(solver=solver, canon_backend=cp.SCIPY_CANON_BACKEND)
     if prob.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
-        raise RuntimeError(f"centralised reference not solved: {prob.status}")
+        raise SolverError(f"centralised reference not solved: {prob.status}")
     # cvxpy's Lagrangian adds +y (lhs - rhs); stationarity in buy gives retail - y >= 0, so
     # y is the price of community energy (sign checked by the band test below).
     y = np.asarray(balance.dual_value, dtype=float)
@@ -477,15 +425,15 @@ def centralized_reference(models: Sequence, market, solver: str = "CLARABEL") ->
 
 
 # ------------------------------------------------------------------------------------------
-# settlement (the rule TariffMarket.sol applies; docs/protocol.md)
+# settlement (the rule contracts/rules/TariffRule.sol applies; docs/protocol.md)
 # ------------------------------------------------------------------------------------------
 def settlement(values: Sequence[Sequence[int]], tariff: Sequence[int], floor: Sequence[int],
                cap: Sequence[int]) -> tuple[list[int], int]:
-    """Token transfers (positive = credit) of every participant and of the grid account.
+    """Token payments (positive = paid) of every participant and of the grid account.
 
     Integers in the on-chain units: ``values[i][t]`` micro-kWh bought (+) or sold (-), prices in
     micro-token per kWh. Per period, the long side shares the residual's grid price pro rata
-    (rounded down); the grid account balances the period, so the transfers sum to zero.
+    (rounded down); the grid account balances the period, so the payments sum to zero.
     """
     amounts = [0] * len(values)
     grid = 0
@@ -496,10 +444,10 @@ def settlement(values: Sequence[Sequence[int]], tariff: Sequence[int], floor: Se
         p, residual = tariff[t], bought - sold
         if residual >= 0:  # shortage: sellers get p, buyers share p*sold + retail*residual
             total = (p * sold + cap[t] * residual) * AMOUNT_PER_PRICE_ENERGY
-            period = [-(total * x // bought) if x > 0 else -x * p * AMOUNT_PER_PRICE_ENERGY for x in xs]
+            period = [total * x // bought if x > 0 else x * p * AMOUNT_PER_PRICE_ENERGY for x in xs]
         else:  # surplus: buyers pay p, sellers share p*bought + feed-in*|residual|
             total = (p * bought - floor[t] * residual) * AMOUNT_PER_PRICE_ENERGY
-            period = [-x * p * AMOUNT_PER_PRICE_ENERGY if x > 0 else (total * -x // sold if x < 0 else 0) for x in xs]
+            period = [x * p * AMOUNT_PER_PRICE_ENERGY if x > 0 else (-(total * -x // sold) if x < 0 else 0) for x in xs]
         amounts = [a + b for a, b in zip(amounts, period)]
         grid -= sum(period)
     return amounts, grid

@@ -1,0 +1,39 @@
+"""What a mechanism's audit rules provide (its ``audit.py``; :meth:`Mechanism.audit_rules`).
+
+The generic audit (:mod:`offchain.audit.verify`) checks what every round must satisfy: key,
+registration, submissions, aggregates, opening proofs, decoded sums, reveals against commitments,
+zero-sum transfers, ledgers, token conservation, order of events. A mechanism's rules add what
+only it knows, from what its coordinator published on chain (the ``mechanism`` JSON of
+``RoundCreated``) and the round's parameters.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+class Rules:
+    """Base of a mechanism's audit rules.
+
+    ``problems``: (ok, detail) findings about the published rule itself (e.g. missing fields),
+    reported as "update rule"; when it is empty ``describe()`` is reported instead.
+    """
+
+    def __init__(self) -> None:
+        self.problems: list[tuple[bool, str]] = []
+
+    def describe(self) -> str:
+        return "no mechanism-specific rule"
+
+    def started(self, prices: list[int]) -> None:
+        """The round started with these public prices (``RoundStarted``)."""
+
+    def observe(self, decryption: Any) -> list[tuple[str, bool, str]]:
+        """Checks of one ``Published`` or ``Concluded`` event: (check, ok, detail) rows."""
+        return []
+
+    def settlement(self, participants: list[str], values: list[list[int]], prices: list[int],
+                   member_index: list[int]) -> tuple[list[tuple[str, int]], list[tuple] | None]:
+        """The expected ``Payment`` events (account, amount) in booking order, and the expected
+        ``Bill`` events (participant, items) or None when the rule emits none. Raise ValueError
+        when the rule cannot be evaluated."""
+        raise ValueError("the settlement rule is not known to the audit")

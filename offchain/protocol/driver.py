@@ -1,0 +1,104 @@
+"""The one round driver: runs any mechanism's round over any transport (docs in
+:mod:`offchain.framework`, "The round every mechanism runs").
+
+A round ends in one of three ways: the coordinator's stop rule was met (converged: settled), the
+iteration cap was reached (not converged: closed with every deposit returned and nothing traded,
+unless ``settle_unconverged``), or a party broke the protocol (:class:`ProtocolViolation`).
+Nested rounds: pass the parent round's transport as ``parent``.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ProtocolViolation
+from ..framework import Answer, MirrorSettlement, RoundSetup
+from .executors import SerialExecutor
+from .transport import Delivery, Transport
+
+
+@dataclass
+class IterationRecord:
+    iteration: int
+    prices: list[int]
+    sums: list[int]
+    answer: Answer
+    seconds: float
+
+
+@dataclass
+class RoundOutcome:
+    """What a round did: its iterations, how it ended, what was settled (positive = paid)."""
+    setup: RoundSetup
+    transport: Transport
+    iterations: list[IterationRecord]
+    converged: bool
+    reason: str
+    final_prices: list[int]
+    reveals: list[list[int]]
+    settlement: MirrorSettlement | None  # None: closed without trading
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def settled(self) -> bool:
+        return self.settlement is not None
+
+
+Observer = Callable[[int, RoundSetup, Delivery, Answer], None]
+
+
+def run_round(setup: RoundSetup, transport: Transport, *, executor=None, settle_unconverged: bool = False,
+              progress: Callable[[int, Answer], None] | None = None, observer: Observer | None = None,
+              parent: Transport | None = None) -> RoundOutcome:
+    """Runs ``setup`` to its end over ``transport``; see the module docstring."""
+    executor = executor or SerialExecutor()
+    parts, coordinator = setup.participants, setup.coordinator
+    t_start = time.perf_counter()
+    transport.open(setup, parent)
+    try:
+        prices = list(coordinator.start())
+        transport.start(prices)
+        iterations: list[IterationRecord] = []
+        answer = None
+        solve_seconds = 0.0
+        for k in range(setup.max_iterations):
+            t0 = time.perf_counter()
+            solved = executor.run([p.plan(k, prices) for p in parts])
+            contributions = [p.contribute(k, prices, s) for p, s in zip(parts, solved)]
+            solve_seconds += time.perf_counter() - t0
+            delivery = transport.exchange(k, contributions)
+            answer = coordinator.answer(k, delivery.sums)
+            transport.publish(k, answer, delivery)
+            for i, p in enumerate(parts):
+                p.observe(k, answer, delivery.received[i])
+            iterations.append(IterationRecord(k, prices, list(delivery.sums), answer, time.perf_counter() - t0))
+            if observer is not None:
+                observer(k, setup, delivery, answer)
+            if progress is not None:
+                progress(k, answer)
+            if answer.final:
+                break
+            if answer.prices is None:
+                raise ProtocolViolation(f"iteration {k}: the coordinator neither concluded nor published prices")
+            prices = list(answer.prices)
+        if answer is None or not answer.final:
+            raise ProtocolViolation(f"the coordinator did not conclude within the iteration cap {setup.max_iterations}")
+        settlement = None
+        if answer.converged or settle_unconverged:
+            settlement = transport.settle(prices)
+        else:
+            transport.close_round()
+        reveals = [c.committed for c in contributions]
+    finally:
+        transport.finish()
+    seconds = {"solve": solve_seconds, **transport.seconds, "total": time.perf_counter() - t_start}
+    return RoundOutcome(setup, transport, iterations, answer.converged, answer.reason, prices, reveals,
+                        settlement, seconds)
+
+
+def outcome_gas(outcome: RoundOutcome) -> dict[str, Any]:
+    """Gas per kind of transaction: count, total, mean."""
+    return {kind: {"count": len(v), "total": int(sum(v)), "mean": sum(v) / len(v)}
+            for kind, v in outcome.transport.gas.items() if v}

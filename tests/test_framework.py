@@ -1,0 +1,178 @@
+"""The framework carries a new mechanism: the test-only fixed-price market (tests/fixed_price/,
+its own files plus the one registry line below) runs in plaintext, privately in process and on
+chain, is audited and reported; its rounds nest (communities inside a parent round); a round
+without a Paillier key runs commit-reveal only."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from offchain import registry
+from offchain.audit.command import run_audit
+from offchain.chain.backends import connect
+from offchain.framework import Contribution
+from offchain.protocol.driver import run_round
+from offchain.protocol.transport import ChainTransport, PlainTransport
+from offchain.record import validate
+from offchain.report import render
+from offchain.runner import RunOptions, execute, prepare
+
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fixed_price():
+    registry.register("fixed-price", "tests.fixed_price")  # the registry line of a mechanism that lives elsewhere
+    yield
+    registry.unregister("fixed-price")  # the other test modules see the built-in mechanisms only
+
+SCENARIO = """
+mechanism = "fixed-price"
+name = "fixed4"
+seed = 1
+[privacy]
+key_bits = 1024
+[market]
+periods = 4
+price = [0.5, 0.6, 0.7, 0.4]
+[[prosumer]]
+name = "A"
+net_kwh = [1.5, -2.0, 0.25, 3.0]
+[[prosumer]]
+name = "B"
+net_kwh = [-0.5, 1.0, -1.25, 0.0]
+community = 1
+[[prosumer]]
+name = "C"
+net_kwh = [2.0, 0.5, 0.5, -1.0]
+[[prosumer]]
+name = "D"
+net_kwh = [0.0, -0.5, 1.0, 2.0]
+community = 1
+"""
+EXPECTED = {"A": 0.925, "B": -0.525, "C": 1.25, "D": 1.2}  # tokens: sum_t price_t * net_t
+
+
+@pytest.fixture(scope="module")
+def scenario_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fixed") / "fixed4.toml"
+    path.write_text(SCENARIO)
+    return path
+
+
+@pytest.mark.parametrize("mode", ["plaintext", "private", "chain"])
+def test_the_new_mechanism_runs_in_every_mode_with_one_record_schema(scenario_file, tmp_path, mode):
+    p = prepare(scenario_file, RunOptions(mode=mode))
+    record = execute(p).to_dict()
+    assert validate(record) == [] and record["mechanism"] == "fixed-price"
+    paid = {q["name"]: q["payment"]["tokens"] for q in record["parties"]}
+    assert paid == pytest.approx({**EXPECTED, "coordinator": 0.0, "grid": -sum(EXPECTED.values())})
+    assert {q["name"]: q["bill"].get("energy") for q in record["parties"] if q["role"] == "prosumer"} == \
+        pytest.approx(EXPECTED)
+    render(tmp_path / "out", record, p.mechanism.figures(record))
+    assert "Net energy per prosumer" in (tmp_path / "out" / "report.html").read_text()
+    if mode == "chain":
+        findings, _ = run_audit(p.chain, record["chain"]["contracts"]["market"])
+        assert findings and all(f.ok for f in findings), [f for f in findings if not f.ok]
+        assert {"rule contract", "stop rule", "payments", "bills"} <= {f.check for f in findings}
+
+
+class Community:
+    """A community operator: a participant of the parent round whose contribution is the total of
+    the child round it coordinates (its members' net energy, which it sees only summed)."""
+
+    def __init__(self, name: str, child, parent_ref: dict, offset: int) -> None:
+        self.name, self.child, self.parent_ref, self.offset = name, child, parent_ref, offset
+        self.outcome = None
+
+    def plan(self, k, prices):
+        return None
+
+    def contribute(self, k, prices, solved) -> Contribution:
+        parent = self.parent_ref["transport"]
+        self.child.coordinator.name = self.name  # the child's coordinator is this participant of the parent
+        transport = ChainTransport(parent.chain, key_bits=1024, market=parent.market, rules=parent.rules,
+                                   account_offset=self.offset)
+        self.outcome = run_round(self.child, transport, parent=parent)
+        return Contribution(self.child.coordinator.total)
+
+    def observe(self, k, answer, received) -> None:
+        pass
+
+
+def test_rounds_nest_communities_inside_a_parent_round(scenario_file):
+    mechanism, scenario = registry.load_scenario(scenario_file)
+    chain = connect(None)
+    ref: dict = {}
+    communities = [Community(f"community-{c}", mechanism.setup(scenario, [p for p in scenario.prosumers if p.community == c]),
+                             ref, offset=20 + 10 * c) for c in (0, 1)]
+    parent_setup = mechanism.setup(scenario, members=[])
+    parent_setup.participants = communities
+    parent = ref["transport"] = ChainTransport(chain, key_bits=1024)
+    out = run_round(parent_setup, parent)
+    assert out.converged and out.settlement is not None
+    children = [c.outcome for c in communities]
+    assert all(o.settled for o in children)
+    market = parent.market
+    for o in children:
+        info = market.round_info(o.transport.round_id)
+        assert info["parent_round_id"] == parent.round_id and info["phase"] == "Settled"
+        assert info["coordinator"] == parent.accounts[o.setup.coordinator.name].address
+    # the parent's sum is the sum of the communities' totals, which is every prosumer's net
+    totals = [sum(col) for col in zip(*(c.child.coordinator.total for c in communities))]
+    assert out.iterations[0].sums == totals
+    findings, _ = run_audit(chain, market.address)
+    assert all(f.ok for f in findings), [f for f in findings if not f.ok]
+    assert len({f.round for f in findings} - {None}) == 3
+
+
+def test_a_round_without_a_key_runs_commit_reveal_only(scenario_file):
+    mechanism, scenario = registry.load_scenario(scenario_file)
+    setup = mechanism.setup(scenario)
+    setup.encrypted = False
+    chain = connect(None)
+    transport = ChainTransport(chain)
+    out = run_round(setup, transport)
+    assert out.iterations[0].sums == [] and out.settled
+    assert transport.market.round_info(transport.round_id)["key_data"] == "0x" + "0" * 40
+    kinds = {t.kind for t in transport.transactions}
+    assert "aggregate" not in kinds and {"submit", "conclude", "settle"} <= kinds
+    assert out.settlement.amounts == run_round(mechanism.setup(scenario), PlainTransport()).settlement.amounts
+    findings, _ = run_audit(chain, transport.market.address)
+    assert all(f.ok for f in findings), [f for f in findings if not f.ok]
+
+
+def test_an_unknown_mechanism_is_named(tmp_path):
+    from offchain.errors import ScenarioError
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SCENARIO.replace('mechanism = "fixed-price"', 'mechanism = "nope"'))
+    with pytest.raises(ScenarioError, match="mechanism: unknown mechanism 'nope'"):
+        registry.load_scenario(bad)
+    bad.write_text(SCENARIO.replace('mechanism = "fixed-price"', ""))
+    with pytest.raises(ScenarioError, match="mechanism: missing"):
+        registry.load_scenario(bad)
+    assert json.loads(json.dumps(registry.names())) == sorted(registry.names())
+
+
+def test_mechanism_math_imports_no_chain_and_no_crypto():
+    """Every mechanism's pure layers (its scenario, its math, its settlement mirror) take plain data
+    and return plain data: the protocol layer moves their integers."""
+    import ast
+
+    from .conftest import ROOT
+
+    forbidden = ("offchain.chain", "offchain.privacy", "offchain.protocol", "web3", "eth_", "phe", "gmpy2",
+                 "cryptography")
+    pure = [p for d in (ROOT / "offchain" / "mechanisms").iterdir() if d.is_dir()
+            for p in d.glob("*.py") if p.stem in ("scenario", "market", "settlement")]
+    assert len(pure) >= 5
+    for path in pure:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [("offchain." if node.level else "") + (node.module or "").lstrip(".")]
+                if isinstance(node, ast.ImportFrom) and node.level:
+                    names = ["offchain." + (node.module or "")]
+                assert not any(n.startswith(forbidden) or n.replace("offchain.", "").startswith(("chain", "privacy", "protocol"))
+                               for n in names), f"{path.relative_to(ROOT)} imports {names}"

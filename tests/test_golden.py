@@ -1,0 +1,102 @@
+"""Behaviour preserved: the framework reproduces the figures recorded on main before it
+(tests/fixtures/golden_main.json): the demo's tariffs, costs and payments and the four storage
+cases' totals, rents and payments to the last base unit; gas per submission and per iteration
+within 5%, the settlement within 15%."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from offchain.chain.backends import connect, start_anvil
+from offchain.mechanisms.storage import solve_admm
+from offchain.mechanisms.storage.market import AdmmSettings
+from offchain.models.profiles import build_profiles
+from offchain.models.storage_p2p import build_market
+from offchain.protocol.transport import ChainTransport
+from offchain.registry import load_scenario
+from offchain.runner import Prepared, RunOptions, execute
+from offchain.units import price_to_fixed
+
+from .conftest import ROOT, SCENARIO, node_available
+
+GOLDEN = json.loads((ROOT / "tests" / "fixtures" / "golden_main.json").read_text())
+
+
+def _close(value: float, golden: float, tolerance: float) -> bool:
+    return abs(value - golden) <= tolerance * abs(golden)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    mechanism, scenario = load_scenario(SCENARIO)
+    options = RunOptions(key_bits=2048, verify_openings=True)
+    return execute(Prepared(mechanism, scenario, options, chain=connect(None))).to_dict()
+
+
+def test_the_demo_reproduces_mains_tariffs_costs_and_payments(demo):
+    g = GOLDEN["tariff"]
+    assert demo["convergence"]["converged"] and demo["convergence"]["iterations"] == g["iterations"]
+    assert [it["prices"] for it in demo["iterations"]] == g["tariffs_fixed"]
+    parties = {p["name"]: p for p in demo["parties"]}
+    for p in g["prosumers"]:
+        assert parties[p["name"]]["payment"]["base_units"] == p["payment_base_units"]
+        assert parties[p["name"]]["cost_alone"] == pytest.approx(p["cost_alone"], abs=1e-9)
+        assert parties[p["name"]]["cost_shared"] == pytest.approx(p["cost_shared"], abs=1e-9)
+    assert parties["grid"]["payment"]["base_units"] == g["grid_payment_base_units"]
+    assert demo["details"]["community"]["saving_pct"] == pytest.approx(g["saving_pct"], abs=1e-9)
+
+
+def test_the_demo_gas_is_mains_within_5_percent_and_its_settlement_within_15(demo):
+    g, kinds = GOLDEN["tariff"]["gas"], demo["gas"]["per_kind"]
+    assert _close(kinds["submit"]["mean"], g["submit_mean"], 0.05)
+    assert _close(kinds["aggregate"]["mean"], g["aggregate_mean"], 0.05)
+    assert _close(kinds["publish"]["mean"], g["publish_mean"], 0.05)
+    # per iteration: what main counted (submissions, aggregation, publication or conclusion)
+    per_iteration = [sum(v for k, v in it["gas"].items() if k in ("submit", "aggregate", "publish", "conclude"))
+                     for it in demo["iterations"]]
+    assert all(_close(a, b, 0.05) for a, b in zip(per_iteration, g["per_iteration"]))
+    assert _close(kinds["settle"]["mean"], g["settle"], 0.15)
+
+
+@pytest.fixture(scope="module")
+def storage():
+    _, scenario = load_scenario(ROOT / "scenarios" / "storage10.toml")
+    return scenario, build_profiles(scenario), AdmmSettings.from_scenario(scenario)
+
+
+@pytest.mark.parametrize("case", ["1", "2", "3", "4"])
+def test_every_storage_case_reproduces_mains_totals_rents_and_payments(storage, case):
+    """In plaintext mode (bit-identical to the chain's trajectory, and its Python settlement equal to
+    the contract's: both are tested elsewhere), so that all four cases stay cheap."""
+    scenario, profiles, settings = storage
+    g = GOLDEN["storage"]["cases"][case]
+    models, data = build_market(scenario, int(case), profiles=profiles)
+    r, out = solve_admm(models, data, settings)
+    assert r.iterations == g["admm_iterations"] and r.converged
+    assert r.allocation.total == pytest.approx(g["total"], abs=1e-6)
+    assert price_to_fixed(r.rents) == g["rents_fixed"]
+    assert out.iterations[-1].sums == g["closing_sums_fixed"]
+    paid = {**dict(zip(data.names, out.settlement.amounts)), **out.settlement.payees}
+    assert {n: str(v) for n, v in paid.items()} == g["payments_base_units"]
+    bills = {n: dict(zip(("rent", "usage", "transmission", "grid", "p2p"), b)) for n, b in zip(data.names, out.settlement.bills)}
+    assert bills == {n: {k: -v for k, v in b.items()} for n, b in g["bills"].items()}  # main's bills were credits
+
+
+@pytest.mark.anvil
+@pytest.mark.skipif(not node_available(), reason="node or node_modules/.bin/anvil missing: run `make install`")
+def test_the_storage_gas_on_chain_is_mains(storage):
+    """Case 4 through anvil (Prague): submission, aggregation and publication within 5%, the settlement
+    of the typed rule within 15% (within 10% is the issue's bar for keeping it: benchmarks/settle-gas.json)."""
+    scenario, profiles, settings = storage
+    g = GOLDEN["storage"]["cases"]["4"]["gas"]
+    models, data = build_market(scenario, 4, profiles=profiles)
+    with start_anvil() as node:
+        _, out = solve_admm(models, data, settings, transport=ChainTransport(connect(node.url), key_bits=2048))
+    gas = out.transport.gas
+    mean = {k: sum(v) / len(v) for k, v in gas.items()}
+    assert {str(k): str(v) for k, v in zip(data.names, out.settlement.amounts)} == {
+        n: v for n, v in GOLDEN["storage"]["cases"]["4"]["payments_base_units"].items() if n in data.names}
+    for kind in ("submit", "aggregate", "publish", "conclude"):
+        assert _close(mean[kind], g[kind], 0.05), (kind, mean[kind], g[kind])
+    assert _close(mean["settle"], g["settle"], 0.15)
