@@ -184,6 +184,7 @@ class _Pending:
     sender: LocalAccount
     tx_hash: bytes
     cache_key: tuple | None
+    raw: bytes = b""  # the signed transaction, to send again if a node dropped it
 
 
 class Chain:
@@ -361,7 +362,7 @@ class Chain:
             send_unsent()
             mined = {}
             if self.kind == "rpc" and len(pending) > 1:
-                self._wait_raw([p.tx_hash for _, p in pending])
+                self._wait_raw([p.tx_hash for _, p in pending], [p.raw for _, p in pending])
                 with self.w3.batch_requests() as batch:  # formatted receipts in one round trip
                     for _, p in pending:
                         batch.add(self.w3.eth.get_transaction_receipt(p.tx_hash))
@@ -460,7 +461,7 @@ class Chain:
             if data is not None and len(data) >= 4 and "revert" in str(exc).lower():
                 raise self.errors.decode(data) from None
             raise ChainError(f"transaction rejected: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
-        return _Pending(tx, sender, bytes(h), key)
+        return _Pending(tx, sender, bytes(h), key, bytes(signed.raw_transaction))
 
     def _send_batch(self, txs: Sequence[tuple[dict, LocalAccount, tuple | None]]) -> list[_Pending]:
         """Signs locally and sends in JSON-RPC batches (rpc kind): one round trip for many senders.
@@ -489,7 +490,7 @@ class Chain:
                 raise ChainError(f"transaction rejected: {exc}") from exc
             for i, sig in zip(layer, signed):
                 tx, sender, key = txs[i]
-                out[i] = _Pending(tx, sender, bytes(sig.hash), key)
+                out[i] = _Pending(tx, sender, bytes(sig.hash), key, bytes(sig.raw_transaction))
             remaining = later
         return out  # type: ignore[return-value]
 
@@ -562,22 +563,49 @@ class Chain:
             out.append(r.get("result"))
         return out
 
-    def _wait_raw(self, hashes: Sequence[Any], timeout: float = 120.0) -> None:
-        """Polls receipts in JSON-RPC batches until all are mined (rpc kind only)."""
+    def _wait_raw(self, hashes: Sequence[Any], raws: Sequence[bytes] | None = None, timeout: float = 120.0) -> None:
+        """Polls receipts in JSON-RPC batches until all are mined (rpc kind only). A transaction a
+        node no longer knows (dropped from its pool) is sent again from its signed bytes; if some
+        stay unmined, the error says why (unknown to the node, or waiting for a nonce)."""
         if self._session is None:
             return
-        todo = [HexBytes(h).to_0x_hex() for h in hashes]
+        todo = {HexBytes(h).to_0x_hex(): (raws[i] if raws else b"") for i, h in enumerate(hashes)}
         deadline = time.monotonic() + timeout
+        resend_at = time.monotonic() + 5.0
         delay = 0.005
         while todo:
             results = self._rpc_batch([("eth_getTransactionReceipt", [h]) for h in todo])
-            todo = [h for h, r in zip(todo, results) if r is None]
+            todo = {h: raw for (h, raw), r in zip(todo.items(), results) if r is None}
             if not todo:
                 return
+            if time.monotonic() > resend_at:
+                self._rebroadcast(todo)
+                resend_at = time.monotonic() + 5.0
             if time.monotonic() > deadline:
-                raise ChainError(f"{len(todo)} transactions not mined after {timeout:.0f} s")
+                raise ChainError(f"{len(todo)} transactions not mined after {timeout:.0f} s: {self._why_unmined(todo)}")
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
+
+    def _rebroadcast(self, todo: dict[str, bytes]) -> None:
+        known = self._rpc_batch([("eth_getTransactionByHash", [h]) for h in todo])
+        for (h, raw), tx in zip(todo.items(), known):
+            if tx is None and raw:
+                try:
+                    self._rpc_batch([("eth_sendRawTransaction", [HexBytes(raw).to_0x_hex()])])
+                except ChainError:
+                    pass  # already known, or its nonce is spent: the next poll tells
+
+    def _why_unmined(self, todo: dict[str, bytes]) -> str:
+        known = self._rpc_batch([("eth_getTransactionByHash", [h]) for h in todo])
+        first = next(iter(todo))
+        tx = known[0]
+        if tx is None:
+            return f"{first} and {len(todo) - 1} more are unknown to the node"
+        nonce = int(self._rpc("eth_getTransactionCount", [tx["from"], "latest"]), 16)
+        block = self._rpc("eth_getBlockByNumber", ["latest", False])
+        return (f"{first} (nonce {int(tx['nonce'], 16)}, sender's mined nonce {nonce}, max fee "
+                f"{int(tx.get('maxFeePerGas') or tx.get('gasPrice'), 16)}, base fee {int(block.get('baseFeePerGas') or '0x0', 16)}) "
+                "is pending")
 
 
 # ---------------------------------------------------------------------------------------------
