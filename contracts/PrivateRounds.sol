@@ -5,7 +5,9 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {PaillierMath} from "./PaillierMath.sol";
-import {ISettlementRule, RoundParams, SettleContext} from "./RoundTypes.sol";
+import {RoundSettlement} from "./RoundSettlement.sol";
+import {RoundStorage} from "./RoundStorage.sol";
+import {ISettlementRule, Member, Phase, Round, RoundParams} from "./RoundTypes.sol";
 
 /// @title PrivateRounds
 /// @notice The generic private round of every gridshare mechanism: registration (open or by an
@@ -14,18 +16,12 @@ import {ISettlementRule, RoundParams, SettleContext} from "./RoundTypes.sol";
 ///         aggregation, publication of decrypted aggregates with opening checks and the next public
 ///         prices, conclusion, settlement through the round's stateless rule contract, and a
 ///         per-round token ledger. Rounds may nest (a parent round id). See docs/protocol.md.
-/// @dev Every phase change passes through `_setPhase`, every ledger move through `_update`.
-///      Sign convention of amounts: positive = paid by the account.
-contract PrivateRounds is ReentrancyGuardTransient {
+/// @dev Every phase change passes through `_setPhase`, every ledger move through `_update`
+///      (RoundStorage); the settlement runs in the RoundSettlement module. Every event
+///      and error is declared once, in IPrivateRounds. Sign convention of amounts: positive = paid
+///      by the account.
+contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
-
-    enum Phase {
-        Registering,
-        Iterating,
-        Concluded,
-        Settled,
-        Closed
-    }
 
     /// @notice Read-only summary of a round.
     struct RoundInfo {
@@ -48,49 +44,6 @@ contract PrivateRounds is ReentrancyGuardTransient {
         bool allowList;
     }
 
-    struct Round {
-        // slot 0: everything submit() reads
-        address keyData; // SSTORE2 data contract 0x00 || n^2 || n (address(0): no key)
-        Phase phase;
-        uint32 iteration;
-        uint8 nWords; // len(n) / 32 (at most 32)
-        bool exists;
-        uint16 participantCount;
-        uint16 pairLanes;
-        bool verifyOpenings;
-        // slot 1
-        address coordinator;
-        uint8 slotBits;
-        uint16 slotWidth;
-        uint32 maxIterations;
-        uint16 slots;
-        uint16 submissions; // accepted submissions in the current iteration (rounds without a key)
-        bool allowList;
-        // slot 2
-        address gridAccount;
-        // slot 3
-        ISettlementRule rule;
-        // slot 4: hash of the current iteration's aggregate
-        bytes28 aggregateHash;
-        uint32 aggregatedIterationPlusOne;
-        address termsData; // SSTORE2 data contract 0x00 || terms (address(0): no terms)
-        uint256 parentRoundId;
-        uint64[] priceFloor;
-        uint64[] priceCap;
-        uint64[] prices;
-        int64[] finalSums;
-        address[] participants;
-        bytes32[] maskKeys;
-    }
-
-    /// @dev One storage slot per participant; registration makes it non-zero so that every later
-    ///      submission is a non-zero -> non-zero write.
-    struct Member {
-        bytes26 submissionHash; // bytes26(keccak256(keccak256(ciphertext) || commitment))
-        uint16 position; // 1-based registration order
-        uint32 submittedIterationPlusOne;
-    }
-
     uint256 internal constant MIN_PARTICIPANTS = 2;
     uint256 internal constant MAX_MODULUS_BYTES = 1024;
     uint256 internal constant MAX_DATA_BYTES = 24_000; // SSTORE2 data below the 24,576-byte code limit
@@ -99,88 +52,16 @@ contract PrivateRounds is ReentrancyGuardTransient {
     IERC20 public immutable token;
     /// @notice The stateless Paillier arithmetic this contract created.
     PaillierMath public immutable paillier;
+    /// @notice The settlement module this contract created and runs by DELEGATECALL.
+    address public immutable settlement;
     /// @notice Number of rounds created; round ids are 1..roundCount.
     uint256 public roundCount;
-
-    mapping(uint256 => Round) internal _rounds;
-    mapping(uint256 => mapping(address => Member)) internal _members;
-    mapping(uint256 => mapping(address => uint256)) internal _balances;
-    mapping(uint256 => mapping(address => uint256)) internal _allowedPlusOne; // member index + 1
-
-    event RoundCreated(
-        uint256 indexed roundId, address indexed coordinator, uint256 indexed parentRoundId, address keyData, RoundParams params
-    );
-    event PhaseChanged(uint256 indexed roundId, Phase from, Phase to);
-    event Registered(uint256 indexed roundId, address indexed participant, uint16 position, bytes32 maskKey);
-    event Deposited(uint256 indexed roundId, address indexed account, uint256 amount, uint256 balance);
-    event RoundStarted(uint256 indexed roundId, uint32 indexed iteration, uint256 participants, uint64[] prices);
-    event Submitted(
-        uint256 indexed roundId,
-        uint32 indexed iteration,
-        address indexed participant,
-        bytes32 ciphertextHash,
-        bytes32 commitment
-    );
-    event PairMessages(uint256 indexed roundId, uint32 indexed iteration, address indexed participant, bytes messages);
-    event Aggregated(uint256 indexed roundId, uint32 indexed iteration, bytes aggregate);
-    event Published(
-        uint256 indexed roundId, uint32 indexed iteration, bytes plaintext, bytes opening, int64[] sums, uint64[] nextPrices
-    );
-    event Concluded(
-        uint256 indexed roundId, uint32 indexed iteration, bytes plaintext, bytes opening, int64[] sums, uint64[] prices
-    );
-    event Closed(uint256 indexed roundId, uint32 indexed iteration);
-    event Bill(uint256 indexed roundId, address indexed participant, int256[] items);
-    event Payment(uint256 indexed roundId, uint32 indexed iteration, address indexed account, int256 amount);
-    event Settled(uint256 indexed roundId, uint32 indexed iteration);
-    event Withdrawn(uint256 indexed roundId, address indexed account, uint256 amount);
-
-    error UnknownRound(uint256 roundId);
-    error NotCoordinator(address caller, address coordinator);
-    error WrongPhase(uint256 roundId, Phase current, Phase expected);
-    error AlreadyRegistered(address participant);
-    error NotRegistered(address account);
-    error NotMember(address account);
-    error GridAccountCannotRegister(address gridAccount);
-    error TooFewParticipants(uint256 count, uint256 minimum);
-    error TooManyParticipants(uint256 maximum);
-    error WrongIteration(uint32 given, uint32 current);
-    error AlreadySubmitted(address participant, uint32 iteration);
-    error CiphertextLength(uint256 given, uint256 expected);
-    error CiphertextOutOfRange(address participant);
-    error PairMessagesLength(uint256 given, uint256 expected);
-    error SubmissionCount(uint256 given, uint256 expected);
-    error SubmissionMissing(address participant, uint32 iteration);
-    error SubmissionMismatch(address participant, uint32 iteration);
-    error NoKey(uint256 roundId);
-    error AlreadyAggregated(uint256 roundId, uint32 iteration);
-    error NotAggregated(uint256 roundId, uint32 iteration);
-    error AggregateMismatch(uint256 roundId, uint32 iteration);
-    error PlaintextLength(uint256 given, uint256 expected);
-    error PlaintextOutOfRange(uint256 roundId, uint32 iteration);
-    error OpeningLength(uint256 given, uint256 expected);
-    error InvalidOpening(uint256 roundId, uint32 iteration);
-    error PriceLength(uint256 given, uint256 expected);
-    error PriceOutOfBand(uint256 index, uint64 price, uint64 floor, uint64 cap);
-    error IterationCapReached(uint32 maxIterations);
-    error RevealCount(uint256 given, uint256 expected);
-    error RevealLength(address participant, uint256 given, uint256 expected);
-    error RevealOutOfRange(address participant, uint256 index);
-    error CommitmentMismatch(address participant);
-    error RevealedSumMismatch(uint256 slot, int256 revealed, int256 decrypted);
-    error SettlementImbalance(int256 sum);
-    error SettlementShape(uint256 participants, uint256 amounts, uint256 payees, uint256 payeeAmounts, uint256 bills);
-    error RoundClosed(uint256 roundId);
-    error InsufficientDeposit(address account, uint256 balance, uint256 needed);
-    error AlreadySettled(uint256 roundId);
-    error BadParameters(string reason);
-    error ZeroAmount();
-    error DataStoreFailed();
 
     /// @param token_ the ERC-20 settlement token.
     constructor(IERC20 token_) {
         token = token_;
         paillier = new PaillierMath();
+        settlement = address(new RoundSettlement());
     }
 
     // ------------------------------------------------------------------ round life cycle
@@ -216,7 +97,7 @@ contract PrivateRounds is ReentrancyGuardTransient {
         uint256 m = p.members.length;
         if (m != 0) {
             r.allowList = true;
-            mapping(address => uint256) storage allowed = _allowedPlusOne[roundId];
+            mapping(address => uint256) storage allowed = r.allowedPlusOne;
             for (uint256 i = 0; i < m; ++i) {
                 address a = p.members[i];
                 if (a == address(0) || allowed[a] != 0) revert BadParameters("members");
@@ -232,10 +113,10 @@ contract PrivateRounds is ReentrancyGuardTransient {
     /// @param maskKey the participant's X25519 public key for pairwise mask agreement.
     function register(uint256 roundId, bytes32 maskKey) external {
         Round storage r = _round(roundId);
-        _requirePhase(roundId, r, Phase.Registering);
+        _requirePhase(r, roundId, Phase.Registering);
         if (msg.sender == r.gridAccount) revert GridAccountCannotRegister(msg.sender);
-        if (r.allowList && _allowedPlusOne[roundId][msg.sender] == 0) revert NotMember(msg.sender);
-        Member storage m = _members[roundId][msg.sender];
+        if (r.allowList && r.allowedPlusOne[msg.sender] == 0) revert NotMember(msg.sender);
+        Member storage m = r.members[msg.sender];
         if (m.position != 0) revert AlreadyRegistered(msg.sender);
         uint256 count = r.participantCount;
         uint256 max = maxParticipants(roundId);
@@ -255,7 +136,7 @@ contract PrivateRounds is ReentrancyGuardTransient {
         Round storage r = _round(roundId);
         _requireOpen(roundId, r);
         if (amount == 0) revert ZeroAmount();
-        uint256 balance = _update(roundId, msg.sender, -int256(amount));
+        uint256 balance = _update(r, msg.sender, -int256(amount));
         emit Deposited(roundId, msg.sender, amount, balance);
         token.safeTransferFrom(msg.sender, address(this), amount);
     }
@@ -266,12 +147,12 @@ contract PrivateRounds is ReentrancyGuardTransient {
     function start(uint256 roundId, uint64[] calldata prices0) external {
         Round storage r = _round(roundId);
         _requireCoordinator(r);
-        _requirePhase(roundId, r, Phase.Registering);
+        _requirePhase(r, roundId, Phase.Registering);
         uint256 count = r.participantCount;
         if (count < MIN_PARTICIPANTS) revert TooFewParticipants(count, MIN_PARTICIPANTS);
         _checkPrices(r, prices0);
         r.prices = prices0;
-        _setPhase(roundId, r, Phase.Iterating);
+        _setPhase(r, roundId, Phase.Iterating);
         emit RoundStarted(roundId, 0, count, prices0);
     }
 
@@ -297,7 +178,7 @@ contract PrivateRounds is ReentrancyGuardTransient {
         if (r.phase != Phase.Iterating) revert WrongPhase(roundId, r.phase, Phase.Iterating);
         uint32 current = r.iteration;
         if (iteration != current) revert WrongIteration(iteration, current);
-        Member memory m = _members[roundId][msg.sender];
+        Member memory m = r.members[msg.sender];
         if (m.position == 0) revert NotRegistered(msg.sender);
         if (m.submittedIterationPlusOne == current + 1) revert AlreadySubmitted(msg.sender, current);
         address keyData = r.keyData;
@@ -308,7 +189,7 @@ contract PrivateRounds is ReentrancyGuardTransient {
         if (keyData != address(0) && !_inRange(keyData, ciphertext)) revert CiphertextOutOfRange(msg.sender);
         bool hasPairs = _checkPairMessages(r, pairMessages.length);
         bytes32 ctHash = keccak256(ciphertext);
-        _members[roundId][msg.sender] =
+        r.members[msg.sender] =
             Member(bytes26(keccak256(abi.encodePacked(ctHash, commitment))), m.position, current + 1);
         if (keyData == address(0)) ++r.submissions; // keyed rounds count them in `aggregate`
         emit Submitted(roundId, current, msg.sender, ctHash, commitment);
@@ -326,14 +207,14 @@ contract PrivateRounds is ReentrancyGuardTransient {
         returns (bytes memory agg)
     {
         Round storage r = _round(roundId);
-        _requirePhase(roundId, r, Phase.Iterating);
+        _requirePhase(r, roundId, Phase.Iterating);
         if (r.keyData == address(0)) revert NoKey(roundId);
         uint32 k = r.iteration;
         if (r.aggregatedIterationPlusOne == k + 1) revert AlreadyAggregated(roundId, k);
         uint256 count = r.participantCount;
         if (ciphertexts.length != count) revert SubmissionCount(ciphertexts.length, count);
         if (commitments.length != count) revert SubmissionCount(commitments.length, count);
-        agg = _product(roundId, r, k, ciphertexts, commitments);
+        agg = _product(r, k, ciphertexts, commitments);
         r.aggregateHash = bytes28(keccak256(agg));
         r.aggregatedIterationPlusOne = k + 1;
         emit Aggregated(roundId, k, agg);
@@ -382,7 +263,7 @@ contract PrivateRounds is ReentrancyGuardTransient {
         _requireCoordinator(r);
         sums = _open(roundId, r, agg, plaintext, opening);
         r.finalSums = sums;
-        _setPhase(roundId, r, Phase.Concluded);
+        _setPhase(r, roundId, Phase.Concluded);
         emit Concluded(roundId, r.iteration, plaintext, opening, sums, r.prices);
     }
 
@@ -394,7 +275,7 @@ contract PrivateRounds is ReentrancyGuardTransient {
         Round storage r = _round(roundId);
         _requireCoordinator(r);
         _requireOpen(roundId, r);
-        _setPhase(roundId, r, Phase.Closed);
+        _setPhase(r, roundId, Phase.Closed);
         emit Closed(roundId, r.iteration);
     }
 
@@ -412,16 +293,8 @@ contract PrivateRounds is ReentrancyGuardTransient {
         bytes32[] calldata salts,
         bytes32[] calldata ciphertextHashes
     ) external nonReentrant {
-        Round storage r = _round(roundId);
-        if (r.phase == Phase.Settled) revert AlreadySettled(roundId);
-        _requirePhase(roundId, r, Phase.Concluded);
-        uint256 len = _checkReveals(roundId, r, values, salts, ciphertextHashes);
-        (int256[] memory amounts, address[] memory payees, int256[] memory payeeAmounts, int256[][] memory bills) =
-            r.rule.settle(_context(roundId, r, len), values);
-        _checkSettlement(r, amounts, payees, payeeAmounts, bills);
-        _setPhase(roundId, r, Phase.Settled);
-        _bookAll(roundId, r, amounts, payees, payeeAmounts, bills);
-        emit Settled(roundId, r.iteration);
+        (roundId, values, salts, ciphertextHashes); // read by the module, from this call's calldata
+        _delegate(settlement);
     }
 
     /// @notice Takes the caller's whole ledger balance out of the round (before the round starts,
@@ -430,10 +303,10 @@ contract PrivateRounds is ReentrancyGuardTransient {
     function withdraw(uint256 roundId) external nonReentrant {
         Round storage r = _round(roundId);
         Phase phase = r.phase;
-        if (phase != Phase.Settled && phase != Phase.Closed) _requirePhase(roundId, r, Phase.Registering);
-        uint256 amount = _balances[roundId][msg.sender];
+        if (phase != Phase.Settled && phase != Phase.Closed) _requirePhase(r, roundId, Phase.Registering);
+        uint256 amount = r.balances[msg.sender];
         if (amount == 0) revert ZeroAmount();
-        _update(roundId, msg.sender, int256(amount));
+        _update(r, msg.sender, int256(amount));
         emit Withdrawn(roundId, msg.sender, amount);
         token.safeTransfer(msg.sender, amount);
     }
@@ -520,7 +393,7 @@ contract PrivateRounds is ReentrancyGuardTransient {
     /// @return indexPlusOne its position in `members` plus one (0: not a member).
     function memberIndex(uint256 roundId, address account) external view returns (uint256 indexPlusOne) {
         _round(roundId);
-        return _allowedPlusOne[roundId][account];
+        return _rounds[roundId].allowedPlusOne[account];
     }
 
     /// @notice The stored submission state of an account.
@@ -534,7 +407,7 @@ contract PrivateRounds is ReentrancyGuardTransient {
         view
         returns (bytes26 submissionHash, uint16 position, uint32 submittedIterationPlusOne)
     {
-        Member memory m = _members[roundId][account];
+        Member memory m = _rounds[roundId].members[account];
         return (m.submissionHash, m.position, m.submittedIterationPlusOne);
     }
 
@@ -543,7 +416,7 @@ contract PrivateRounds is ReentrancyGuardTransient {
     /// @param account the account.
     /// @return balance token base units.
     function balanceOf(uint256 roundId, address account) external view returns (uint256 balance) {
-        return _balances[roundId][account];
+        return _rounds[roundId].balances[account];
     }
 
     /// @notice The participant limit of a round: the slot headroom W - B bits must hold the count
@@ -569,52 +442,36 @@ contract PrivateRounds is ReentrancyGuardTransient {
         view
         returns (int256[] memory amounts, address[] memory payees, int256[] memory payeeAmounts, int256[][] memory bills)
     {
-        Round storage r = _round(roundId);
-        if (r.phase == Phase.Registering) revert WrongPhase(roundId, r.phase, Phase.Iterating); // no prices yet
-        uint256 count = r.participantCount;
-        uint256 len = r.rule.revealLength(r.slots, r.pairLanes, count);
-        if (values.length != count * len) revert RevealLength(address(0), values.length, count * len);
-        for (uint256 i = 0; i < count; ++i) {
-            _valuesHash(values[i * len:(i + 1) * len], r.participants[i]);
+        (bool ok, bytes memory ret) = address(this).staticcall(abi.encodeCall(this.quoteByDelegate, (roundId, values)));
+        if (!ok) {
+            assembly ("memory-safe") {
+                revert(add(ret, 32), mload(ret))
+            }
         }
-        return r.rule.settle(_context(roundId, r, len), values);
+        return abi.decode(ret, (int256[], address[], int256[], int256[][]));
     }
 
-    // ------------------------------------------------------------------ hooks
-
-    /// @dev The one place a round's phase changes: phases only move forward (Registering ->
-    ///      Iterating -> Concluded -> Settled, or to Closed from any phase before Settled).
-    function _setPhase(uint256 roundId, Round storage r, Phase next) internal {
-        Phase current = r.phase;
-        if (next <= current || (current == Phase.Settled)) revert WrongPhase(roundId, current, next);
-        r.phase = next;
-        emit PhaseChanged(roundId, current, next);
-    }
-
-    /// @dev The one place a ledger balance changes: `paid` > 0 debits `account`, < 0 credits it
-    ///      (deposits credit, withdrawals and payments debit). Returns the new balance.
-    function _update(uint256 roundId, address account, int256 paid) internal returns (uint256 balance) {
-        balance = _balances[roundId][account];
-        if (paid > 0) {
-            uint256 needed = uint256(paid);
-            if (balance < needed) revert InsufficientDeposit(account, balance, needed);
-            balance -= needed;
-        } else {
-            balance += uint256(-paid);
-        }
-        _balances[roundId][account] = balance;
+    /// @notice `quote`'s static self-call into the settlement module (this contract only).
+    /// @param roundId the round.
+    /// @param values the reveals.
+    function quoteByDelegate(uint256 roundId, int256[] calldata values) external {
+        if (msg.sender != address(this)) revert NotCoordinator(msg.sender, address(this));
+        (roundId, values);
+        _delegate(settlement);
     }
 
     // ------------------------------------------------------------------ internals
 
-    function _round(uint256 roundId) internal view returns (Round storage r) {
-        r = _rounds[roundId];
-        if (!r.exists) revert UnknownRound(roundId);
-    }
-
-    function _requirePhase(uint256 roundId, Round storage r, Phase expected) internal view {
-        Phase current = r.phase;
-        if (current != expected) revert WrongPhase(roundId, current, expected);
+    /// @dev Runs `module` on this contract's storage with this call's calldata; returns or reverts with its result.
+    function _delegate(address module) internal {
+        assembly ("memory-safe") {
+            let p := mload(0x40)
+            calldatacopy(p, 0, calldatasize())
+            let ok := delegatecall(gas(), module, p, calldatasize(), 0, 0)
+            returndatacopy(p, 0, returndatasize())
+            if iszero(ok) { revert(p, returndatasize()) }
+            return(p, returndatasize())
+        }
     }
 
     /// @dev Neither settled nor closed.
@@ -655,7 +512,7 @@ contract PrivateRounds is ReentrancyGuardTransient {
         if (parent != 0) {
             Round storage pr = _rounds[parent];
             if (!pr.exists) revert BadParameters("parent round");
-            if (pr.coordinator != msg.sender && _members[parent][msg.sender].position == 0) {
+            if (pr.coordinator != msg.sender && pr.members[msg.sender].position == 0) {
                 revert BadParameters("not a party of the parent round");
             }
         }
@@ -689,7 +546,7 @@ contract PrivateRounds is ReentrancyGuardTransient {
         view
         returns (int64[] memory sums)
     {
-        _requirePhase(roundId, r, Phase.Iterating);
+        _requirePhase(r, roundId, Phase.Iterating);
         uint256 L = uint256(r.nWords) * 32;
         if (plaintext.length != L) revert PlaintextLength(plaintext.length, L);
         if (opening.length != L) revert OpeningLength(opening.length, L);
@@ -715,146 +572,9 @@ contract PrivateRounds is ReentrancyGuardTransient {
         return paillier.open(r.keyData, agg, plaintext, opening, layout);
     }
 
-    /// @dev Every reveal has the rule's length, stays within int64 and opens its participant's final
-    ///      commitment; with a key, the first `slots` values add up to the decrypted sums. Returns
-    ///      the reveal length.
-    function _checkReveals(
-        uint256 roundId,
-        Round storage r,
-        int256[] calldata values,
-        bytes32[] calldata salts,
-        bytes32[] calldata ciphertextHashes
-    ) internal view returns (uint256 len) {
-        uint256 count = r.participantCount;
-        if (salts.length != count) revert RevealCount(salts.length, count);
-        if (ciphertextHashes.length != count) revert RevealCount(ciphertextHashes.length, count);
-        len = r.rule.revealLength(r.slots, r.pairLanes, count);
-        if (values.length != count * len) revert RevealLength(address(0), values.length, count * len);
-        uint32 k = r.iteration;
-        for (uint256 i = 0; i < count; ++i) {
-            address who = r.participants[i];
-            bytes32 commitment =
-                keccak256(abi.encode(roundId, k, who, _valuesHash(values[i * len:(i + 1) * len], who), salts[i]));
-            if (bytes26(keccak256(abi.encodePacked(ciphertextHashes[i], commitment))) != _members[roundId][who].submissionHash) {
-                revert CommitmentMismatch(who);
-            }
-        }
-        if (r.keyData != address(0)) _checkSums(r, values, len);
-    }
-
-    /// @dev keccak256 of a reveal's 32-byte words (abi.encodePacked(int256[])), each checked to be a
-    ///      sign-extended int64 (`RevealOutOfRange`). One pass, no per-element decoding.
-    function _valuesHash(int256[] calldata v, address who) internal pure returns (bytes32 h) {
-        uint256 bad = type(uint256).max;
-        assembly ("memory-safe") {
-            let p := mload(0x40)
-            let n := mul(v.length, 32)
-            calldatacopy(p, v.offset, n)
-            for { let i := 0 } lt(i, n) { i := add(i, 32) } {
-                let x := mload(add(p, i))
-                if iszero(eq(signextend(7, x), x)) {
-                    bad := div(i, 32)
-                    break
-                }
-            }
-            h := keccak256(p, n)
-        }
-        if (bad != type(uint256).max) revert RevealOutOfRange(who, bad);
-    }
-
-    /// @dev The first `slots` values of the reveals add up to the decrypted sums.
-    function _checkSums(Round storage r, int256[] calldata values, uint256 len) internal view {
-        uint256 S = r.slots;
-        int64[] storage sums = r.finalSums;
-        uint256 count = values.length / len;
-        for (uint256 t = 0; t < S; ++t) {
-            int256 total;
-            for (uint256 i = 0; i < count; ++i) {
-                total += values[i * len + t];
-            }
-            int256 decrypted = sums[t];
-            if (total != decrypted) revert RevealedSumMismatch(t, total, decrypted);
-        }
-    }
-
-    /// @dev The round as its rule sees it at settlement.
-    function _context(uint256 roundId, Round storage r, uint256 len) internal view returns (SettleContext memory ctx) {
-        address[] memory parts = r.participants;
-        uint256[] memory index = new uint256[](parts.length);
-        mapping(address => uint256) storage allowed = _allowedPlusOne[roundId];
-        bool listed = r.allowList;
-        for (uint256 i = 0; i < parts.length; ++i) {
-            index[i] = listed ? allowed[parts[i]] - 1 : i;
-        }
-        ctx = SettleContext({
-            roundId: roundId,
-            coordinator: r.coordinator,
-            gridAccount: r.gridAccount,
-            prices: r.prices,
-            priceFloor: r.priceFloor,
-            priceCap: r.priceCap,
-            slots: r.slots,
-            pairLanes: r.pairLanes,
-            revealLength: len,
-            participants: parts,
-            memberIndex: index,
-            terms: _loadData(r.termsData)
-        });
-    }
-
-    /// @dev The rule's answer has one amount (and, if any, one bill) per participant and sums to zero.
-    function _checkSettlement(
-        Round storage r,
-        int256[] memory amounts,
-        address[] memory payees,
-        int256[] memory payeeAmounts,
-        int256[][] memory bills
-    ) internal view {
-        uint256 count = r.participantCount;
-        if (amounts.length != count || payeeAmounts.length != payees.length || (bills.length != 0 && bills.length != count)) {
-            revert SettlementShape(count, amounts.length, payees.length, payeeAmounts.length, bills.length);
-        }
-        int256 total;
-        for (uint256 i = 0; i < count; ++i) {
-            total += amounts[i];
-        }
-        for (uint256 i = 0; i < payeeAmounts.length; ++i) {
-            total += payeeAmounts[i];
-        }
-        if (total != 0) revert SettlementImbalance(total);
-    }
-
-    /// @dev Books the settlement: each participant's bill (if the rule gives bills) and payment,
-    ///      then the payees' payments.
-    function _bookAll(
-        uint256 roundId,
-        Round storage r,
-        int256[] memory amounts,
-        address[] memory payees,
-        int256[] memory payeeAmounts,
-        int256[][] memory bills
-    ) internal {
-        uint32 k = r.iteration;
-        address[] storage parts = r.participants;
-        for (uint256 i = 0; i < amounts.length; ++i) {
-            address who = parts[i];
-            if (bills.length != 0) emit Bill(roundId, who, bills[i]);
-            _book(roundId, k, who, amounts[i]);
-        }
-        for (uint256 i = 0; i < payees.length; ++i) {
-            _book(roundId, k, payees[i], payeeAmounts[i]);
-        }
-    }
-
-    function _book(uint256 roundId, uint32 k, address account, int256 paid) internal {
-        _update(roundId, account, paid);
-        emit Payment(roundId, k, account, paid);
-    }
-
     /// @dev The product of the iteration's ciphertexts (each checked against its participant's
     ///      stored submission hash).
     function _product(
-        uint256 roundId,
         Round storage r,
         uint32 k,
         bytes[] calldata ciphertexts,
@@ -862,17 +582,17 @@ contract PrivateRounds is ReentrancyGuardTransient {
     ) internal view returns (bytes memory agg) {
         uint256 L2 = uint256(r.nWords) * 64;
         for (uint256 i = 0; i < ciphertexts.length; ++i) {
-            _absorb(roundId, r.participants[i], k, ciphertexts[i], commitments[i], L2);
+            _absorb(r, r.participants[i], k, ciphertexts[i], commitments[i], L2);
         }
         agg = paillier.product(r.keyData, ciphertexts);
     }
 
     /// @dev Checks a ciphertext and its commitment against the participant's stored hash.
-    function _absorb(uint256 roundId, address who, uint32 k, bytes calldata ct, bytes32 commitment, uint256 len)
+    function _absorb(Round storage r, address who, uint32 k, bytes calldata ct, bytes32 commitment, uint256 len)
         internal
         view
     {
-        Member memory m = _members[roundId][who];
+        Member memory m = r.members[who];
         if (m.submittedIterationPlusOne != k + 1) revert SubmissionMissing(who, k);
         if (ct.length != len) revert SubmissionMismatch(who, k);
         bytes32 h;
@@ -893,15 +613,6 @@ contract PrivateRounds is ReentrancyGuardTransient {
             at := create(0, add(init, 32), mload(init))
         }
         if (at == address(0)) revert DataStoreFailed();
-    }
-
-    function _loadData(address at) internal view returns (bytes memory data) {
-        if (at == address(0)) return data;
-        uint256 len = at.code.length - 1;
-        data = new bytes(len);
-        assembly ("memory-safe") {
-            extcodecopy(at, add(data, 32), 1, len)
-        }
     }
 
     function _loadN(address keyData, uint256 L) internal view returns (bytes memory n) {

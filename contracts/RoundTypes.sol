@@ -84,3 +84,136 @@ interface ISettlementRule {
         view
         returns (int256[] memory amounts, address[] memory payees, int256[] memory payeeAmounts, int256[][] memory bills);
 }
+
+/// @notice The phases of a round: Registering -> Iterating -> Concluded -> Settled, or Closed
+///         (nothing traded, every deposit withdrawable) from any phase before Settled.
+enum Phase {
+    Registering,
+    Iterating,
+    Concluded,
+    Settled,
+    Closed
+}
+
+/// @dev One storage slot per participant; registration makes it non-zero so that every later
+///      submission is a non-zero -> non-zero write.
+struct Member {
+    bytes26 submissionHash; // bytes26(keccak256(keccak256(ciphertext) || commitment))
+    uint16 position; // 1-based registration order
+    uint32 submittedIterationPlusOne;
+}
+
+/// @dev A round's state in PrivateRounds (read and written by it and by the RoundSettlement library).
+struct Round {
+    // slot 0: everything submit() reads
+    address keyData; // SSTORE2 data contract 0x00 || n^2 || n (address(0): no key)
+    Phase phase;
+    uint32 iteration;
+    uint8 nWords; // len(n) / 32 (at most 32)
+    bool exists;
+    uint16 participantCount;
+    uint16 pairLanes;
+    bool verifyOpenings;
+    // slot 1
+    address coordinator;
+    uint8 slotBits;
+    uint16 slotWidth;
+    uint32 maxIterations;
+    uint16 slots;
+    uint16 submissions; // accepted submissions in the current iteration (rounds without a key)
+    bool allowList;
+    // slot 2
+    address gridAccount;
+    // slot 3
+    ISettlementRule rule;
+    // slot 4: hash of the current iteration's aggregate
+    bytes28 aggregateHash;
+    uint32 aggregatedIterationPlusOne;
+    address termsData; // SSTORE2 data contract 0x00 || terms (address(0): no terms)
+    uint256 parentRoundId;
+    uint64[] priceFloor;
+    uint64[] priceCap;
+    uint64[] prices;
+    int64[] finalSums;
+    address[] participants;
+    bytes32[] maskKeys;
+    mapping(address => Member) members;
+    mapping(address => uint256) balances; // the round's token ledger
+    mapping(address => uint256) allowedPlusOne; // member index + 1 (allow-list)
+}
+
+/// @title IPrivateRounds
+/// @notice Every event and error of the round contract (PrivateRounds and its RoundSettlement
+///         library), declared once.
+interface IPrivateRounds {
+    event RoundCreated(
+        uint256 indexed roundId, address indexed coordinator, uint256 indexed parentRoundId, address keyData, RoundParams params
+    );
+    event PhaseChanged(uint256 indexed roundId, Phase from, Phase to);
+    event Registered(uint256 indexed roundId, address indexed participant, uint16 position, bytes32 maskKey);
+    event Deposited(uint256 indexed roundId, address indexed account, uint256 amount, uint256 balance);
+    event RoundStarted(uint256 indexed roundId, uint32 indexed iteration, uint256 participants, uint64[] prices);
+    event Submitted(
+        uint256 indexed roundId,
+        uint32 indexed iteration,
+        address indexed participant,
+        bytes32 ciphertextHash,
+        bytes32 commitment
+    );
+    event PairMessages(uint256 indexed roundId, uint32 indexed iteration, address indexed participant, bytes messages);
+    event Aggregated(uint256 indexed roundId, uint32 indexed iteration, bytes aggregate);
+    event Published(
+        uint256 indexed roundId, uint32 indexed iteration, bytes plaintext, bytes opening, int64[] sums, uint64[] nextPrices
+    );
+    event Concluded(
+        uint256 indexed roundId, uint32 indexed iteration, bytes plaintext, bytes opening, int64[] sums, uint64[] prices
+    );
+    event Closed(uint256 indexed roundId, uint32 indexed iteration);
+    event Bill(uint256 indexed roundId, address indexed participant, int256[] items);
+    event Payment(uint256 indexed roundId, uint32 indexed iteration, address indexed account, int256 amount);
+    event Settled(uint256 indexed roundId, uint32 indexed iteration);
+    event Withdrawn(uint256 indexed roundId, address indexed account, uint256 amount);
+
+    error UnknownRound(uint256 roundId);
+    error NotCoordinator(address caller, address coordinator);
+    error WrongPhase(uint256 roundId, Phase current, Phase expected);
+    error AlreadyRegistered(address participant);
+    error NotRegistered(address account);
+    error NotMember(address account);
+    error GridAccountCannotRegister(address gridAccount);
+    error TooFewParticipants(uint256 count, uint256 minimum);
+    error TooManyParticipants(uint256 maximum);
+    error WrongIteration(uint32 given, uint32 current);
+    error AlreadySubmitted(address participant, uint32 iteration);
+    error CiphertextLength(uint256 given, uint256 expected);
+    error CiphertextOutOfRange(address participant);
+    error PairMessagesLength(uint256 given, uint256 expected);
+    error SubmissionCount(uint256 given, uint256 expected);
+    error SubmissionMissing(address participant, uint32 iteration);
+    error SubmissionMismatch(address participant, uint32 iteration);
+    error NoKey(uint256 roundId);
+    error AlreadyAggregated(uint256 roundId, uint32 iteration);
+    error NotAggregated(uint256 roundId, uint32 iteration);
+    error AggregateMismatch(uint256 roundId, uint32 iteration);
+    error PlaintextLength(uint256 given, uint256 expected);
+    error PlaintextOutOfRange(uint256 roundId, uint32 iteration);
+    error OpeningLength(uint256 given, uint256 expected);
+    error InvalidOpening(uint256 roundId, uint32 iteration);
+    error PriceLength(uint256 given, uint256 expected);
+    error PriceOutOfBand(uint256 index, uint64 price, uint64 floor, uint64 cap);
+    error IterationCapReached(uint32 maxIterations);
+    error RevealCount(uint256 given, uint256 expected);
+    error RevealLength(address participant, uint256 given, uint256 expected);
+    error RevealOutOfRange(address participant, uint256 index);
+    error CommitmentMismatch(address participant);
+    error RevealedSumMismatch(uint256 slot, int256 revealed, int256 decrypted);
+    error SettlementImbalance(int256 sum);
+    error SettlementShape(uint256 participants, uint256 amounts, uint256 payees, uint256 payeeAmounts, uint256 bills);
+    error RoundClosed(uint256 roundId);
+    error InsufficientDeposit(address account, uint256 balance, uint256 needed);
+    error AlreadySettled(uint256 roundId);
+    error BadParameters(string reason);
+    error ZeroAmount();
+    error DataStoreFailed();
+
+}

@@ -1,0 +1,56 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import {IPrivateRounds, Phase, Round} from "./RoundTypes.sol";
+
+/// @title RoundStorage
+/// @notice The state of the round contract and the helpers every part of it uses. PrivateRounds and
+///         the modules it runs by DELEGATECALL (RoundSettlement) inherit it, so they share one
+///         storage layout: every phase change passes through `_setPhase`, every ledger move
+///         through `_update`.
+abstract contract RoundStorage is IPrivateRounds {
+    mapping(uint256 => Round) internal _rounds;
+
+    function _round(uint256 roundId) internal view returns (Round storage r) {
+        r = _rounds[roundId];
+        if (!r.exists) revert UnknownRound(roundId);
+    }
+
+    /// @dev Phases only move forward: Registering -> Iterating -> Concluded -> Settled, or to
+    ///      Closed from any phase before Settled.
+    function _setPhase(Round storage r, uint256 roundId, Phase next) internal {
+        Phase current = r.phase;
+        if (next <= current || current == Phase.Settled) revert WrongPhase(roundId, current, next);
+        r.phase = next;
+        emit PhaseChanged(roundId, current, next);
+    }
+
+    function _requirePhase(Round storage r, uint256 roundId, Phase expected) internal view {
+        Phase current = r.phase;
+        if (current != expected) revert WrongPhase(roundId, current, expected);
+    }
+
+    /// @dev `paid` > 0 debits `account`, < 0 credits it (deposits credit, withdrawals and payments
+    ///      debit). Returns the new balance.
+    function _update(Round storage r, address account, int256 paid) internal returns (uint256 balance) {
+        balance = r.balances[account];
+        if (paid > 0) {
+            uint256 needed = uint256(paid);
+            if (balance < needed) revert InsufficientDeposit(account, balance, needed);
+            balance -= needed;
+        } else {
+            balance += uint256(-paid);
+        }
+        r.balances[account] = balance;
+    }
+
+    /// @dev The data kept as the code (0x00 || data) of the contract at `at` (SSTORE2); none for address(0).
+    function _loadData(address at) internal view returns (bytes memory data) {
+        if (at == address(0)) return data;
+        uint256 len = at.code.length - 1;
+        data = new bytes(len);
+        assembly ("memory-safe") {
+            extcodecopy(at, add(data, 32), 1, len)
+        }
+    }
+}
