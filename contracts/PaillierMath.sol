@@ -6,14 +6,13 @@ import {PackedSlots} from "./lib/PackedSlots.sol";
 
 /// @title PaillierMath
 /// @notice The Paillier arithmetic of PrivateRounds: the modulus square, the homomorphic product
-///         of a round's ciphertexts and the check and decoding of a decryption. Stateless;
-///         PrivateRounds creates one in its constructor (which keeps its own code under the
-///         EIP-170 limit) and calls it. A round's key lives in a data contract whose code is
-///         0x00 || n^2 || n (`keyData`), read here with EXTCODECOPY.
+///         of a round's ciphertexts (in chunks), the decoding of a decryption and the chunked
+///         check of an opening (a challenge). Stateless; PrivateRounds creates one in its
+///         constructor and its modules call it. A round's key lives in a data contract whose code
+///         is 0x00 || n^2 || n (`keyData`), read here with EXTCODECOPY.
 contract PaillierMath {
-    /// @notice How a round packs its plaintexts, and whether openings are checked.
+    /// @notice How a round packs its plaintexts.
     struct Layout {
-        bool verify;
         uint16 slots;
         uint8 slotBits;
         uint16 slotWidth;
@@ -23,7 +22,7 @@ contract PaillierMath {
     enum Opening {
         Valid,
         PlaintextOutOfRange,
-        InvalidOpening
+        OpeningNotCanonical
     }
 
     /// @notice n^2 of a modulus (big-endian, a multiple of 32 bytes).
@@ -33,16 +32,23 @@ contract PaillierMath {
         return BigMod.square(n);
     }
 
-    /// @notice The product of ciphertexts modulo n^2 (each len(n^2) bytes, checked by the caller).
+    /// @notice The product modulo n^2 of `soFar` (empty: none) and ciphertexts (each len(n^2)
+    ///         bytes, checked by the caller).
     /// @param keyData the round's key data contract.
+    /// @param soFar the product of earlier chunks, or empty.
     /// @param ciphertexts the ciphertexts.
     /// @return agg the product, len(n^2) bytes.
-    function product(address keyData, bytes[] calldata ciphertexts) external view returns (bytes memory agg) {
+    function product(address keyData, bytes calldata soFar, bytes[] calldata ciphertexts)
+        external
+        view
+        returns (bytes memory agg)
+    {
         uint256 L2 = ciphertexts[0].length;
         uint256 ctx = BigMod.context(_load(keyData, 1, L2));
-        agg = ciphertexts[0];
+        uint256 first = soFar.length == 0 ? 1 : 0;
+        agg = first == 1 ? ciphertexts[0] : soFar;
         bytes memory tmp = new bytes(L2);
-        for (uint256 i = 1; i < ciphertexts.length; ++i) {
+        for (uint256 i = first; i < ciphertexts.length; ++i) {
             bytes calldata c = ciphertexts[i];
             assembly ("memory-safe") {
                 calldatacopy(add(tmp, 32), c.offset, L2)
@@ -51,36 +57,94 @@ contract PaillierMath {
         }
     }
 
-    /// @notice Checks a decryption m of `agg` (m < n and, if asked, the opening rho:
-    ///         agg == (1 + m n) rho^n mod n^2) and decodes its slot sums.
-    /// @param keyData the round's key data contract (n is len(m) bytes).
-    /// @param agg the aggregate ciphertext.
-    /// @param m the plaintext.
-    /// @param rho the opening.
-    /// @param layout the slot layout and whether to check the opening.
+    /// @notice Checks a published decryption (m < n, 0 < rho < n) and decodes its slot sums,
+    ///         less the recovery's mask corrections (mod 2^B).
+    /// @param keyData the round's key data contract.
+    /// @param mRho the plaintext m and the opening rho, len(n) bytes each.
+    /// @param layout the slot layout.
+    /// @param corrections per slot the masks to remove (empty: none).
     /// @return outcome Valid, or what is wrong.
     /// @return sums the decoded slot sums (Valid only).
-    function open(
-        address keyData,
-        bytes memory agg,
-        bytes memory m,
-        bytes memory rho,
-        Layout calldata layout
-    ) external view returns (Opening outcome, int64[] memory sums) {
-        outcome = _check(keyData, agg, m, rho, layout.verify);
-        if (outcome == Opening.Valid) sums = PackedSlots.decode(m, layout.slots, layout.slotBits, layout.slotWidth);
+    function open(address keyData, bytes calldata mRho, Layout calldata layout, uint64[] calldata corrections)
+        external
+        view
+        returns (Opening outcome, int64[] memory sums)
+    {
+        uint256 L = mRho.length / 2;
+        bytes memory m = mRho[:L];
+        bytes memory rho = mRho[L:];
+        bytes memory n = _load(keyData, 1 + 2 * L, L);
+        if (!BigMod.lt(m, n)) return (Opening.PlaintextOutOfRange, sums);
+        if (BigMod.isZero(rho) || !BigMod.lt(rho, n)) return (Opening.OpeningNotCanonical, sums);
+        sums = PackedSlots.decode(m, layout.slots, layout.slotBits, layout.slotWidth);
+        if (corrections.length != 0) {
+            uint256 bits = layout.slotBits;
+            uint256 mask = (uint256(1) << bits) - 1;
+            for (uint256 t = 0; t < sums.length; ++t) {
+                uint256 v;
+                unchecked {
+                    v = (uint256(int256(sums[t])) - corrections[t]) & mask; // mod 2^256, then mod 2^B
+                }
+                sums[t] = int64(_signExtend(v, bits));
+            }
+        }
     }
 
-    function _check(address keyData, bytes memory agg, bytes memory m, bytes memory rho, bool verify)
-        internal
+    /// @notice Runs `count` steps of the square-and-multiply of rho^n mod n^2 by 256-bit words of
+    ///         n, from word `from` (0: the most significant): acc = acc^(2^256) * rho^(word) each.
+    /// @param keyData the round's key data contract.
+    /// @param acc the accumulator after `from` steps (ignored when `from` is 0).
+    /// @param rho the opening.
+    /// @param from the steps done so far.
+    /// @param count the steps to run.
+    /// @return next the accumulator after `from + count` steps, len(n^2) bytes.
+    function challengeSteps(address keyData, bytes calldata acc, bytes calldata rho, uint256 from, uint256 count)
+        external
         view
-        returns (Opening)
+        returns (bytes memory next)
+    {
+        uint256 L = rho.length;
+        bytes memory nSq = _load(keyData, 1, 2 * L);
+        bytes memory n = _load(keyData, 1 + 2 * L, L);
+        bytes memory base = rho;
+        bytes memory shift = new bytes(33); // 2^256
+        shift[0] = 0x01;
+        next = acc;
+        uint256 ctx = BigMod.context(nSq);
+        for (uint256 j = from; j < from + count; ++j) {
+            bytes memory word = new bytes(32);
+            assembly ("memory-safe") {
+                mstore(add(word, 32), mload(add(add(n, 32), mul(j, 32))))
+            }
+            bytes memory power = BigMod.modexp(base, word, nSq);
+            if (j == 0) {
+                next = power;
+            } else {
+                next = BigMod.modexp(next, shift, nSq);
+                BigMod.modmulInto(ctx, next, power, next);
+            }
+        }
+    }
+
+    /// @notice Whether agg == (1 + m n) * rhoN mod n^2, with rhoN = rho^n mod n^2 from `challengeSteps`.
+    /// @param keyData the round's key data contract.
+    /// @param agg the aggregate.
+    /// @param m the plaintext.
+    /// @param rhoN rho^n mod n^2.
+    /// @return holds true when the opening is right.
+    function openingHolds(address keyData, bytes calldata agg, bytes calldata m, bytes calldata rhoN)
+        external
+        view
+        returns (bool holds)
     {
         uint256 L = m.length;
-        bytes memory n = _load(keyData, 1 + 2 * L, L);
-        if (!BigMod.lt(m, n)) return Opening.PlaintextOutOfRange;
-        if (verify && !BigMod.verifyOpening(agg, m, rho, n, _load(keyData, 1, 2 * L))) return Opening.InvalidOpening;
-        return Opening.Valid;
+        return BigMod.openingHolds(agg, m, rhoN, _load(keyData, 1 + 2 * L, L), _load(keyData, 1, 2 * L));
+    }
+
+    /// @dev The B-bit two's-complement value of v (< 2^B).
+    function _signExtend(uint256 v, uint256 bits) internal pure returns (int256) {
+        uint256 up = 256 - bits;
+        return int256(v << up) >> up;
     }
 
     function _load(address at, uint256 offset, uint256 len) internal view returns (bytes memory data) {

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
-import {Phase, Round, SettleContext} from "./RoundTypes.sol";
+import {Member, Phase, Round, SettleContext, Standing} from "./RoundTypes.sol";
 import {RoundStorage} from "./RoundStorage.sol";
 
 /// @title RoundSettlement
@@ -14,8 +14,8 @@ contract RoundSettlement is RoundStorage {
     /// @notice Settles a concluded round (PrivateRounds.settle, same parameters).
     /// @param roundId the round.
     /// @param values every participant's reveal, registration order, one after the other.
-    /// @param salts the salt of each participant's final commitment.
-    /// @param ciphertextHashes keccak256 of each participant's final ciphertext.
+    /// @param salts the salt of each participant's commitment (zero: a dropped participant without a reveal).
+    /// @param ciphertextHashes keccak256 of each participant's ciphertext of that commitment.
     function settle(
         uint256 roundId,
         int256[] calldata values,
@@ -23,8 +23,7 @@ contract RoundSettlement is RoundStorage {
         bytes32[] calldata ciphertextHashes
     ) external {
         Round storage r = _round(roundId);
-        if (r.phase == Phase.Settled) revert AlreadySettled(roundId);
-        _requirePhase(r, roundId, Phase.Concluded);
+        _requireSettleable(r, roundId);
         _pay(r, roundId, values, _checkReveals(r, roundId, values, salts, ciphertextHashes));
         emit Settled(roundId, r.iteration);
     }
@@ -47,46 +46,91 @@ contract RoundSettlement is RoundStorage {
         uint256 count = r.participantCount;
         uint256 len = r.rule.revealLength(r.slots, r.pairLanes, count);
         if (values.length != count * len) revert RevealLength(address(0), values.length, count * len);
+        Standing[] memory standing = new Standing[](count);
         for (uint256 i = 0; i < count; ++i) {
-            _valuesHash(values[i * len:(i + 1) * len], r.participants[i]);
+            address who = r.participants[i];
+            _valuesHash(values[i * len:(i + 1) * len], who);
+            if (r.members[who].droppedBeforePlusOne != 0) standing[i] = Standing.DroppedRevealed;
         }
-        return r.rule.settle(_context(r, roundId, len), values);
+        return r.rule.settle(_context(r, roundId, len, standing), values);
+    }
+
+    /// @dev Concluded and its challenge window closed; a challenge still in progress has one more
+    ///      window to finish, after which it is void (a challenger cannot hold the round by starting
+    ///      one and walking away).
+    function _requireSettleable(Round storage r, uint256 roundId) private view {
+        if (r.phase == Phase.Settled) revert AlreadySettled(roundId);
+        _requirePhase(r, roundId, Phase.Concluded);
+        uint64 until = r.challengeUntil;
+        if (block.number <= until && r.windows.challenge != 0) revert ChallengeWindowOpen(until);
+        uint32 challenged = r.challengeIterationPlusOne;
+        if (challenged != 0 && block.number <= until + r.windows.challenge) {
+            revert ChallengeInProgress(roundId, challenged - 1);
+        }
     }
 
     /// @dev Asks the rule for the payments of the checked reveals, checks them and books them.
-    function _pay(Round storage r, uint256 roundId, int256[] calldata values, uint256 len) private {
+    function _pay(Round storage r, uint256 roundId, int256[] calldata values, Standing[] memory standing) private {
+        uint256 len = r.rule.revealLength(r.slots, r.pairLanes, r.participantCount);
         (int256[] memory amounts, address[] memory payees, int256[] memory payeeAmounts, int256[][] memory bills) =
-            r.rule.settle(_context(r, roundId, len), values);
+            r.rule.settle(_context(r, roundId, len, standing), values);
         _checkSettlement(r, amounts, payees, payeeAmounts, bills);
         _setPhase(r, roundId, Phase.Settled);
         _bookAll(r, roundId, amounts, payees, payeeAmounts, bills);
     }
 
-    /// @dev Every reveal has the rule's length, stays within int64 and opens its participant's final
-    ///      commitment; with a key, the first `slots` values add up to the decrypted sums. Returns
-    ///      the reveal length.
+    /// @dev Every reveal has the rule's length and stays within int64. One of a participant that
+    ///      stayed to the end opens its final commitment; one of a dropped participant opens its
+    ///      last accepted commitment, or is all zeros with a zero salt (no reveal). With a key, the
+    ///      first `slots` values of those that stayed add up to the decrypted sums. Returns each
+    ///      participant's standing.
     function _checkReveals(
         Round storage r,
         uint256 roundId,
         int256[] calldata values,
         bytes32[] calldata salts,
         bytes32[] calldata ciphertextHashes
-    ) private view returns (uint256 len) {
+    ) private view returns (Standing[] memory standing) {
         uint256 count = r.participantCount;
+        uint256 len = r.rule.revealLength(r.slots, r.pairLanes, count);
         if (salts.length != count) revert RevealCount(salts.length, count);
         if (ciphertextHashes.length != count) revert RevealCount(ciphertextHashes.length, count);
-        len = r.rule.revealLength(r.slots, r.pairLanes, count);
         if (values.length != count * len) revert RevealLength(address(0), values.length, count * len);
-        uint32 k = r.iteration;
+        standing = new Standing[](count);
         for (uint256 i = 0; i < count; ++i) {
-            address who = r.participants[i];
-            bytes32 commitment =
-                keccak256(abi.encode(roundId, k, who, _valuesHash(values[i * len:(i + 1) * len], who), salts[i]));
-            if (bytes26(keccak256(abi.encodePacked(ciphertextHashes[i], commitment))) != r.members[who].submissionHash) {
-                revert CommitmentMismatch(who);
-            }
+            standing[i] = _checkOne(r, roundId, r.participants[i], values[i * len:(i + 1) * len], salts[i], ciphertextHashes[i]);
         }
-        if (r.keyData != address(0)) _checkSums(r, values, len);
+        if (r.keyData != address(0)) _checkSums(r, values, len, standing);
+    }
+
+    /// @dev One participant's reveal against its commitment; its standing.
+    function _checkOne(Round storage r, uint256 roundId, address who, int256[] calldata v, bytes32 salt, bytes32 ctHash)
+        private
+        view
+        returns (Standing standing)
+    {
+        Member storage m = r.members[who];
+        bytes32 h = _valuesHash(v, who);
+        uint32 submitted = m.submittedIterationPlusOne;
+        if (m.droppedBeforePlusOne != 0) {
+            if (salt == bytes32(0) || submitted == 0) {
+                if (h != _zeroHash(v.length)) revert CommitmentMismatch(who);
+                return Standing.DroppedSilent;
+            }
+            standing = Standing.DroppedRevealed;
+        }
+        bytes32 commitment = keccak256(abi.encode(roundId, submitted - 1, who, h, salt));
+        if (bytes26(keccak256(abi.encodePacked(ctHash, commitment))) != m.submissionHash) revert CommitmentMismatch(who);
+    }
+
+    /// @dev keccak256 of `len` zero words.
+    function _zeroHash(uint256 len) private pure returns (bytes32 h) {
+        assembly ("memory-safe") {
+            let p := mload(0x40)
+            let n := mul(len, 32)
+            calldatacopy(p, calldatasize(), n) // zeros
+            h := keccak256(p, n)
+        }
     }
 
     /// @dev keccak256 of a reveal's 32-byte words (abi.encodePacked(int256[])), each checked to be a
@@ -109,15 +153,18 @@ contract RoundSettlement is RoundStorage {
         if (bad != type(uint256).max) revert RevealOutOfRange(who, bad);
     }
 
-    /// @dev The first `slots` values of the reveals add up to the decrypted sums.
-    function _checkSums(Round storage r, int256[] calldata values, uint256 len) private view {
+    /// @dev The first `slots` values of the reveals of those that stayed add up to the decrypted sums.
+    function _checkSums(Round storage r, int256[] calldata values, uint256 len, Standing[] memory standing)
+        private
+        view
+    {
         uint256 S = r.slots;
         int64[] storage sums = r.finalSums;
         uint256 count = values.length / len;
         for (uint256 t = 0; t < S; ++t) {
             int256 total;
             for (uint256 i = 0; i < count; ++i) {
-                total += values[i * len + t];
+                if (standing[i] == Standing.Final) total += values[i * len + t];
             }
             int256 decrypted = sums[t];
             if (total != decrypted) revert RevealedSumMismatch(t, total, decrypted);
@@ -125,12 +172,15 @@ contract RoundSettlement is RoundStorage {
     }
 
     /// @dev The round as its rule sees it at settlement.
-    function _context(Round storage r, uint256 roundId, uint256 len) private view returns (SettleContext memory ctx) {
+    function _context(Round storage r, uint256 roundId, uint256 len, Standing[] memory standing)
+        private
+        view
+        returns (SettleContext memory ctx)
+    {
         address[] memory parts = r.participants;
         uint256[] memory index = new uint256[](parts.length);
-        bool listed = r.allowList;
         for (uint256 i = 0; i < parts.length; ++i) {
-            index[i] = listed ? r.allowedPlusOne[parts[i]] - 1 : i;
+            index[i] = r.members[parts[i]].memberIndexPlusOne - 1;
         }
         ctx = SettleContext({
             roundId: roundId,
@@ -143,6 +193,7 @@ contract RoundSettlement is RoundStorage {
             pairLanes: r.pairLanes,
             revealLength: len,
             participants: parts,
+            standing: standing,
             memberIndex: index,
             terms: _loadData(r.termsData)
         });

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
-import {IPrivateRounds, Phase, Round} from "./RoundTypes.sol";
+import {CloseReason, IPrivateRounds, Phase, Round, Step} from "./RoundTypes.sol";
 
 /// @title RoundStorage
 /// @notice The state of the round contract and the helpers every part of it uses. PrivateRounds and
@@ -23,6 +23,31 @@ abstract contract RoundStorage is IPrivateRounds {
         if (next <= current || current == Phase.Settled) revert WrongPhase(roundId, current, next);
         r.phase = next;
         emit PhaseChanged(roundId, current, next);
+    }
+
+    /// @dev Begins a step (or phase) whose deadline is `window` blocks from now.
+    function _beginStep(Round storage r, uint256 roundId, Step step, uint32 window) internal {
+        uint64 deadline = uint64(block.number) + window;
+        r.step = step;
+        r.deadline = deadline;
+        emit StepChanged(roundId, r.iteration, r.phase, step, deadline);
+    }
+
+    /// @dev Reverts once the current step's deadline has passed.
+    function _requireOnTime(Round storage r) internal view {
+        uint64 deadline = r.deadline;
+        if (block.number > deadline) revert DeadlinePassed(deadline);
+    }
+
+    /// @dev Closes the round without trading: every deposit becomes withdrawable in full.
+    function _close(Round storage r, uint256 roundId, CloseReason reason) internal {
+        _setPhase(r, roundId, Phase.Closed);
+        emit Closed(roundId, r.iteration, reason, msg.sender);
+    }
+
+    function _requireCoordinator(Round storage r) internal view {
+        address coordinator = r.coordinator;
+        if (msg.sender != coordinator) revert NotCoordinator(msg.sender, coordinator);
     }
 
     function _requirePhase(Round storage r, uint256 roundId, Phase expected) internal view {
@@ -51,6 +76,20 @@ abstract contract RoundStorage is IPrivateRounds {
         data = new bytes(len);
         assembly ("memory-safe") {
             extcodecopy(at, add(data, 32), 1, len)
+        }
+    }
+
+    /// @dev A price vector of the band's length, each price inside its band.
+    function _checkPrices(Round storage r, uint64[] calldata p) internal view {
+        uint64[] storage lo = r.priceFloor;
+        uint256 n = lo.length;
+        if (p.length != n) revert PriceLength(p.length, n);
+        uint64[] storage hi = r.priceCap;
+        for (uint256 t = 0; t < n; ++t) {
+            uint64 v = p[t];
+            uint64 f = lo[t];
+            uint64 c = hi[t];
+            if (v < f || v > c) revert PriceOutOfBand(t, v, f, c);
         }
     }
 }

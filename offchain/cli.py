@@ -52,7 +52,13 @@ def _add_run_options(p: argparse.ArgumentParser, mechanism_options: bool = True)
                    help="run on the contracts of this deployment file (gridshare deploy, brownie scripts/deploy.py)")
     p.add_argument("--key-bits", type=_integer, help="Paillier modulus size, even, 512..8192 (default: the scenario's)")
     p.add_argument("--no-verify-openings", action="store_true",
-                   help="skip the on-chain check of each decryption's opening proof (2.8M gas per iteration)")
+                   help="no opening checks: participants do not check the coordinator's decryptions and nobody "
+                        "may challenge them on chain (default: every opening is checked and can be challenged)")
+    p.add_argument("--drop", type=_int_at_least(0), default=0, metavar="K",
+                   help="simulate K participants (drawn with the seed) that crash: they go silent and the round "
+                        "goes on without them, their masks recovered by the others (default: none)")
+    p.add_argument("--drop-at", type=_int_at_least(0), default=1, metavar="ITERATION",
+                   help="the iteration in which the --drop participants go silent (default: %(default)s)")
     p.add_argument("--prosumers", type=_int_at_least(1), help="scale (tariff) or cut (storage-p2p) the scenario to N prosumers")
     p.add_argument("--seed", type=_int_at_least(0), help="seed for profiles and scaling (default: the scenario's)")
     p.add_argument("--settle-unconverged", action="store_true",
@@ -96,9 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     chain = sub.add_parser("chain", help="manage a local development chain", description="Manage a local development chain.")
     chain_sub = chain.add_subparsers(dest="chain_command", required=True, metavar="ACTION", parser_class=_Parser)
-    up = chain_sub.add_parser("up", help="start anvil (Prague) on 127.0.0.1 and print its URL",
-                              description="Start anvil from node_modules with --hardfork prague on 127.0.0.1, "
-                                          "print its URL, and keep it running until interrupted.")
+    up = chain_sub.add_parser("up", help="start anvil on 127.0.0.1 and print its URL",
+                              description="Start anvil from node_modules on 127.0.0.1 (at its default hardfork "
+                                          "unless --hardfork names one), print its URL, and keep it running until "
+                                          "interrupted.")
+    up.add_argument("--hardfork", help="e.g. prague (default: anvil's own, Osaka or later)")
     up.add_argument("--port", type=int, default=8545, help="port (default: %(default)s; 0 picks a free one)")
     up.add_argument("--accounts", type=_int_at_least(1), default=10, help="unlocked accounts (default: %(default)s)")
 
@@ -225,7 +233,8 @@ def _run(args) -> int:
                 mech_opts[(m.name, o.flag)] = value
     options = RunOptions(mode=args.mode, chain_url=args.chain, key_bits=args.key_bits,
                          verify_openings=False if args.no_verify_openings else None, deployment=args.deployment,
-                         settle_unconverged=args.settle_unconverged, prosumers=args.prosumers, seed=args.seed)
+                         settle_unconverged=args.settle_unconverged, prosumers=args.prosumers, seed=args.seed,
+                         drop=args.drop, drop_at=args.drop_at)
     prepared = prepare(scenario, options)
     mechanism = prepared.mechanism
     from .errors import UsageError
@@ -304,9 +313,9 @@ def _chain_up(args) -> int:
 
     # a `kill` (SIGTERM) stops the node like Ctrl-C does, instead of orphaning it
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    with start_anvil(accounts=args.accounts, port=args.port) as node:
+    with start_anvil(accounts=args.accounts, port=args.port, hardfork=args.hardfork) as node:
         print(node.url, flush=True)
-        console.print(f"anvil (hardfork prague) listening on {node.url}; Ctrl-C stops it")
+        console.print(f"anvil ({args.hardfork or 'default hardfork'}) listening on {node.url}; Ctrl-C stops it")
         try:
             while node.alive():
                 time.sleep(0.5)

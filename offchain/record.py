@@ -73,6 +73,7 @@ class Round:
     settled: bool
     payments: dict[str, str]  # party name -> base units (positive = paid)
     matches_mirror: bool | None  # chain only: the contract's payments equal the Python mirror's
+    dropped: dict[str, int] = field(default_factory=dict)  # participant -> iteration it dropped out in
 
 
 @dataclass

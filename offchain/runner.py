@@ -34,6 +34,8 @@ class RunOptions:
     seed: int | None = None
     mechanism_options: dict[str, Any] = field(default_factory=dict)
     executor: Any = None
+    drop: int = 0  # participants that go silent (simulated crashes) ...
+    drop_at: int = 1  # ... from this iteration on
 
 
 @dataclass
@@ -61,6 +63,7 @@ def prepare(scenario_path: Path, options: RunOptions) -> Prepared:
     if options.verify_openings is None:
         options.verify_openings = scenario.privacy.verify_openings
     slots, slot_bits, participants = mechanism.layout(scenario)
+    _check_drops(options, participants)
     if slots and options.mode != "plaintext":
         from .privacy.packing import SlotLayout
 
@@ -84,15 +87,45 @@ def prepare(scenario_path: Path, options: RunOptions) -> Prepared:
     return prepared
 
 
-def _transport(p: Prepared):
+def _check_drops(o: RunOptions, participants: int) -> None:
+    from .chain.market import MIN_PARTICIPANTS
+
+    if participants < MIN_PARTICIPANTS:
+        raise UsageError(f"a round needs at least {MIN_PARTICIPANTS} participants (the privacy minimum), "
+                         f"the scenario has {participants}")
+    if o.drop < 0 or o.drop_at < 0:
+        raise UsageError(f"--drop and --drop-at must not be negative, got {o.drop} and {o.drop_at}")
+    if o.drop and participants - o.drop < MIN_PARTICIPANTS:
+        raise UsageError(f"--drop {o.drop} leaves {participants - o.drop} of {participants} participants; a round "
+                         f"needs at least {MIN_PARTICIPANTS}")
+    from .privacy.secagg import default_threshold, degree_for
+
+    degree = degree_for(participants)
+    most = degree - default_threshold(degree)
+    if o.drop > most and degree == participants - 1:
+        raise UsageError(f"--drop {o.drop}: the dropout recovery of {participants} participants needs "
+                         f"{default_threshold(degree)} of each one's {degree} neighbours, so at most {most} may drop")
+
+
+def _drops(o: RunOptions, setup) -> dict[int, list[str]]:
+    """Who goes silent when: ``--drop`` participants, drawn with the run's seed, from ``--drop-at`` on."""
+    if not o.drop:
+        return {}
+    import random
+
+    names = [q.name for q in setup.participants]
+    chosen = set(random.Random(o.seed or 0).sample(names, o.drop))
+    return {o.drop_at: [n for n in names if n in chosen]}
+
+
+def _transport(p: Prepared, drops: dict[int, list[str]]):
     from .protocol.transport import ChainTransport, PrivateTransport
 
     o = p.options
     if o.mode == "chain":
-        t = ChainTransport(p.chain, key_bits=o.key_bits, verify_openings=o.verify_openings, market=p.market,
-                           rules=p.rules)
-        return t
-    return PrivateTransport(o.key_bits)
+        return ChainTransport(p.chain, key_bits=o.key_bits, verify_openings=o.verify_openings, market=p.market,
+                              rules=p.rules, drops=drops, windows=p.scenario.chain.windows)
+    return PrivateTransport(o.key_bits, drops=drops)
 
 
 def execute(p: Prepared, progress=None) -> RunRecord:
@@ -108,11 +141,13 @@ def execute(p: Prepared, progress=None) -> RunRecord:
     timings["prepare"] = time.perf_counter() - t0
     plain, outcomes = [], []
     for i, (factory, label) in enumerate(zip(job.rounds, job.labels)):
+        setup = factory()
+        drops = _drops(o, setup)
         if job.plaintext_check and o.mode != "plaintext":
-            plain.append(run_round(factory(), PlainTransport(), executor=o.executor,
+            plain.append(run_round(factory(), PlainTransport(drops), executor=o.executor,
                                    progress=_bar(progress, f"{label}, plaintext mode")))
-        transport = PlainTransport() if o.mode == "plaintext" else _transport(p)
-        out = run_round(factory(), transport, executor=o.executor, settle_unconverged=o.settle_unconverged,
+        transport = PlainTransport(drops) if o.mode == "plaintext" else _transport(p, drops)
+        out = run_round(setup, transport, executor=o.executor, settle_unconverged=o.settle_unconverged,
                         progress=_bar(progress, f"{label}, {o.mode} mode"))
         if o.mode == "chain":  # later rounds reuse the market and the rule contracts
             p.market, p.rules = transport.market, transport.rules
@@ -208,8 +243,10 @@ def _round(label: str, out) -> Round:
         if t.kind == "chain":
             m = t.mirror(out.final_prices)
             matches = m.amounts == out.settlement.amounts and m.payees == out.settlement.payees
+    names = [q.name for q in out.setup.participants]
     return Round(label, t.kind, t.chain_info.round_id if t.chain_info else None, out.converged, out.reason,
-                 len(out.iterations), out.settled, payments, matches)
+                 len(out.iterations), out.settled, payments, matches,
+                 {names[i]: k for i, k in sorted(t.dropped_at.items())})
 
 
 def _lines(chain, main, gas, timings) -> list[tuple[str, str]]:

@@ -1,5 +1,6 @@
-"""brownie: deploy a mechanism's contracts (SettlementToken, the round contract PrivateRounds and the
-mechanism's settlement rule) and write a gridshare deployment file.
+"""brownie: deploy a mechanism's contracts (SettlementToken, the round contract PrivateRounds after
+its modules PaillierMath, RoundOpenings and RoundSettlement, and the mechanism's settlement rule) and
+write a gridshare deployment file.
 
     brownie run scripts/deploy.py --network gridshare-anvil    # the node of `gridshare chain up`
     GRIDSHARE_RPC_URL=http://HOST:PORT brownie run scripts/deploy.py --network gridshare-rpc
@@ -104,7 +105,7 @@ def deployer():
 
 
 def deploy(path: Path | None = None) -> tuple[dict, Path]:
-    """Deploys the three contracts, writes the deployment file (atomically) and returns it with its path."""
+    """Deploys the contracts, writes the deployment file (atomically) and returns it with its path."""
     path = path or deployment_path()
     mechanism = os.environ.get("GRIDSHARE_MECHANISM") or "tariff"
     rule_name = rule_contract(mechanism)
@@ -112,7 +113,11 @@ def deploy(path: Path | None = None) -> tuple[dict, Path]:
     owner = operator_address()
     loaded = project.get_loaded_projects()[0]
     token = loaded[TOKEN].deploy(owner, {"from": sender})
-    market = loaded[MARKET].deploy(token.address, {"from": sender})
+    paillier = loaded["PaillierMath"].deploy({"from": sender})
+    openings = loaded["RoundOpenings"].deploy(paillier.address, {"from": sender})
+    settlement = loaded["RoundSettlement"].deploy({"from": sender})
+    market = loaded[MARKET].deploy(token.address, paillier.address, openings.address, settlement.address,
+                                   {"from": sender})
     rule = loaded[rule_name].deploy({"from": sender})
     contracts = {MARKET: market.address, TOKEN: token.address, rule_name: rule.address}
     record = {

@@ -104,7 +104,8 @@ def test_the_demo_writes_a_valid_record_and_a_self_contained_report(capsys, tmp_
     assert summary["chain"]["contracts"]["market"] == record["chain"]["contracts"]["market"]
     prosumers = [p for p in record["parties"] if p["role"] == "prosumer"]
     assert len(prosumers) == 3 and all(p["payment"] and set(p["bill"]) == {"internal", "grid share"} for p in prosumers)
-    assert record["gas"]["submission_mean"] <= 60_000
+    # main's 48k + the round's set of seen ciphertexts (a new slot, 22k) + the residue check and the next mask point
+    assert record["gas"]["submission_mean"] <= 110_000
     kinds = {t["kind"] for t in record["transactions"]}
     assert {"create_round", "register", "submit", "aggregate", "conclude", "settle", "withdraw"} <= kinds
     assert record["software"]["git_commit"] and record["scenario"]["profiles"]["prosumers"]
@@ -151,11 +152,11 @@ def test_run_writes_the_same_record_schema_for_the_storage_mechanism(tmp_path, c
 
 def test_bench_round_reports_phases_gas_and_the_privacy_overhead(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", "round", "--prosumers", "2", "--no-verify-openings", "--json", str(out)]) == 0
+    assert main(["bench", "round", "--prosumers", "3", "--no-verify-openings", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     run = result["private"]["embedded"]
     assert {"solve", "encrypt", "chain", "decrypt"} <= set(run["phases"])
-    assert 0 < run["gas_per_submission"] <= 60_000
+    assert 0 < run["gas_per_submission"] <= 110_000
     assert run["private_over_plaintext"] > 1 and run["price_gap_vs_plaintext"] == 0
 
 
@@ -170,7 +171,7 @@ def test_deploy_any_mechanism_and_run_on_its_deployment_file(tmp_path, capsys):
         deployment = json.loads(file.read_text())
         assert deployment["mechanism"] == "storage-p2p" and "StorageRule" in deployment["contracts"]
         out = tmp_path / "run"
-        assert main(["run", str(STORAGE), "--case", "1", "--prosumers", "2", "--chain", node.url,
+        assert main(["run", str(STORAGE), "--case", "1", "--prosumers", "3", "--chain", node.url,
                      "--deployment", str(file), "--out", str(out)]) == 0
         record = json.loads((out / "run.json").read_text())
         assert record["chain"]["contracts"] == {"market": deployment["contracts"]["PrivateRounds"],

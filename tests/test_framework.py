@@ -49,8 +49,28 @@ net_kwh = [2.0, 0.5, 0.5, -1.0]
 name = "D"
 net_kwh = [0.0, -0.5, 1.0, 2.0]
 community = 1
+[[prosumer]]
+name = "E"
+net_kwh = [1.0, 1.0, -0.5, 0.5]
+[[prosumer]]
+name = "F"
+net_kwh = [-1.0, 0.0, 0.5, 1.0]
+community = 1
+[[prosumer]]
+name = "G"
+net_kwh = [0.5, 0.5, 0.5, 0.5]
+community = 2
+[[prosumer]]
+name = "H"
+net_kwh = [-0.25, -0.25, 1.0, 0.0]
+community = 2
+[[prosumer]]
+name = "I"
+net_kwh = [2.0, -1.0, 0.0, -0.5]
+community = 2
 """
-EXPECTED = {"A": 0.925, "B": -0.525, "C": 1.25, "D": 1.2}  # tokens: sum_t price_t * net_t
+# tokens: sum_t price_t * net_t
+EXPECTED = {"A": 0.925, "B": -0.525, "C": 1.25, "D": 1.2, "E": 0.95, "F": 0.25, "G": 1.1, "H": 0.425, "I": 0.2}
 
 
 @pytest.fixture(scope="module")
@@ -105,10 +125,11 @@ def test_rounds_nest_communities_inside_a_parent_round(scenario_file):
     chain = connect(None)
     ref: dict = {}
     communities = [Community(f"community-{c}", mechanism.setup(scenario, [p for p in scenario.prosumers if p.community == c]),
-                             ref, offset=20 + 10 * c) for c in (0, 1)]
+                             ref, offset=20 + 10 * c) for c in (0, 1, 2)]
     parent_setup = mechanism.setup(scenario, members=[])
     parent_setup.participants = communities
-    parent = ref["transport"] = ChainTransport(chain, key_bits=1024)
+    # the communities run their whole rounds inside the parent's submission window
+    parent = ref["transport"] = ChainTransport(chain, key_bits=1024, windows={"submission": 10_000})
     out = run_round(parent_setup, parent)
     assert out.converged and out.settlement is not None
     children = [c.outcome for c in communities]
@@ -123,7 +144,7 @@ def test_rounds_nest_communities_inside_a_parent_round(scenario_file):
     assert out.iterations[0].sums == totals
     findings, _ = run_audit(chain, market.address)
     assert all(f.ok for f in findings), [f for f in findings if not f.ok]
-    assert len({f.round for f in findings} - {None}) == 3
+    assert len({f.round for f in findings} - {None}) == 4
 
 
 def test_a_round_without_a_key_runs_commit_reveal_only(scenario_file):

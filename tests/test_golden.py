@@ -1,7 +1,9 @@
 """Behaviour preserved: the framework reproduces the figures recorded on main before it
 (tests/fixtures/golden_main.json): the demo's tariffs, costs and payments and the four storage
-cases' totals, rents and payments to the last base unit; gas per submission and per iteration
-within 5%, the settlement within 15%."""
+cases' totals, rents and payments to the last base unit. Gas moved where issue 10 moved it (each
+submission pays for the round's set of seen ciphertexts, the residue check and its next mask point;
+each participant posts recovery partials; openings are checked only when challenged), so that an
+iteration costs less than on main; the settlement stays within 15%."""
 from __future__ import annotations
 
 import json
@@ -47,15 +49,16 @@ def test_the_demo_reproduces_mains_tariffs_costs_and_payments(demo):
     assert demo["details"]["community"]["saving_pct"] == pytest.approx(g["saving_pct"], abs=1e-9)
 
 
-def test_the_demo_gas_is_mains_within_5_percent_and_its_settlement_within_15(demo):
+ITERATION_KINDS = ("submit", "recover", "aggregate", "publish", "conclude")
+
+
+def test_the_demo_gas_moved_where_issue_10_moved_it(demo):
     g, kinds = GOLDEN["tariff"]["gas"], demo["gas"]["per_kind"]
-    assert _close(kinds["submit"]["mean"], g["submit_mean"], 0.05)
-    assert _close(kinds["aggregate"]["mean"], g["aggregate_mean"], 0.05)
-    assert _close(kinds["publish"]["mean"], g["publish_mean"], 0.05)
-    # per iteration: what main counted (submissions, aggregation, publication or conclusion)
-    per_iteration = [sum(v for k, v in it["gas"].items() if k in ("submit", "aggregate", "publish", "conclude"))
-                     for it in demo["iterations"]]
-    assert all(_close(a, b, 0.05) for a, b in zip(per_iteration, g["per_iteration"]))
+    assert g["submit_mean"] < kinds["submit"]["mean"] <= g["submit_mean"] + 60_000
+    assert _close(kinds["aggregate"]["mean"], g["aggregate_mean"], 0.10)
+    assert kinds["publish"]["mean"] < g["publish_mean"] / 5  # no opening check unless challenged
+    per_iteration = [sum(v for k, v in it["gas"].items() if k in ITERATION_KINDS) for it in demo["iterations"]]
+    assert all(a < b for a, b in zip(per_iteration, g["per_iteration"]))
     assert _close(kinds["settle"]["mean"], g["settle"], 0.15)
 
 
@@ -85,18 +88,20 @@ def test_every_storage_case_reproduces_mains_totals_rents_and_payments(storage, 
 
 @pytest.mark.anvil
 @pytest.mark.skipif(not node_available(), reason="node or node_modules/.bin/anvil missing: run `make install`")
-def test_the_storage_gas_on_chain_is_mains(storage):
-    """Case 4 through anvil (Prague): submission, aggregation and publication within 5%, the settlement
-    of the typed rule within 15% (within 10% is the issue's bar for keeping it: benchmarks/settle-gas.json)."""
+def test_the_storage_gas_on_chain_moved_where_issue_10_moved_it(storage):
+    """Case 4 through anvil (Prague): the same payments; a submission dearer by the issue-10 checks,
+    aggregation within 10%, publication and conclusion cheaper; the settlement of the typed rule
+    within 15% (within 10% is the issue's bar for keeping it: benchmarks/settle-gas.json)."""
     scenario, profiles, settings = storage
     g = GOLDEN["storage"]["cases"]["4"]["gas"]
     models, data = build_market(scenario, 4, profiles=profiles)
-    with start_anvil() as node:
+    with start_anvil(hardfork="prague") as node:
         _, out = solve_admm(models, data, settings, transport=ChainTransport(connect(node.url), key_bits=2048))
     gas = out.transport.gas
     mean = {k: sum(v) / len(v) for k, v in gas.items()}
     assert {str(k): str(v) for k, v in zip(data.names, out.settlement.amounts)} == {
         n: v for n, v in GOLDEN["storage"]["cases"]["4"]["payments_base_units"].items() if n in data.names}
-    for kind in ("submit", "aggregate", "publish", "conclude"):
-        assert _close(mean[kind], g[kind], 0.05), (kind, mean[kind], g[kind])
+    assert g["submit"] < mean["submit"] <= g["submit"] + 60_000
+    assert _close(mean["aggregate"], g["aggregate"], 0.10)
+    assert mean["publish"] < g["publish"] and mean["conclude"] < g["conclude"]
     assert _close(mean["settle"], g["settle"], 0.15)

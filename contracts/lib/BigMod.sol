@@ -249,18 +249,16 @@ library BigMod {
         }
     }
 
-    /// @notice True when the Paillier ciphertext c (len(nSq) bytes) encrypts m with randomness rho:
-    ///         c == (1 + m*n) * rho^n mod n^2. Requires m < n (checked by the caller).
-    function verifyOpening(bytes memory c, bytes memory m, bytes memory rho, bytes memory n, bytes memory nSq)
+    /// @notice True when the Paillier ciphertext c (len(nSq) bytes) encrypts m with an opening whose
+    ///         n-th power is rn: c == (1 + m*n) * rn mod n^2. Requires m < n (checked by the caller).
+    function openingHolds(bytes memory c, bytes memory m, bytes memory rn, bytes memory n, bytes memory nSq)
         internal
         view
         returns (bool)
     {
         uint256 L2 = nSq.length;
-        if (c.length != L2) return false;
-        if (isZero(rho)) return false;
+        if (c.length != L2 || rn.length != L2) return false;
         uint256 ctx = context(nSq);
-        bytes memory rn = modexp(rho, n, nSq);
         bytes memory g = widen(m, L2);
         modmulInto(ctx, g, widen(n, L2), g);
         // g = m*n + 1 (< n^2 since m < n)

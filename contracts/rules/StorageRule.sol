@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
-import {ISettlementRule, RoundParams, SettleContext} from "../RoundTypes.sol";
+import {ISettlementRule, RoundParams, SettleContext, Standing} from "../RoundTypes.sol";
 
 /// @notice The terms of a storage round (`RoundParams.terms = abi.encode(StorageTerms)`). Member
 ///         indices are positions in the round's allow-list (`RoundParams.members`).
@@ -108,7 +108,9 @@ contract StorageRule is ISettlementRule {
         if (pairLanes != 0 && participants > 1) len += 2 * (len - HEAD) * (participants - 1);
     }
 
-    /// @notice payees = [operator, centre, gridAccount]; one bill of `billItems` per participant.
+    /// @notice payees = [operator, centre, gridAccount]; one bill of `billItems` per participant. The
+    ///         fallback for a participant that dropped out: nothing (an empty bill), and no trade
+    ///         with it counts.
     /// @inheritdoc ISettlementRule
     function settle(SettleContext calldata ctx, int256[] calldata values)
         external
@@ -118,10 +120,12 @@ contract StorageRule is ISettlementRule {
         StorageTerms memory t = abi.decode(ctx.terms, (StorageTerms));
         uint256 count = ctx.participants.length;
         uint256 len = ctx.revealLength;
-        _checkQuantities(t, ctx.participants, values, len);
+        _checkQuantities(t, ctx, values, len);
         bills = new int256[][](count);
         for (uint256 i = 0; i < count; ++i) {
-            bills[i] = _storageAndGrid(t, ctx, values[i * len:(i + 1) * len], ctx.memberIndex[i]);
+            bills[i] = ctx.standing[i] == Standing.Final
+                ? _storageAndGrid(t, ctx, values[i * len:(i + 1) * len], ctx.memberIndex[i])
+                : new int256[](ITEMS);
         }
         if (ctx.pairLanes != 0) _pairs(t, ctx, values, bills);
 
@@ -140,13 +144,15 @@ contract StorageRule is ISettlementRule {
     }
 
     /// @dev C^E, C^P, throughput >= 0; the capacity sums within the store's capacity plus slack.
-    function _checkQuantities(StorageTerms memory t, address[] calldata parts, int256[] calldata values, uint256 len)
+    function _checkQuantities(StorageTerms memory t, SettleContext calldata ctx, int256[] calldata values, uint256 len)
         internal
         pure
     {
         int256 energy;
         int256 power;
+        address[] calldata parts = ctx.participants;
         for (uint256 i = 0; i < parts.length; ++i) {
+            if (ctx.standing[i] != Standing.Final) continue;
             int256[] calldata v = values[i * len:(i + 1) * len];
             for (uint256 j = 0; j < HEAD; ++j) {
                 if (v[j] < 0) revert NegativeQuantity(parts[i], j);
@@ -193,7 +199,9 @@ contract StorageRule is ISettlementRule {
     {
         uint256 count = ctx.participants.length;
         for (uint256 a = 0; a < count; ++a) {
+            if (ctx.standing[a] != Standing.Final) continue;
             for (uint256 c = a + 1; c < count; ++c) {
+                if (ctx.standing[c] != Standing.Final) continue;
                 int256[3] memory q = _trades(ctx, values, a, c, t.gridBuy.length);
                 _book(t, ctx, bills, a, c, q);
             }

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
-import {ISettlementRule, RoundParams, SettleContext} from "../RoundTypes.sol";
+import {ISettlementRule, RoundParams, SettleContext, Standing} from "../RoundTypes.sol";
 
 /// @title TariffRule
 /// @notice Settlement of the weakly centralised tariff market (Qi, Ai, Ji, Li, Wang, Pan, "A weakly
@@ -45,9 +45,12 @@ contract TariffRule is ISettlementRule {
     }
 
     /// @notice Per period t with tariff p, retail c (band cap) and feed-in f (band floor), bought B
-    ///         and sold S: r = B - S >= 0: sellers receive p per kWh, buyers pay (p*S + c*r) pro rata
-    ///         (rounded down); r < 0: buyers pay p per kWh, sellers receive (p*B + f*|r|) pro rata
-    ///         (rounded down). The grid account balances every period: payees = [gridAccount].
+    ///         and sold S by the participants that stayed to the end: r = B - S >= 0: sellers
+    ///         receive p per kWh, buyers pay (p*S + c*r) pro rata (rounded down); r < 0: buyers pay
+    ///         p per kWh, sellers receive (p*B + f*|r|) pro rata (rounded down). The fallback for a
+    ///         participant that dropped out: it trades what it last committed with the grid, buying
+    ///         at c and selling at f (nothing if it revealed nothing). The grid account balances
+    ///         every period: payees = [gridAccount].
     /// @inheritdoc ISettlementRule
     function settle(SettleContext calldata ctx, int256[] calldata values)
         external
@@ -56,8 +59,13 @@ contract TariffRule is ISettlementRule {
     {
         int256 grid;
         amounts = new int256[](ctx.participants.length);
+        bool anyDropped;
+        for (uint256 i = 0; i < amounts.length; ++i) {
+            if (ctx.standing[i] != Standing.Final) anyDropped = true;
+        }
         for (uint256 t = 0; t < ctx.slots; ++t) {
             int256[] memory xs = _period(values, ctx.revealLength, t, amounts.length);
+            if (anyDropped) grid -= _fallback(xs, ctx.standing, ctx.priceFloor[t], ctx.priceCap[t], amounts);
             grid -= _settlePeriod(xs, ctx.prices[t], ctx.priceFloor[t], ctx.priceCap[t], amounts);
         }
         payees = new address[](1);
@@ -82,6 +90,25 @@ contract TariffRule is ISettlementRule {
                 x := calldataload(add(values.offset, shl(5, at)))
             }
             xs[i] = x;
+        }
+    }
+
+    /// @dev Settles the dropped participants' values of a period with the grid (retail for a purchase,
+    ///      feed-in for a sale) and zeroes them in `xs`; returns the sum of their payments.
+    function _fallback(int256[] memory xs, Standing[] calldata standing, uint64 feedIn, uint64 retail, int256[] memory amounts)
+        internal
+        pure
+        returns (int256 paid)
+    {
+        unchecked {
+            for (uint256 i = 0; i < xs.length; ++i) {
+                if (standing[i] == Standing.Final) continue;
+                int256 x = xs[i];
+                int256 a = x * int256(uint256(x > 0 ? retail : feedIn)) * UNIT;
+                amounts[i] += a;
+                paid += a;
+                xs[i] = 0;
+            }
         }
     }
 

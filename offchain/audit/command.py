@@ -28,7 +28,7 @@ def run_audit(chain: Chain, market: str, round_id: int | None = None, from_block
     history = MarketHistory(market, read_market_transactions(chain, market, from_block, progress=progress))
     if not history.round_ids() and not history.events:
         raise ChainError(f"{market} has no market history (is it a gridshare market?)")
-    return audit_market(chain, history, round_id)
+    return audit_market(chain, history, round_id, from_block)
 
 
 def audit_command(args, console: Console) -> int:
@@ -42,14 +42,18 @@ def audit_command(args, console: Console) -> int:
                                      progress=lambda done, total: bar.update(task, completed=done, total=total))
     seconds = time.perf_counter() - t0
     failed = [f for f in findings if not f.ok]
+    checks = [f for f in findings if not f.note]
     printer = Console(highlight=False)
     for f in findings:
         where = f"round {f.round}" + (f" iteration {f.iteration}" if f.iteration is not None else "") if f.round else ""
-        line = f"{'[green]PASS[/green]' if f.ok else '[bold red]FAIL[/bold red]'}  {f.check:<20} {where:<22} {f.detail}"
-        if not f.ok and f.tx:
+        mark = "[cyan]NOTE[/cyan]" if f.note else "[green]PASS[/green]" if f.ok else "[bold red]FAIL[/bold red]"
+        line = f"{mark}  {f.check:<20} {where:<22} {f.detail}"
+        if (f.note or not f.ok) and f.tx:
             line += f"  (tx {f.tx}, block {f.block})"
         printer.print(line, soft_wrap=True)
-    verdict = "every check passed" if not failed else f"{len(failed)} of {len(findings)} checks failed"
+    notes = len(findings) - len(checks)
+    verdict = ("every check passed" if not failed else f"{len(failed)} of {len(checks)} checks failed") + \
+        (f", {notes} notes" if notes else "")
     printer.print(f"[bold]{verdict}[/bold] ({seconds:.2f} s); written: {out / 'audit.json'}, {out / 'audit.html'}",
                   soft_wrap=True)
     report = {"schema": AUDIT_SCHEMA, "market": to_checksum_address(args.market), "chain": args.chain,

@@ -86,9 +86,13 @@ class MarketHistory:
     def gas_by_iteration(self, round_id: int) -> dict[int, dict[str, int]]:
         gas: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for call in self.calls_of_round(round_id):
-            if call.name == "submit" and call.tx.status == 1:
-                gas[call.args["iteration"]]["submit"] += call.tx.gas_used
+            if call.name in ("submit", "recover") and call.tx.status == 1:
+                gas[call.args["iteration"]][call.name] += call.tx.gas_used
+        kinds = {"AggregationProgress": "aggregate", "Aggregated": "aggregate", "Published": "publish",
+                 "Concluded": "conclude", "Dropped": "advance"}
+        seen = set()
         for e in self.of_round(round_id):
-            if e.name in ("Aggregated", "Published", "Concluded"):
-                gas[e.args["iteration"]][e.name.lower()] += e.tx.gas_used
+            if e.name in kinds and (e.tx.hash, e.name) not in seen:
+                seen.add((e.tx.hash, e.name))
+                gas[e.args["iteration"]][kinds[e.name]] += e.tx.gas_used
         return {k: dict(v) for k, v in sorted(gas.items())}

@@ -32,8 +32,9 @@ class Rules:
         return []
 
     def settlement(self, participants: list[str], values: list[list[int]], prices: list[int],
-                   member_index: list[int]) -> tuple[list[tuple[str, int]], list[tuple] | None]:
+                   member_index: list[int], standing: list[int] | None = None) -> tuple[list[tuple[str, int]], list[tuple] | None]:
         """The expected ``Payment`` events (account, amount) in booking order, and the expected
-        ``Bill`` events (participant, items) or None when the rule emits none. Raise ValueError
-        when the rule cannot be evaluated."""
+        ``Bill`` events (participant, items) or None when the rule emits none; ``standing`` per
+        participant: 0 in the final sums, 1 dropped with a reveal, 2 dropped silent. Raise
+        ValueError when the rule cannot be evaluated."""
         raise ValueError("the settlement rule is not known to the audit")

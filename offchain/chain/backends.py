@@ -43,6 +43,9 @@ GAS_EXTRA = 25_000
 
 
 DEV_CHAIN_ID = 31337  # anvil's and hardhat's default
+PRE_OSAKA = ("frontier", "homestead", "byzantium", "constantinople", "petersburg", "istanbul", "berlin", "london",
+             "paris", "merge", "shanghai", "cancun", "prague")
+TX_GAS_CAP = 2**24  # EIP-7825 (Osaka): no transaction may use more; applied on every chain
 
 
 class ContractRevert(RuntimeError):
@@ -206,6 +209,7 @@ class Chain:
         self._sent = 0
         block = w3.eth.get_block("latest")
         self.block_gas_limit = int(block["gasLimit"])
+        self.tx_gas_limit = min(self.block_gas_limit, TX_GAS_CAP)
         # eth-tester's estimate is a binary search (~14 executions): skip it, a revert refunds the
         # unused gas anyway and dev accounts hold plenty of ether. RPC nodes estimate natively.
         # Dev chains (eth-tester, anvil/hardhat's 31337) skip gas estimation: a binary search of
@@ -213,7 +217,7 @@ class Chain:
         # the block gas limit and pays only for what it uses; on anvil the first call of each shape
         # does, and later ones reuse its measured gas (see transact_many). A revert is still
         # decoded by replaying the call.
-        self._fixed_gas = self.block_gas_limit if kind == "embedded" or self.chain_id == DEV_CHAIN_ID else None
+        self._fixed_gas = self.tx_gas_limit if kind == "embedded" or self.chain_id == DEV_CHAIN_ID else None
         self._refresh_fees(block)
 
     # -------------------------------------------------------------- basics
@@ -232,6 +236,46 @@ class Chain:
         except (ChainError, requests.RequestException, ValueError, KeyError):
             return "unknown"
         return str((info or {}).get("hardFork") or "unknown").lower()
+
+    @property
+    def osaka_pricing(self) -> bool:
+        """Whether MODEXP costs EIP-7883's price here (Osaka and later; assumed for unknown nodes)."""
+        if not hasattr(self, "_osaka"):
+            self._osaka = self.hardfork not in PRE_OSAKA
+        return self._osaka
+
+    @property
+    def aggregate_chunk(self) -> int:
+        """Ciphertexts (2048-bit key) per aggregation transaction that fit the gas cap with room:
+        ~33k gas each under EIP-7883, ~17k before (benchmarks/aggregate-2000.json)."""
+        return 400 if self.osaka_pricing else 800
+
+    @property
+    def challenge_steps(self) -> int:
+        """256-bit steps of an opening challenge per transaction (2048-bit key): ~4.4M gas each
+        under EIP-7883, ~0.8M before."""
+        return 3 if self.osaka_pricing else 8
+
+    @property
+    def block_number(self) -> int:
+        return int(self.w3.eth.block_number)
+
+    def mine_until(self, block: int) -> None:
+        """Lets the chain reach ``block``: dev chains mine empty blocks at once, other nodes are
+        waited for."""
+        missing = block - self.block_number
+        if missing <= 0:
+            return
+        if self.tester is not None:
+            self.tester.mine_blocks(missing)
+            return
+        try:
+            self._rpc("anvil_mine", [hex(missing)])
+            return
+        except ChainError:
+            pass
+        while self.block_number < block:
+            time.sleep(1.0)
 
     @property
     def artifacts(self) -> dict[str, Artifact]:
@@ -385,7 +429,7 @@ class Chain:
                 flush()
                 if not isinstance(receipts[idx], ContractRevert):
                     self._gas_cache[key] = min(int(receipts[idx]["gasUsed"] * GAS_MARGIN) + GAS_EXTRA,
-                                               self.block_gas_limit)
+                                               self.tx_gas_limit)
                 continue
             if gas is None:
                 call = {"from": sender.address, "to": to, "data": data.to_0x_hex()}
@@ -421,7 +465,7 @@ class Chain:
             if "revert" in msg.lower():
                 raise self.errors.decode(b"") from None
             raise ChainError(f"gas estimation failed: {msg.splitlines()[0] if msg else type(exc).__name__}") from exc
-        gas = min(int(est * GAS_MARGIN) + GAS_EXTRA, self.block_gas_limit)
+        gas = min(int(est * GAS_MARGIN) + GAS_EXTRA, self.tx_gas_limit)
         if key is not None:
             self._gas_cache[key] = max(gas, self._gas_cache.get(key, 0))
         return gas
@@ -713,13 +757,16 @@ class AnvilProcess:
 
 
 def start_anvil(accounts: int = 10, gas_limit: int = EMBEDDED_GAS_LIMIT, timeout: float = 20.0,
-                port: int = 0) -> AnvilProcess:
-    """Starts anvil (Prague rules, chain id 31337) on ``port`` (0: a free one) and waits until it listens."""
+                port: int = 0, hardfork: str | None = None) -> AnvilProcess:
+    """Starts anvil (chain id 31337; at its default hardfork unless ``hardfork`` names one, e.g.
+    "prague") on ``port`` (0: a free one) and waits until it listens."""
     binary = anvil_binary()
     if binary is None:
         raise ChainError("anvil not found (run `npm ci` to install node_modules/@foundry-rs/anvil)")
-    cmd = [binary, "--host", "127.0.0.1", "--port", str(port), "--hardfork", "prague", "--chain-id", str(DEV_CHAIN_ID),
+    cmd = [binary, "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(DEV_CHAIN_ID),
            "--accounts", str(accounts), "--balance", str(10**9), "--gas-limit", str(gas_limit)]
+    if hardfork:
+        cmd += ["--hardfork", hardfork]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     listening: list[int] = []
     ready = threading.Event()

@@ -22,7 +22,8 @@ NODE_MODULES = ROOT / "node_modules"
 SETTINGS = {
     "evmVersion": "prague",
     "optimizer": {"enabled": True, "runs": 200},
-    "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}},
+    "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object",
+                                     "evm.deployedBytecode.immutableReferences"]}},
 }
 
 
@@ -33,6 +34,17 @@ class Artifact:
     bytecode: str  # 0x-prefixed creation code
     source: str = ""
     deployed: str = ""  # 0x-prefixed runtime code (without immutables filled in)
+    immutables: tuple = ()  # (start, length) byte ranges of `deployed` that deployment fills in
+
+    def runs(self, code: bytes) -> bool:
+        """Whether deployed ``code`` is this contract's runtime code (immutables aside)."""
+        compiled = bytearray.fromhex(self.deployed.removeprefix("0x"))
+        code = bytearray(code)
+        if len(code) != len(compiled):
+            return False
+        for start, length in self.immutables:
+            code[start:start + length] = compiled[start:start + length]
+        return code == compiled
 
 
 def _compiler_version() -> str:
@@ -94,7 +106,8 @@ def _format_error(err: dict, sources: dict) -> str:
 
 def _load(path: Path) -> dict[str, Artifact]:
     data = json.loads(path.read_text())
-    return {name: Artifact(**a) for name, a in data.items()}
+    return {name: Artifact(**{**a, "immutables": tuple(tuple(r) for r in a.get("immutables", ()))})
+            for name, a in data.items()}
 
 
 def compile_contracts(force: bool = False) -> dict[str, Artifact]:
@@ -136,8 +149,10 @@ def compile_contracts(force: bool = False) -> dict[str, Artifact]:
             continue
         for name, c in contracts.items():
             evm = c.get("evm", {})
+            refs = evm.get("deployedBytecode", {}).get("immutableReferences", {})
             artifacts[name] = Artifact(name=name, abi=c.get("abi", []), bytecode="0x" + evm.get("bytecode", {}).get("object", ""),
-                                       source=file, deployed="0x" + evm.get("deployedBytecode", {}).get("object", ""))
+                                       source=file, deployed="0x" + evm.get("deployedBytecode", {}).get("object", ""),
+                                       immutables=tuple(sorted((r["start"], r["length"]) for v in refs.values() for r in v)))
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps({n: a.__dict__ for n, a in artifacts.items()}))

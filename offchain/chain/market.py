@@ -3,19 +3,46 @@ SettlementToken. Thin: no mechanism math. Amounts follow the one sign convention
 positive = paid by the account."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
+from eth_account.messages import encode_defunct
 from eth_utils import keccak, to_checksum_address
 
 from .backends import Chain, ContractRevert, _revert_data
 
-PHASES = ("Registering", "Iterating", "Concluded", "Settled", "Closed")
+PHASES = ("Registering", "Sharing", "Iterating", "Concluded", "Settled", "Closed")
+STEPS = ("Submitting", "Recovering", "Aggregating")
+CLOSE_REASONS = ("ByCoordinator", "CoordinatorLate", "TooFewParticipants", "OpeningDisproved")
 MARKET_CONTRACT = "PrivateRounds"
 TOKEN_CONTRACT = "SettlementToken"
+MODULES = ("PaillierMath", "RoundOpenings", "RoundSettlement")  # deployed before PrivateRounds
+MIN_PARTICIPANTS = 3  # PrivateRounds.MIN_PARTICIPANTS: the privacy minimum
+
+
+@dataclass(frozen=True)
+class Windows:
+    """A round's deadlines in blocks (``RoundParams.windows``; docs/protocol.md, "Deadlines")."""
+    registration: int = 100
+    submission: int = 20
+    recovery: int = 20
+    coordinator: int = 40
+    challenge: int = 10  # 0: openings are not checked
+
+    @classmethod
+    def for_round(cls, participants: int, **given: int | None) -> "Windows":
+        """Deadlines that leave every party room on a chain that mines a block per transaction (a
+        dev chain): steps where each participant sends one transaction get two blocks each; values
+        in ``given`` (not None) win."""
+        auto = cls(registration=60 + 6 * participants, submission=20 + 2 * participants,
+                   recovery=20 + 2 * participants, coordinator=40 + participants // 50, challenge=10)
+        return replace(auto, **{k: v for k, v in given.items() if v is not None})
+
+    def as_tuple(self) -> tuple:
+        return (self.registration, self.submission, self.recovery, self.coordinator, self.challenge)
 
 
 @dataclass(frozen=True)
@@ -30,12 +57,14 @@ class RoundParams:
     n: int | None = None
     slot_bits: int = 0
     slot_width: int = 0
-    verify_openings: bool = False
     mechanism: str = ""  # the mechanism and its public update rule (JSON), emitted for auditors
     pair_lanes: int = 0  # 64-bit words per other participant in submit's pair messages (0: none)
     terms: bytes = b""  # the mechanism's ABI-encoded terms
-    members: list[str] = field(default_factory=list)  # allow-list (empty: anyone may register)
+    members: list[str] = field(default_factory=list)  # allow-list (empty: signatures, or anyone)
     parent_round_id: int = 0
+    signed_members: bool = False  # register with the creator's signature (registerSigned)
+    threshold: int = 0  # Shamir threshold of the mask secrets (0: no dropout recovery)
+    windows: Windows = field(default_factory=Windows)
 
     @property
     def nbytes(self) -> int:
@@ -47,8 +76,9 @@ class RoundParams:
             to_checksum_address(self.rule), self.parent_round_id,
             self.n.to_bytes(self.nbytes, "big") if self.n else b"", self.slots, self.slot_bits,
             self.slot_width, self.max_iterations, list(self.price_floor), list(self.price_cap),
-            to_checksum_address(self.grid_account), self.verify_openings, self.mechanism,
+            to_checksum_address(self.grid_account), self.mechanism,
             self.pair_lanes, bytes(self.terms), [to_checksum_address(m) for m in self.members],
+            self.signed_members, self.threshold, self.windows.as_tuple(),
         )
 
 
@@ -147,7 +177,10 @@ class Market:
         SettlementToken owned by ``operator``."""
         if token_address is None:
             token_address = chain.deploy(TOKEN_CONTRACT, operator.address, sender=operator).address
-        market = chain.deploy(MARKET_CONTRACT, token_address, sender=operator)
+        paillier = chain.deploy("PaillierMath", sender=operator).address
+        openings = chain.deploy("RoundOpenings", paillier, sender=operator).address
+        settlement = chain.deploy("RoundSettlement", sender=operator).address
+        market = chain.deploy(MARKET_CONTRACT, token_address, paillier, openings, settlement, sender=operator)
         return cls(chain, market.address, token_address)
 
     # ------------------------------------------------------------------ helpers
@@ -191,9 +224,22 @@ class Market:
     def register(self, participant: LocalAccount, round_id: int, mask_key: bytes) -> Any:
         return self.register_many([(participant, round_id, mask_key)])[0]
 
-    def register_many(self, items: Sequence[tuple[LocalAccount, int, bytes]]) -> list[Any]:
-        return self.chain.transact_many(
-            [(self._fn().register(r, bytes(k).rjust(32, b"\0")), p) for p, r, k in items])
+    def register_many(self, items: Sequence[tuple]) -> list[Any]:
+        """items: (participant, round_id, mask_key[, member_index, signature]); with a signature
+        through ``registerSigned``."""
+        calls = []
+        for p, r, k, *signed in items:
+            key = bytes(k).rjust(32, b"\0")
+            fn = (self._fn().registerSigned(r, key, signed[0], bytes(signed[1])) if signed
+                  else self._fn().register(r, key))
+            calls.append((fn, p))
+        return self.chain.transact_many(calls)
+
+    def member_signature(self, creator: LocalAccount, round_id: int, participant: Any, member_index: int) -> bytes:
+        """The creator's admission of ``participant`` to a round with signed membership."""
+        digest = keccak(abi_encode(["uint256", "address", "uint256", "address", "uint16"],
+                                   [self.chain.chain_id, self.address, round_id, _addr(participant), member_index]))
+        return bytes(creator.sign_message(encode_defunct(primitive=digest)).signature)
 
     def deposit_many(self, items: Sequence[tuple[LocalAccount, int, int]]) -> list[Any]:
         """items: (account, round_id, amount); approves the market, then deposits. Deposit receipts."""
@@ -204,43 +250,93 @@ class Market:
     def start(self, coordinator: LocalAccount, round_id: int, prices: Sequence[int]) -> Any:
         return self.chain.transact(self._fn().start(round_id, list(prices)), coordinator)
 
+    def share_many(self, items: Sequence[tuple[LocalAccount, int, bytes]]) -> list[Any]:
+        """items: (participant, round_id, material): the mask point of iteration 0 and the sealed shares."""
+        return self.chain.transact_many([(self._fn().share(r, bytes(m)), p) for p, r, m in items])
+
     def submit(self, participant: LocalAccount, round_id: int, iteration: int, ciphertext: bytes,
-               commitment: bytes, pair_messages: bytes = b"") -> Any:
-        return self.submit_many([(participant, round_id, iteration, ciphertext, commitment, pair_messages)])[0]
+               commitment: bytes, pair_messages: bytes = b"", next_point: bytes = b"") -> Any:
+        return self.submit_many([(participant, round_id, iteration, ciphertext, commitment, pair_messages,
+                                  next_point)])[0]
 
     def submit_many(self, items: Sequence[tuple]) -> list[Any]:
-        """items: (participant, round_id, iteration, ciphertext, commitment[, pair_messages])."""
+        """items: (participant, round_id, iteration, ciphertext, commitment[, pair_messages[, next_point]])."""
         calls = []
         for p, r, k, c, cm, *rest in items:
             pm = bytes(rest[0]) if rest else b""
-            calls.append((self._fn().submit(r, k, bytes(c), bytes(cm), pm), p))
+            point = bytes(rest[1]) if len(rest) > 1 else b""
+            calls.append((self._fn().submit(r, k, bytes(c), bytes(cm), pm, point), p))
         return self.chain.transact_many(calls)
 
+    def advance(self, sender: LocalAccount, round_id: int, missing: Sequence[Any]) -> Any:
+        """Drops the listed participants that missed the deadline (registration order)."""
+        return self.chain.transact(self._fn().advance(round_id, [_addr(a) for a in missing]), sender)
+
+    def recover_many(self, items: Sequence[tuple[LocalAccount, int, int, bytes]]) -> list[Any]:
+        """items: (participant, round_id, iteration, partials)."""
+        return self.chain.transact_many([(self._fn().recover(r, k, bytes(d)), p) for p, r, k, d in items])
+
     def aggregate(self, sender: LocalAccount, round_id: int, ciphertexts: Sequence[bytes],
-                  commitments: Sequence[bytes]) -> tuple[bytes, Any]:
-        receipt = self.chain.transact(
-            self._fn().aggregate(round_id, [bytes(c) for c in ciphertexts], [bytes(c) for c in commitments]), sender)
-        return bytes(self._event(receipt, "Aggregated")["aggregate"]), receipt
+                  commitments: Sequence[bytes], chunk: int | None = None) -> tuple[bytes, list[Any]]:
+        """Multiplies the submissions in chunks of ``chunk`` (default: what fits the chain's
+        per-transaction gas cap); the aggregate and every chunk's receipt."""
+        chunk = chunk or self.chain.aggregate_chunk
+        so_far, receipts = b"", []
+        for i in range(0, len(ciphertexts), chunk):
+            fn = self._fn().aggregate(round_id, so_far, [bytes(c) for c in ciphertexts[i:i + chunk]],
+                                      [bytes(c) for c in commitments[i:i + chunk]])
+            receipt = self.chain.transact(fn, sender)
+            receipts.append(receipt)
+            done = self.chain.events(receipt, self.contract, "Aggregated")
+            so_far = bytes(done[0]["args"]["aggregate"] if done else self._event(receipt, "AggregationProgress")["soFar"])
+        return so_far, receipts
 
     def publish(self, coordinator: LocalAccount, round_id: int, aggregate: bytes, plaintext: int | None,
-                opening: int | None, next_prices: Sequence[int]) -> tuple[list[int], Any]:
+                opening: int | None, next_prices: Sequence[int], corrections: Sequence[int] = ()) -> tuple[list[int], Any]:
         fn = self._fn().publish(round_id, bytes(aggregate), self._m(round_id, plaintext),
-                                self._m(round_id, opening), list(next_prices))
+                                self._m(round_id, opening), list(corrections), list(next_prices))
         receipt = self.chain.transact(fn, coordinator)
         return list(self._event(receipt, "Published")["sums"]), receipt
 
     def conclude(self, coordinator: LocalAccount, round_id: int, aggregate: bytes, plaintext: int | None,
-                 opening: int | None) -> tuple[list[int], Any]:
-        fn = self._fn().conclude(round_id, bytes(aggregate), self._m(round_id, plaintext), self._m(round_id, opening))
+                 opening: int | None, corrections: Sequence[int] = ()) -> tuple[list[int], Any]:
+        fn = self._fn().conclude(round_id, bytes(aggregate), self._m(round_id, plaintext), self._m(round_id, opening),
+                                 list(corrections))
         receipt = self.chain.transact(fn, coordinator)
         return list(self._event(receipt, "Concluded")["sums"]), receipt
+
+    def challenge(self, sender: LocalAccount, round_id: int, iteration: int, aggregate: bytes, plaintext: int,
+                  opening: int, steps: int | None = None) -> tuple[bool, list[Any]]:
+        """Challenges a published opening to its end, ``steps`` 256-bit steps per transaction
+        (default: what fits the chain's gas cap); (whether the opening held, the receipts)."""
+        nb = self.modulus_bytes(round_id)
+        n = int.from_bytes(bytes(self._fn().modulus(round_id).call()), "big")
+        words, n2 = nb // 32, n * n
+        steps = steps or self.chain.challenge_steps
+        published = bytes(aggregate) + self._m(round_id, plaintext) + self._m(round_id, opening)
+        acc, done, receipts = b"", 0, []
+        while done < words:
+            receipt = self.chain.transact(self._fn().challengeOpening(round_id, iteration, published, acc, steps), sender)
+            receipts.append(receipt)
+            done = min(words, done + steps)
+            acc = pow(int(opening), n >> (256 * (words - done)), n2).to_bytes(2 * nb, "big")
+        held = bool(self.chain.events(receipts[-1], self.contract, "OpeningConfirmed"))
+        return held, receipts
 
     def close(self, coordinator: LocalAccount, round_id: int) -> Any:
         return self.chain.transact(self._fn().close(round_id), coordinator)
 
-    def settle(self, sender: LocalAccount, round_id: int, reveals: Sequence[Reveal]) -> Settlement:
-        fn = self._fn().settle(round_id, flat([r.values for r in reveals]), [bytes(r.salt) for r in reveals],
-                               [bytes(r.ciphertext_hash) for r in reveals])
+    def cancel(self, sender: LocalAccount, round_id: int) -> Any:
+        """Cancels a round whose coordinator missed its deadline (anyone)."""
+        return self.chain.transact(self._fn().cancel(round_id), sender)
+
+    def settle(self, sender: LocalAccount, round_id: int, reveals: Sequence[Reveal | None]) -> Settlement:
+        """``reveals``: one per participant, registration order; None: a dropped participant
+        without a reveal (zeros and a zero salt)."""
+        length = self.reveal_length(round_id)
+        rows = [r.values if r else [0] * length for r in reveals]
+        fn = self._fn().settle(round_id, flat(rows), [bytes(r.salt) if r else b"\0" * 32 for r in reveals],
+                               [bytes(r.ciphertext_hash) if r else b"\0" * 32 for r in reveals])
         receipt = self.chain.transact(fn, sender)
         payments: dict[str, int] = {}
         for ev in self.chain.events(receipt, self.contract, "Payment"):
@@ -286,19 +382,34 @@ class Market:
 
     def round_info(self, round_id: int) -> dict:
         info = self._fn().roundInfo(round_id).call()
-        keys = ("phase", "iteration", "coordinator", "grid_account", "rule", "parent_round_id", "key_data",
-                "participant_count", "slots", "slot_bits", "slot_width", "max_iterations", "verify_openings",
-                "aggregated", "modulus_bytes", "pair_lanes", "allow_list")
+        keys = ("phase", "step", "iteration", "deadline", "coordinator", "grid_account", "rule", "parent_round_id",
+                "key_data", "participant_count", "active", "submissions", "recoveries", "slots", "slot_bits",
+                "slot_width", "max_iterations", "aggregated", "modulus_bytes", "pair_lanes", "allow_list",
+                "signed_members", "threshold", "windows", "challenge_until", "challenge_iteration_plus_one")
         out = dict(zip(keys, info))
         out["phase"] = PHASES[out["phase"]]
+        out["step"] = STEPS[out["step"]]
+        out["windows"] = Windows(*out["windows"])
         return out
+
+    def coordinator_deadline(self, round_id: int) -> int:
+        return int(self._fn().coordinatorDeadline(round_id).call())
+
+    def reveal_length(self, round_id: int) -> int:
+        info = self.round_info(round_id)
+        rule = self.chain.contract("ISettlementRule", info["rule"])
+        return int(rule.functions.revealLength(info["slots"], info["pair_lanes"], info["participant_count"]).call())
 
     def balance(self, round_id: int, account: Any) -> int:
         return int(self._fn().balanceOf(round_id, _addr(account)).call())
 
-    def member(self, round_id: int, account: Any) -> tuple[bytes, int, int]:
-        h, pos, it = self._fn().member(round_id, _addr(account)).call()
-        return bytes(h), int(pos), int(it)
+    def member(self, round_id: int, account: Any) -> dict:
+        """A participant's stored state (PrivateRounds.member)."""
+        keys = ("submission_hash", "position", "submitted_iteration_plus_one", "dropped_before_plus_one",
+                "recovered_iteration_plus_one", "member_index_plus_one", "shared")
+        out = dict(zip(keys, self._fn().member(round_id, _addr(account)).call()))
+        out["submission_hash"] = bytes(out["submission_hash"])
+        return out
 
 
 def deploy_rule(chain: Chain, contract: str, sender: LocalAccount) -> str:

@@ -98,12 +98,25 @@ class RiskSpec:
 @dataclass(frozen=True)
 class PrivacySpec:
     key_bits: int = 2048  # Paillier modulus size of the round's coordinator
-    verify_openings: bool = True  # check every decryption's opening proof on chain
+    verify_openings: bool = True  # participants check every opening and may challenge it on chain
 
 
 @dataclass(frozen=True)
 class ChainSpec:
     url: str = "embedded"  # "embedded" (in-process eth-tester) or a JSON-RPC URL
+    # the round's deadlines, in blocks (docs/protocol.md, "Deadlines"); None: sized to the round
+    registration_blocks: int | None = None
+    submission_blocks: int | None = None
+    recovery_blocks: int | None = None
+    coordinator_blocks: int | None = None
+    challenge_blocks: int | None = None
+
+    @property
+    def windows(self) -> dict[str, int | None]:
+        """The deadlines the scenario fixes ({window: blocks or None})."""
+        return {"registration": self.registration_blocks, "submission": self.submission_blocks,
+                "recovery": self.recovery_blocks, "coordinator": self.coordinator_blocks,
+                "challenge": self.challenge_blocks}
 
 
 @dataclass(frozen=True)
@@ -312,8 +325,16 @@ def read_chain(t: dict) -> ChainSpec:
     url = r.str_("url", default=ChainSpec.url)
     if url != "embedded" and not url.startswith(("http://", "https://")):
         fail("chain.url", f"must be \"embedded\" or an http(s):// JSON-RPC URL, got {url!r}")
+    blocks = {}
+    for key in ("registration_blocks", "submission_blocks", "recovery_blocks", "coordinator_blocks", "challenge_blocks"):
+        if t.get("chain", {}).get(key) is None:
+            continue
+        blocks[key] = r.int_(key)
+        if not 0 <= blocks[key] < 2**32 or (blocks[key] == 0 and key != "challenge_blocks"):
+            fail(f"chain.{key}", f"must be a whole number of blocks in [{0 if key == 'challenge_blocks' else 1}, 2^32), "
+                 f"got {blocks[key]}")
     r.done()
-    return ChainSpec(url=url)
+    return ChainSpec(url=url, **blocks)
 
 
 def read_site(t: dict) -> SiteSpec:

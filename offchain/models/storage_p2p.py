@@ -126,6 +126,7 @@ class Block:
     trade: cp.Expression | None  # (m, T) p_ij, row k = partners[k]; None without P2P partners
     cap_energy: cp.Variable | None  # C^E_i
     cap_power: cp.Variable | None  # C^P_i
+    open_trade: cp.Parameter | None = None  # (m, 1) 1: partner k may trade, 0: it left the round
 
 
 def build_block(spec, profile, data: MarketData, me: int) -> Block:
@@ -168,12 +169,14 @@ def build_block(spec, profile, data: MarketData, me: int) -> Block:
         parts["shared_transmission"] = float(data.storage_fees[me]) * cp.sum(uc + ud)
 
     partners = data.partners(me)
-    trade = None
+    trade = open_trade = None
     if partners:
         m = len(partners)
         pp = cp.Variable((m, T), nonneg=True, name="p2p_sell")
         pm = cp.Variable((m, T), nonneg=True, name="p2p_buy")
-        cons += [pp <= data.p2p_limit, pm <= data.p2p_limit]
+        open_trade = cp.Parameter((m, 1), nonneg=True, name="open_trade", value=np.ones((m, 1)))
+        limit = data.p2p_limit * open_trade @ np.ones((1, T))
+        cons += [pp <= limit, pm <= limit]
         trade = pp - pm
         fee = np.array([data.fees[me, j] for j in partners])
         parts["p2p_transmission"] = cp.sum(fee @ pm)
@@ -183,7 +186,7 @@ def build_block(spec, profile, data: MarketData, me: int) -> Block:
     cons.append(gen + supply == demand)
     cost = cp.sum(cp.hstack([v for v in parts.values()]))
     return Block(cost=cost, constraints=cons, parts=parts, schedule=sched, partners=partners,
-                 trade=trade, cap_energy=cap_e, cap_power=cap_p)
+                 trade=trade, cap_energy=cap_e, cap_power=cap_p, open_trade=open_trade)
 
 
 @dataclass(frozen=True, eq=False)
@@ -250,10 +253,13 @@ class StorageProsumer:
         """An independent copy of this prosumer's variables (for the centralised QP)."""
         return build_block(self.spec, self.profile, self.data, self.me)
 
-    def x_update(self, lin_trade=None, quad_trade=None, lin_cap=None, quad_cap=None) -> XUpdate:
+    def x_update(self, lin_trade=None, quad_trade=None, lin_cap=None, quad_cap=None, open_trade=None) -> XUpdate:
+        """``open_trade``: per partner 1 (may trade) or 0 (it left the round: no trade with it)."""
         if self.lin_trade is not None:
             self.lin_trade.value = np.asarray(lin_trade, dtype=float).reshape(self.m, self.data.T)
             self.quad_trade.value = float(quad_trade)
+            self.block.open_trade.value = (np.ones((self.m, 1)) if open_trade is None
+                                           else np.asarray(open_trade, dtype=float).reshape(self.m, 1))
         if self.lin_cap is not None:
             self.lin_cap.value = np.asarray(lin_cap, dtype=float).reshape(2)
             self.quad_cap.value = float(quad_cap)

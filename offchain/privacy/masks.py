@@ -1,4 +1,7 @@
-"""Pairwise additive masks from X25519 agreements (Bonawitz et al., CCS 2017, without dropouts).
+"""Pairwise additive masks and one-time pads from X25519 agreements (Bonawitz et al., CCS 2017).
+
+Rounds with dropout recovery mask with :mod:`offchain.privacy.secagg` instead; the X25519 seeds
+then seal the pair messages and the recovery shares only.
 
 Each participant registers an X25519 public key on chain. Participants ``i`` and ``j`` derive the
 same pair seed with HKDF-SHA256 from their Diffie-Hellman secret, bound to the market, the round
@@ -44,7 +47,7 @@ class MaskKey:
         return seeds
 
 
-def _stream(seed: bytes, iteration: int, count: int, slot_bits: int) -> list[int]:
+def stream(seed: bytes, iteration: int, count: int, slot_bits: int) -> list[int]:
     width = -(-slot_bits // 8)
     raw = hashlib.shake_256(seed + iteration.to_bytes(8, "big")).digest(count * width)
     modulus = 1 << slot_bits
@@ -57,7 +60,7 @@ def mask_vector(own_address: str, seeds: dict[str, bytes], iteration: int, perio
     total = [0] * periods
     for peer, seed in seeds.items():
         sign = 1 if own < peer else -1
-        for t, value in enumerate(_stream(seed, iteration, periods, slot_bits)):
+        for t, value in enumerate(stream(seed, iteration, periods, slot_bits)):
             total[t] += sign * value
     return [v % modulus for v in total]
 
@@ -71,7 +74,7 @@ PAD_BITS = 64
 
 def _pad(seed: bytes, iteration: int, sender: str, receiver: str, count: int) -> list[int]:
     direction = 0 if sender.lower() < receiver.lower() else 1
-    return _stream(seed, 2 * iteration + direction, count, PAD_BITS)
+    return stream(seed, 2 * iteration + direction, count, PAD_BITS)
 
 
 def seal(values: Sequence[int], seed: bytes, iteration: int, sender: str, receiver: str) -> bytes:
@@ -91,3 +94,9 @@ def unseal(data: bytes, seed: bytes, iteration: int, sender: str, receiver: str)
         v = (int.from_bytes(data[8 * k:8 * k + 8], "big") - pad[k]) % modulus
         out.append(v - modulus if v >= half else v)
     return out
+
+
+def seal_bytes(data: bytes, seed: bytes, label: bytes) -> bytes:
+    """``data`` XOR a pad expanded from a pair seed and a label used once (opens itself)."""
+    pad = hashlib.shake_256(b"gridshare/seal/" + seed + label).digest(len(data))
+    return bytes(a ^ b for a, b in zip(data, pad))

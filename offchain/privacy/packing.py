@@ -63,11 +63,13 @@ class SlotLayout:
         full = (1 << self.slot_width) - 1
         return [(plaintext >> (t * self.slot_width)) & full for t in range(self.periods)]
 
-    def unpack_sums(self, plaintext: int) -> list[int]:
-        """The signed per-slot sums of an aggregate plaintext."""
+    def unpack_sums(self, plaintext: int, corrections: Sequence[int] | None = None) -> list[int]:
+        """The signed per-slot sums of an aggregate plaintext, less ``corrections`` (mod 2^B: the
+        masks a dropout recovery removes)."""
         modulus, half = 1 << self.slot_bits, 1 << (self.slot_bits - 1)
+        corrections = corrections or [0] * self.periods
         out = []
-        for slot in self.slots(plaintext):
-            low = slot % modulus
+        for slot, c in zip(self.slots(plaintext), corrections):
+            low = (slot - c) % modulus
             out.append(low - modulus if low >= half else low)
         return out

@@ -114,17 +114,37 @@ def _random_rn_batch(n: int, count: int) -> list[int]:
 _precompute_executor: ProcessPoolExecutor | None = None
 
 
+def _die_with_parent() -> None:
+    """Worker initializer: the kernel kills this process when its parent dies (Linux prctl
+    PR_SET_PDEATHSIG), even by SIGKILL; elsewhere the closed call queue ends it."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _executor() -> ProcessPoolExecutor:
     """One worker process: precomputation runs on the second core while the round goes on.
 
-    Forked (not spawned): the worker needs only this module, and fork does not re-run the
-    caller's main script.
+    Forked (fork does not re-run the caller's main script), once per process and by
+    :func:`start_worker` before any key exists, so its copy of the parent's memory holds no
+    secret; it needs only the public modulus it is given. It dies with its parent.
     """
     global _precompute_executor
     if _precompute_executor is None:
-        _precompute_executor = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("fork"))
+        _precompute_executor = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("fork"),
+                                                   initializer=_die_with_parent)
         atexit.register(_precompute_executor.shutdown, wait=False, cancel_futures=True)
+        _precompute_executor.submit(int).result()  # forks the worker now
     return _precompute_executor
+
+
+def start_worker() -> None:
+    """Starts the precomputation worker (call before generating or loading any key)."""
+    _executor()
 
 
 @dataclass

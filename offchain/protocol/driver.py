@@ -37,7 +37,7 @@ class RoundOutcome:
     converged: bool
     reason: str
     final_prices: list[int]
-    reveals: list[list[int]]
+    reveals: list[list[int] | None]  # None: the participant dropped out
     settlement: MirrorSettlement | None  # None: closed without trading
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -65,14 +65,17 @@ def run_round(setup: RoundSetup, transport: Transport, *, executor=None, settle_
         solve_seconds = 0.0
         for k in range(setup.max_iterations):
             t0 = time.perf_counter()
-            solved = executor.run([p.plan(k, prices) for p in parts])
-            contributions = [p.contribute(k, prices, s) for p, s in zip(parts, solved)]
+            active = sorted(transport.active)
+            solved = executor.run([parts[i].plan(k, prices) for i in active])
+            contributions = {i: parts[i].contribute(k, prices, s) for i, s in zip(active, solved)}
             solve_seconds += time.perf_counter() - t0
             delivery = transport.exchange(k, contributions)
+            if delivery.dropped:
+                _tell_dropped(setup, k, delivery.dropped, transport.active)
             answer = coordinator.answer(k, delivery.sums)
             transport.publish(k, answer, delivery)
-            for i, p in enumerate(parts):
-                p.observe(k, answer, delivery.received[i])
+            for i in sorted(transport.active):
+                parts[i].observe(k, answer, delivery.received[i])
             iterations.append(IterationRecord(k, prices, list(delivery.sums), answer, time.perf_counter() - t0))
             if observer is not None:
                 observer(k, setup, delivery, answer)
@@ -90,12 +93,20 @@ def run_round(setup: RoundSetup, transport: Transport, *, executor=None, settle_
             settlement = transport.settle(prices)
         else:
             transport.close_round()
-        reveals = [c.committed for c in contributions]
+        reveals = [contributions[i].committed if i in transport.active else None for i in range(len(parts))]
     finally:
         transport.finish()
     seconds = {"solve": solve_seconds, **transport.seconds, "total": time.perf_counter() - t_start}
     return RoundOutcome(setup, transport, iterations, answer.converged, answer.reason, prices, reveals,
                         settlement, seconds)
+
+
+def _tell_dropped(setup: RoundSetup, k: int, dropped: list[int], active: set[int]) -> None:
+    """Parties with a ``dropped(k, indices)`` hook learn who left the round in iteration k."""
+    for party in [setup.coordinator, *(setup.participants[i] for i in sorted(active))]:
+        hook = getattr(party, "dropped", None)
+        if hook is not None:
+            hook(k, list(dropped))
 
 
 def outcome_gas(outcome: RoundOutcome) -> dict[str, Any]:

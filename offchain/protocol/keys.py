@@ -1,10 +1,12 @@
 """What each party of a private round holds, and nothing more.
 
-* :class:`MemberKeys`: one participant's secrets for one round: its X25519 mask key, the pair
-  seeds agreed with the other participants (masks for the coordinator's sum, pads for pair
-  messages), the randomness of its encryptions and the salts of its commitments. It turns a
-  mechanism's plain :class:`~offchain.framework.Contribution` into what travels
-  (:class:`Sealed`) and opens the pair messages sent to it.
+* :class:`MemberKeys`: one participant's secrets for one round: its X25519 key (pair seeds for the
+  pads of pair messages and the sealing of recovery shares, and, in rounds without dropout
+  recovery, for the masks), in rounds with recovery its two mask secrets and the shares it holds
+  of its neighbours' (:class:`~offchain.privacy.secagg.Secrets`), the randomness of its
+  encryptions and the salts of its commitments. It turns a mechanism's plain
+  :class:`~offchain.framework.Contribution` into what travels (:class:`Sealed`) and opens what
+  is sealed for it.
 * :class:`CoordinatorKeys`: the coordinator's Paillier key pair; it decrypts only aggregates.
 """
 from __future__ import annotations
@@ -15,60 +17,109 @@ from dataclasses import dataclass
 from eth_utils import keccak
 
 from ..chain.market import commitment
+from ..errors import ProtocolViolation
 from ..framework import Contribution
-from ..privacy.masks import MaskKey, mask_vector, seal, unseal
+from ..privacy import secagg
+from ..privacy.masks import MaskKey, mask_vector, seal, seal_bytes, unseal
 from ..privacy.packing import SlotLayout
 from ..privacy.paillier import PublicKey, RandomnessPool, generate_keypair
+
+SHARE_BYTES = 64  # a sealed (share of a, share of b) pair
 
 
 @dataclass(frozen=True)
 class Sealed:
-    """One participant's submission: public by design."""
+    """One participant's submission: public by design (but ``salt`` and ``reveal``)."""
     ciphertext: bytes  # Paillier ciphertext of the masked, packed sums (empty without a key)
     commitment: bytes  # hiding commitment to the reveal
-    pairs: bytes  # one pad-sealed block per other participant, registration order
+    pairs: bytes  # one pad-sealed block per other active participant, registration order
     salt: bytes  # kept by the participant until settlement
     reveal: list[int]
+    next_point: bytes = b""  # its mask point of the next iteration (rounds with recovery)
 
 
 class MemberKeys:
-    """A participant's mask key and, once joined, its seeds, randomness pool and salts."""
+    """A participant's keys and, once joined, its seeds, recovery secrets, randomness and salts."""
 
     def __init__(self, address: str) -> None:
         self.address = address
         self.mask_key = MaskKey()
         self._pool: RandomnessPool | None = None
+        self.recovery: secagg.Secrets | None = None
 
     @property
     def public_bytes(self) -> bytes:
         return self.mask_key.public_bytes
 
     def join(self, key: PublicKey | None, layout: SlotLayout | None, peers: list[tuple[str, bytes]],
-             context: bytes) -> None:
-        """Agree seeds with the registered ``peers`` (address, mask key), in registration order."""
+             context: bytes, plan: secagg.Plan | None = None) -> None:
+        """Agree seeds with the registered ``peers`` (address, mask key), in registration order;
+        with a recovery ``plan``, draw the two mask secrets."""
         self._key, self._layout = key, layout
-        self._others = [a for a, _ in peers if a.lower() != self.address.lower()]
-        self._masks = self.mask_key.pair_seeds(self.address, peers, context + b"/sums")
+        self._peers = [a.lower() for a, _ in peers]
+        self.position = self._peers.index(self.address.lower())
         self._pads = self.mask_key.pair_seeds(self.address, peers, context + b"/pairs")
+        self._masks = self.mask_key.pair_seeds(self.address, peers, context + b"/sums") if plan is None else {}
+        if plan is not None:
+            self.recovery = secagg.Secrets(self.position, plan)
         self._pool = RandomnessPool(key, ahead=2) if key is not None else None
 
     def leave(self) -> None:
         if self._pool is not None:
             self._pool.close()
 
-    def seal(self, round_id: int, k: int, c: Contribution, partners: dict[str, list[int]]) -> Sealed:
+    # -- recovery shares ------------------------------------------------------------------------
+    def share_material(self) -> bytes:
+        """The mask point of iteration 0 and, for each neighbour in registration order, fresh shares
+        of the two mask secrets sealed to it (`PrivateRounds.share`)."""
+        rec = self.recovery
+        sealed = [seal_bytes(a.to_bytes(32, "big") + b.to_bytes(32, "big"), self._pads[self._peers[j]], b"share")
+                  for j, (a, b) in sorted(rec.shares().items())]
+        return rec.point(0) + b"".join(sealed)
+
+    def take_shares(self, sender: int, material: bytes) -> bytes:
+        """Keeps the shares ``sender`` (a position) sealed for this participant; returns the
+        sender's mask point of iteration 0. Raises ProtocolViolation on an ill-formed post."""
+        rec = self.recovery
+        graph = rec.plan.graph[sender]
+        if len(material) != secagg.POINT_BYTES + SHARE_BYTES * len(graph) or not secagg.is_point(material[:33]):
+            raise ProtocolViolation(f"participant {sender + 1} posted ill-formed shares")
+        if self.position in graph:
+            at = secagg.POINT_BYTES + SHARE_BYTES * graph.index(self.position)
+            raw = seal_bytes(material[at:at + SHARE_BYTES], self._pads[self._peers[sender]], b"share")
+            rec.held[sender] = (int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+        return material[:secagg.POINT_BYTES]
+
+    def partials(self, k: int, points: dict[int, bytes], active: set[int], submitted: set[int]) -> bytes:
+        """This participant's recovery post for iteration ``k``."""
+        return self.recovery.partials(k, points, active, submitted)
+
+    # -- submissions ----------------------------------------------------------------------------
+    def seal(self, round_id: int, k: int, c: Contribution, partners: dict[str, list[int]],
+             points: dict[int, bytes] | None = None, active: set[int] | None = None) -> Sealed:
         """Mask, pack and encrypt ``c.sums``; seal each partner's vector (``partners``: {address:
-        values}, every other participant when the round has pair lanes); commit to the reveal."""
-        ciphertext = b""
+        values}, every other active participant when the round has pair lanes); commit to the
+        reveal. With recovery: ``points`` are the iteration's mask points, ``active`` the
+        positions still in the round."""
+        ciphertext, next_point = b"", b""
         if self._key is not None:
-            mask = mask_vector(self.address, self._masks, k, self._layout.periods, self._layout.slot_bits)
+            periods, bits = self._layout.periods, self._layout.slot_bits
+            if self.recovery is not None:
+                mask = self.recovery.mask(k, points, active, periods, bits)
+                next_point = self.recovery.point(k + 1)
+            else:
+                mask = mask_vector(self.address, self._masks, k, periods, bits)
             plaintext = self._layout.pack(c.sums, mask)
             ciphertext = self._key.to_bytes(self._key.encrypt(plaintext, self._pool.take()))
-        pairs = b"".join(seal(partners[other], self._pads[other.lower()], k, self.address, other)
-                         for other in self._others) if partners else b""
+        others = self._others(active)
+        pairs = b"".join(seal(partners[other], self._pads[other], k, self.address, other)
+                         for other in others) if partners else b""
         salt = secrets.token_bytes(32)
         reveal = c.committed
-        return Sealed(ciphertext, commitment(round_id, k, self.address, reveal, salt), pairs, salt, reveal)
+        return Sealed(ciphertext, commitment(round_id, k, self.address, reveal, salt), pairs, salt, reveal, next_point)
+
+    def _others(self, active: set[int] | None) -> list[str]:
+        return [a for j, a in enumerate(self._peers) if a != self.address.lower() and (active is None or j in active)]
 
     def open_pairs(self, k: int, sender: str, blob: bytes, lanes: int, senders_others: list[str]) -> list[int]:
         """The block ``sender`` sealed for this participant (its position among the sender's others)."""
@@ -86,7 +137,8 @@ class CoordinatorKeys:
     def __init__(self, key_bits: int) -> None:
         self.public, self._private = generate_keypair(key_bits)
 
-    def open(self, aggregate: int, layout: SlotLayout) -> tuple[list[int], int, int]:
-        """The slot sums of an aggregate, its plaintext and its opening proof."""
+    def open(self, aggregate: int, layout: SlotLayout, corrections: list[int] | None = None) -> tuple[list[int], int, int]:
+        """The slot sums of an aggregate (less the recovery's mask corrections), its plaintext and
+        its opening proof."""
         plaintext, opening = self._private.opening(int(aggregate))
-        return layout.unpack_sums(plaintext), plaintext, opening
+        return layout.unpack_sums(plaintext, corrections), plaintext, opening

@@ -44,11 +44,11 @@ class Tampering(ChainTransport):
         self._k = k
         return super().exchange(k, contributions)
 
-    def _decrypt(self, aggregate):
-        sums, m, rho = super()._decrypt(aggregate)
+    def _decrypt(self, aggregate, corrections):
+        sums, m, rho = super()._decrypt(aggregate, corrections)
         if self._k == TAMPERED_ITERATION:
             m, rho = m + self.shift[0], rho + self.shift[1]
-            sums = self.layout.unpack_sums(m)
+            sums = self.layout.unpack_sums(m, corrections)
         return sums, m, rho
 
 
@@ -96,7 +96,7 @@ def market_history():
     # add up, so only the commitments catch it); the contract refuses, then the honest bills pass
     misbilled = round_(Unsettled)
     t = misbilled.transport
-    reveals = [Reveal(s.reveal, s.salt, keccak(s.ciphertext)) for s in t.sealed]
+    reveals = [Reveal(s.reveal, s.salt, keccak(s.ciphertext)) for _, s in sorted(t.sealed.items())]
     shifted = [list(r.values) for r in reveals]
     shifted[0][12] += 1_000_000
     shifted[1][12] -= 1_000_000
@@ -116,9 +116,10 @@ def market_history():
     outs["closed"] = run_round(setup, ChainTransport(chain, verify_openings=False, market=market,
                                                      rules=shared["rules"]))
 
-    # a prosumer's submission reverts (its ciphertext is not below n^2): its event is missing
+    # hostile submissions, each rejected on chain: a ciphertext not below n^2, a copy of another
+    # participant's ciphertext, the ciphertext 1, the ciphertext n; an outsider's withdraw
     public, _ = generate_keypair(2048)
-    coord, grid, p1, p2 = chain.accounts(4, offset=10)
+    coord, grid, p1, p2, p3, outsider = chain.accounts(6, offset=10)
     published = {"mechanism": "tariff", "rule": job.state["rule"].to_dict()}
 
     def params(**change):
@@ -128,11 +129,16 @@ def market_history():
         return RoundParams(**{**base, **change})
 
     stalled, _ = market.create_round(coord, params())
-    market.register_many([(p1, stalled, b"\1" * 32), (p2, stalled, b"\2" * 32)])
+    market.register_many([(p1, stalled, b"\1" * 32), (p2, stalled, b"\2" * 32), (p3, stalled, b"\3" * 32)])
     market.start(coord, stalled, [5] * 24)
-    market.submit(p1, stalled, 0, public.to_bytes(public.encrypt(7)), commitment(stalled, 0, p1.address, [0] * 24, b"\0" * 32))
-    with pytest.raises(ContractRevert, match="CiphertextOutOfRange"):
-        market.submit(p2, stalled, 0, public.to_bytes(public.n_sq), b"\0" * 32)
+    first = public.to_bytes(public.encrypt(7))
+    market.submit(p1, stalled, 0, first, commitment(stalled, 0, p1.address, [0] * 24, b"\0" * 32))
+    for who, ct, error in ((p2, public.to_bytes(public.n_sq), "CiphertextOutOfRange"), (p2, first, "CiphertextRepeated"),
+                           (p3, public.to_bytes(1), "CiphertextIsOne"), (p3, public.to_bytes(public.n), "CiphertextMultipleOfN")):
+        with pytest.raises(ContractRevert, match=error):
+            market.submit(who, stalled, 0, ct, b"\0" * 32)
+    with pytest.raises(ContractRevert, match="WrongPhase"):  # mid-round
+        market.withdraw(outsider, stalled)
     # rounds an outsider makes up: an unknown mechanism, a malformed one, a rule that is not the mechanism's
     unknown, _ = market.create_round(coord, params(mechanism=json.dumps({"mechanism": "nope"})))
     malformed, _ = market.create_round(coord, params(mechanism="null"))
@@ -182,7 +188,7 @@ def test_a_wrong_opening_proof_is_flagged(market_history):
 def test_billing_a_schedule_other_than_the_committed_one_is_flagged(market_history):
     _, _, findings, _, ids = market_history
     bad = _failed(findings, ids["misbilled"])
-    assert len(bad) == 1 and bad[0].check == "transactions"
+    assert len(bad) == 1 and bad[0].check == "rejected"
     assert "other than the one committed" in bad[0].detail and bad[0].tx
 
 
@@ -190,15 +196,21 @@ def test_a_closed_round_passes_with_its_deposits_returned(market_history):
     _, _, findings, _, ids = market_history
     mine = [f for f in findings if f.round == ids["closed"]]
     assert mine and all(f.ok for f in mine), [f for f in mine if not f.ok]
-    assert any(f.check == "settlement" and "without trading" in f.detail for f in mine)
+    assert any(f.check == "conclusion" and f.note and "without trading" in f.detail for f in mine)
     assert any(f.check == "stop rule" and "iteration cap 2" in f.detail for f in mine)
 
 
-def test_an_event_missing_because_its_transaction_reverted_is_flagged(market_history):
+def test_each_hostile_submission_is_flagged_at_its_own_transaction(market_history):
     _, _, findings, _, ids = market_history
-    bad = {f.check: f for f in _failed(findings, ids["stalled"])}
-    assert "reverted" in bad["submissions"].detail and bad["submissions"].tx == bad["transactions"].tx
-    assert "aggregate" in bad
+    bad = [f for f in _failed(findings, ids["stalled"])]
+    assert [f.check for f in bad] == ["rejected"] * 4 and len({f.tx for f in bad}) == 4
+    details = " | ".join(f.detail for f in bad)
+    for why in ("out of range", "repeats", "the ciphertext 1", "a multiple of n"):
+        assert why in details, details
+    mine = [f for f in findings if f.round == ids["stalled"]]
+    assert any(f.check == "in progress" and f.note for f in mine)  # within its deadline: not stalled
+    outsider = [f for f in mine if f.check == "outsider"]
+    assert len(outsider) == 1 and outsider[0].note and outsider[0].ok and outsider[0].tx
 
 
 def test_an_unknown_or_malformed_mechanism_is_reported_not_a_crash(market_history):
@@ -225,7 +237,8 @@ def test_auditing_one_round_reads_only_that_round(market_history):
     findings, _ = run_audit(chain, market.address, round_id=ids["honest"])
     assert {f.round for f in findings} - {None} == {ids["honest"]}
     findings, _ = run_audit(chain, market.address, round_id=999)
-    assert not findings[0].ok and "no round 999" in findings[0].detail
+    missing = [f for f in findings if f.check == "round"]
+    assert missing and not missing[0].ok and "no round 999" in missing[0].detail
 
 
 def test_the_audit_command_needs_a_node_and_a_market(capsys):

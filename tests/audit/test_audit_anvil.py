@@ -40,10 +40,10 @@ def test_cast_decodes_the_published_aggregates(demo_on_anvil):
     node, run = demo_on_anvil
     logs = json.loads(subprocess.run(
         [CAST, "logs", "--json", "--rpc-url", node.url, "--address", run["chain"]["contracts"]["market"], "--from-block", "0",
-         "Published(uint256 indexed,uint32 indexed,bytes,bytes,int64[],uint64[])"],
+         "Published(uint256 indexed,uint32 indexed,bytes,bytes,uint64[],int64[],uint64[])"],
         capture_output=True, text=True, check=True).stdout)
     assert len(logs) == len(run["iterations"]) - 1  # the last iteration concludes instead
-    decoded = subprocess.run([CAST, "decode-event", "--json", "--sig", "Published(bytes,bytes,int64[],uint64[])",
+    decoded = subprocess.run([CAST, "decode-event", "--json", "--sig", "Published(bytes,bytes,uint64[],int64[],uint64[])",
                               logs[0]["data"]], capture_output=True, text=True, check=True).stdout
-    sums = [int(v) for v in json.loads(decoded)[2]]
+    sums = [int(v) for v in json.loads(decoded)[3]]
     assert sums == run["iterations"][0]["sums"]

@@ -74,9 +74,9 @@ def test_an_honest_storage_round_passes_every_check(market):
     findings, series = run_audit(chain, t.market.address)
     assert findings and all(f.ok for f in findings), [f for f in findings if not f.ok]
     mine = [f for f in findings if f.round == t.round_id]
-    assert {"coordinator key", "participants", "order of events", "rule contract", "update rule", "submissions",
-            "aggregate", "opening proof", "decoded sums", "operator answer", "stop rule", "billed as committed",
-            "payments", "bills", "zero sum", "ledger"} == {f.check for f in mine}
+    assert {"coordinator key", "participants", "mask keys", "order of events", "rule contract", "update rule",
+            "shares", "submissions", "mask recovery", "aggregate", "opening proof", "decoded sums", "operator answer",
+            "stop rule", "billed as committed", "payments", "bills", "zero sum", "ledger"} == {f.check for f in mine}
     iterations = res.iterations  # ADMM iterations 1..K are chain iterations 0..K-1; K concludes
     assert res.converged and iterations < settings.max_iterations
     assert [f.iteration for f in mine if f.check == "operator answer"] == list(range(iterations))
@@ -98,8 +98,8 @@ def test_an_honest_storage_round_passes_every_check(market):
 def test_a_settlement_other_than_the_rule_is_flagged(market, monkeypatch):
     rule = storage_audit.settlement_amounts
 
-    def off_by_one(terms, rents, reveals, p2p, members=None):
-        s = rule(terms, rents, reveals, p2p, members)
+    def off_by_one(terms, rents, reveals, p2p, members=None, standing=None):
+        s = rule(terms, rents, reveals, p2p, members, standing)
         items = [dict(it) for it in s.items]
         items[1]["rent"] += 1
         return dataclasses.replace(s, amounts=[a + (i == 1) for i, a in enumerate(s.amounts)],

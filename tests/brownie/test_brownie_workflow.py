@@ -67,7 +67,7 @@ def test_brownie_compile_deploy_then_a_round_settles_on_the_deployed_contracts(t
         assert chain.contract("SettlementToken", record["contracts"]["SettlementToken"]).functions.owner().call() == operator
 
         status = cli.main(["run", str(ROOT / "scenarios" / "community10.toml"), "--chain", node.url, "--deployment",
-                           str(deployment), "--prosumers", "2", "--no-verify-openings", "--out", str(out)])
+                           str(deployment), "--prosumers", "3", "--no-verify-openings", "--out", str(out)])
         capsys.readouterr()
         assert status == 0
         result = json.loads((out / "run.json").read_text())
@@ -81,7 +81,7 @@ def test_brownie_compile_deploy_then_a_round_settles_on_the_deployed_contracts(t
         receipt = chain.w3.eth.get_transaction_receipt(settle)
         assert receipt.status == 1 and receipt.to == market
         payments = chain.contract("PrivateRounds", market).events.Payment().process_receipt(receipt, errors=DISCARD)
-        assert len(payments) == 3  # two prosumers and the grid account
+        assert len(payments) == 4  # three prosumers and the grid account
         assert sum(p.args.amount for p in payments) == 0
 
 

@@ -1,5 +1,5 @@
 """StorageRule (paper A: shared storage + P2P) on the generic round core, and the core's pair
-messages and allow-list, on the embedded chain."""
+messages, allow-list and dropouts (a dropped participant is not settled), on the embedded chain."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,13 +9,14 @@ import secrets
 import pytest
 from eth_utils import keccak
 
-from offchain.chain.market import (Market, Reveal, RoundParams, commitment, deploy_rule, encode_abi,
+from offchain.chain.market import (Market, Reveal, RoundParams, Windows, commitment, deploy_rule, encode_abi,
                                    pack_pair_messages, unpack_pair_messages)
 from offchain.mechanisms.storage.settlement import ITEMS, TERMS_ABI, StorageTerms, settlement_amounts
 from offchain.privacy.packing import SlotLayout
 from offchain.privacy.paillier import generate_keypair
 
-from .helpers import StateReader, assert_rejected, bad_parameters, connect_with_test_contracts, events
+from .helpers import (STANDING, StateReader, assert_rejected, bad_parameters, connect_with_test_contracts, events,
+                      mask_key, past)
 
 T = 2  # periods of the day
 SLOTS = 3 + T  # slots per ciphertext: C^E, C^P, throughput, net grid per period
@@ -24,6 +25,7 @@ UNIT = 10**6
 RENTS = [100_000, 50_000]  # s^E per kWh, s^P per kW
 BAND = ([0, 0], [1_000_000, 1_000_000])
 ZERO = "0x" + "00" * 20
+WINDOWS = Windows(registration=50, submission=100, recovery=20, coordinator=100, challenge=0)  # openings unchecked
 FEES = [  # pair fee, row-major [buyer][seller] by member index (asymmetric on purpose)
     0, 5_000, 6_000,
     7_000, 0, 8_000,
@@ -90,7 +92,7 @@ def env():
     e.rid, _ = e.market.create_round(e.coord, e.params)
     e.parts = [e.members[2], e.members[0], e.members[1]]  # registration order
     e.member_idx = [2, 0, 1]
-    e.market.register_many([(p, e.rid, bytes([i + 1]) * 32) for i, p in enumerate(e.parts)])
+    e.market.register_many([(p, e.rid, mask_key(i)) for i, p in enumerate(e.parts)])
     e.market.token.mint_many(e.op, [(a, 10**30) for a in e.members + e.more[:10] + [e.grid, e.coord, e.centre,
                                                                                      e.outsider]])
     e.market.deposit_many([(a, e.rid, 10**24) for a in e.parts + [e.grid]])
@@ -111,7 +113,7 @@ def make_terms(e, M, T_=T, **change) -> StorageTerms:
 
 def params_for(e, st: StorageTerms, members, pair_lanes=None, **change) -> RoundParams:
     kw = dict(rule=e.storage, n=e.public.n, slots=3 + st.periods, slot_bits=B, slot_width=W, max_iterations=3,
-              price_floor=BAND[0], price_cap=BAND[1], grid_account=e.grid.address, verify_openings=False,
+              price_floor=BAND[0], price_cap=BAND[1], grid_account=e.grid.address, windows=WINDOWS,
               mechanism='{"mechanism": "storage-p2p"}',
               pair_lanes=st.periods if pair_lanes is None else pair_lanes, terms=encode(st),
               members=[m.address for m in members])
@@ -120,7 +122,7 @@ def params_for(e, st: StorageTerms, members, pair_lanes=None, **change) -> Round
 
 
 def pair_blob(e, rid, lanes=T, seed=0):
-    count = len(e.market.participants(rid))
+    count = e.market.round_info(rid)["active"]  # one block per other active participant
     rnd = random.Random(seed)
     return pack_pair_messages([[rnd.randrange(1 << 64) for _ in range(lanes)] for _ in range(count - 1)])
 
@@ -144,6 +146,7 @@ def make_subs(e, values, rid=None, parts=None, committed=None, iteration=0, slot
 
 
 def conclude_with(e, values, rid=None, parts=None, committed=None, **kw):
+    """Iteration 0 of a round with ``values``, concluded (storage rounds have no challenge window)."""
     rid = rid or e.rid
     subs = make_subs(e, values, rid, parts, committed, **kw)
     receipts = e.market.submit_many([(s["p"], rid, 0, s["ct"], s["cm"], s["pm"]) for s in subs])
@@ -166,7 +169,7 @@ def storage_round(e, parts, members, terms=None, pair_lanes=0, prices=RENTS, **c
     of them and of the grid account, started at ``prices``."""
     terms = terms or make_terms(e, len(members))
     rid, _ = e.market.create_round(e.coord, params_for(e, terms, members, pair_lanes=pair_lanes, **change))
-    e.market.register_many([(p, rid, bytes([i + 1]) * 32) for i, p in enumerate(parts)])
+    e.market.register_many([(p, rid, mask_key(i)) for i, p in enumerate(parts)])
     e.market.deposit_many([(a, rid, 10**27) for a in list(parts) + [e.grid]])
     e.market.start(e.coord, rid, prices)
     return rid, terms
@@ -252,17 +255,18 @@ def test_malformed_terms_encoding_is_rejected(w, which):
 
 def test_only_members_register(w):
     rid, _ = w.market.create_round(w.coord, w.params)
-    err = assert_rejected(w, "NotMember", lambda: w.market.register(w.outsider, rid, b"\x01" * 32), rid)
+    err = assert_rejected(w, "NotMember", lambda: w.market.register(w.outsider, rid, mask_key(0)), rid)
     assert err.error_args == {"account": w.outsider.address}
-    assert_rejected(w, "NotMember", lambda: w.market.register(w.more[0], rid, b"\x01" * 32), rid)
-    w.market.register(w.members[1], rid, b"\x01" * 32)
+    assert_rejected(w, "NotMember", lambda: w.market.register(w.more[0], rid, mask_key(0)), rid)
+    w.market.register(w.members[1], rid, mask_key(0))
     assert w.market.participants(rid)[0][0] == w.members[1].address
-    assert_rejected(w, "AlreadyRegistered", lambda: w.market.register(w.members[1], rid, b"\x02" * 32), rid)
+    assert_rejected(w, "AlreadyRegistered", lambda: w.market.register(w.members[1], rid, mask_key(1)), rid)
 
 
 def test_tariff_rule_rejects_storage_terms(w):
     p = RoundParams(rule=w.tariff, slots=5, max_iterations=3, price_floor=[1] * 5, price_cap=[2] * 5,
                     grid_account=w.grid.address, n=w.public.n, slot_bits=B, slot_width=W, terms=encode(w.terms),
+                    windows=WINDOWS,
                     members=[m.address for m in w.members])
     bad_parameters(w, lambda: w.market.create_round(w.coord, p), "terms")
 
@@ -277,8 +281,9 @@ def test_submission_emits_decodable_pair_messages(w):
     assert unpack_pair_messages(ev["messages"], T) == blocks
     assert pair_messages(w, receipt) == [pack_pair_messages(blocks)]
     # the pair messages are not part of the stored submission hash
-    assert w.market.member(w.rid, s["p"])[0] == keccak(keccak(s["ct"]) + s["cm"])[:26]
-    assert receipt["gasUsed"] < 70_000, receipt["gasUsed"]
+    assert w.market.member(w.rid, s["p"])["submission_hash"] == keccak(keccak(s["ct"]) + s["cm"])[:26]
+    # ~83k at 1024 bits: the ciphertext's range and residue checks and its remembered hash included
+    assert receipt["gasUsed"] < 100_000, receipt["gasUsed"]
 
 
 @pytest.mark.parametrize("length", [0, 8, 2 * T * 8 - 1, 2 * T * 8 + 8])
@@ -330,21 +335,24 @@ def test_round_settles_with_hand_computed_payments(w):
 
 
 def test_fees_follow_member_indices_not_registration_order(w):
-    """Members 2 and 0 register (in that order), member 1 never does: each pays the storage fee of
-    its own index in the allow-list."""
-    order = [w.members[2], w.members[0]]
-    rid, terms = storage_round(w, order, w.members)
-    vals = [[0, 0, 1_000_000, 0, 0], [0, 0, 2_000_000, 0, 0]]  # throughput only
+    """Members 2, 0 and 3 register (in that order), member 1 never does: each pays the storage fee
+    of its own index in the allow-list."""
+    members = w.members + [w.more[0]]
+    order = [members[2], members[0], members[3]]
+    terms = make_terms(w, 4, storage_fee=[10_000, 20_000, 30_000, 40_000])
+    rid, _ = storage_round(w, order, members, terms=terms)
+    vals = [[0, 0, 1_000_000, 0, 0], [0, 0, 2_000_000, 0, 0], [0, 0, 3_000_000, 0, 0]]  # throughput only
     subs, _, _ = conclude_with(w, vals, rid=rid, parts=order, pair_lanes=0)
     result = w.market.settle(w.outsider, rid, reveals(subs))
     transmission = ITEMS.index("transmission")
     assert result.bills[order[0].address][transmission] == 30_000 * 1_000_000 * UNIT  # storage_fee[2]
     assert result.bills[order[1].address][transmission] == 10_000 * 2_000_000 * UNIT  # storage_fee[0]
-    exp_amounts, exp_payees, exp_bills = reference(terms, RENTS, vals, [2, 0], False, w.grid.address)
+    assert result.bills[order[2].address][transmission] == 40_000 * 3_000_000 * UNIT  # storage_fee[3]
+    exp_amounts, exp_payees, exp_bills = reference(terms, RENTS, vals, [2, 0, 3], False, w.grid.address)
     assert result.payments == {**{p.address: a for p, a in zip(order, exp_amounts)}, **exp_payees}
     assert result.bills == {p.address: b for p, b in zip(order, bill_lists(exp_bills))}
     # registration order would have charged other fees
-    assert reference(terms, RENTS, vals, [0, 1], False, w.grid.address)[0] != exp_amounts
+    assert reference(terms, RENTS, vals, [0, 1, 2], False, w.grid.address)[0] != exp_amounts
 
 
 def test_mismatched_trades_are_rejected(w):
@@ -388,19 +396,97 @@ def test_reveals_must_have_the_storage_length(w):
 
 
 def test_round_without_pair_lanes_settles_storage_and_grid_only(w):
-    parts = w.members[:2]
+    parts = w.members
     rid, terms = storage_round(w, parts, w.members, terms=w.terms)
-    vals = [VALUES[0][:SLOTS], VALUES[1][:SLOTS]]
+    vals = [v[:SLOTS] for v in VALUES]
     s = make_subs(w, vals, rid=rid, parts=parts, pair_lanes=0)[0]
     assert_rejected(w, "PairMessagesLength", lambda: w.market.submit(s["p"], rid, 0, s["ct"], s["cm"], b"\0" * 16),
                     rid)
     subs, _, receipts = conclude_with(w, vals, rid=rid, parts=parts, pair_lanes=0)
     assert not any(pair_messages(w, r) for r in receipts)
-    exp_amounts, exp_payees, exp_bills = reference(w.terms, RENTS, vals, [0, 1], False, w.grid.address)
+    exp_amounts, exp_payees, exp_bills = reference(w.terms, RENTS, vals, [0, 1, 2], False, w.grid.address)
     result = w.market.settle(w.outsider, rid, reveals(subs))
     assert result.payments == {**{p.address: a for p, a in zip(parts, exp_amounts)}, **exp_payees}
     assert sum(result.payments.values()) == 0
     assert all(b[ITEMS.index("p2p")] == 0 for b in result.bills.values())
+
+
+# ----------------------------------------------------------------------------- dropouts
+@pytest.mark.parametrize("revealed", [True, False], ids=["dropped revealed", "dropped silent"])
+def test_dropped_participant_is_not_settled_and_no_trade_with_it_counts(w, revealed):
+    """Four members trade with pair lanes; member 3 misses iteration 1 and is dropped: the pair
+    messages of the next iteration have one block less, the survivors settle among themselves
+    (their blocks for member 3, however they read, count for nothing), member 3 gets an empty
+    bill and pays nothing, whether it reveals its last commitment or nothing."""
+    members = w.members + [w.more[0]]
+    terms = make_terms(w, 4)
+    rid, _ = storage_round(w, members, members, terms=terms, pair_lanes=T)
+    length = 3 + T + 2 * T * 3
+    rnd = random.Random(17)
+
+    def vals(k):
+        out = []
+        for i in range(4):
+            v = [rnd.randint(0, 500_000), rnd.randint(0, 400_000), rnd.randint(0, 900_000)]
+            v += [rnd.randint(-900_000, 900_000) for _ in range(T)]
+            v += [0] * (length - len(v))
+            out.append(v)
+        for a in range(3):  # consistent trades among the survivors; member 3 claims trades nobody agreed to
+            for c in range(a + 1, 3):
+                q = [rnd.randint(-300_000, 300_000) for _ in range(T)]
+                oa, oc = 3 + T + (c - 1) * 2 * T, 3 + T + a * 2 * T
+                out[a][oa:oa + 2 * T] = q + [rnd.randint(40_000, 60_000) for _ in range(T)]
+                out[c][oc:oc + 2 * T] = [-x for x in q] + [rnd.randint(40_000, 60_000) for _ in range(T)]
+            out[a][3 + T + 2 * 2 * T:3 + T + 3 * 2 * T] = [123_456] * T + [50_000] * T  # a's block for member 3
+        out[3][3 + T:] = [777_777] * (length - 3 - T)
+        return out
+
+    def run(k, parts, values):
+        subs = make_subs(w, values, rid=rid, parts=parts, iteration=k)
+        w.market.submit_many([(s["p"], rid, k, s["ct"], s["cm"], s["pm"]) for s in subs])
+        return subs
+
+    def aggregate_and(k, subs, last=False):
+        agg, _ = w.market.aggregate(w.outsider, rid, [s["ct"] for s in subs], [s["cm"] for s in subs])
+        m, rho = w.private.opening(int.from_bytes(agg, "big"))
+        if last:
+            return w.market.conclude(w.coord, rid, agg, m, rho)[0]
+        return w.market.publish(w.coord, rid, agg, m, rho, RENTS)[0]
+
+    first = run(0, members, vals(0))
+    assert all(len(s["pm"]) == 3 * T * 8 for s in first)
+    aggregate_and(0, first)
+    second = run(1, members[:3], vals(1)[:3])
+    past(w.chain, w.market.round_info(rid)["deadline"])
+    receipt = w.market.advance(w.outsider, rid, [members[3]])
+    assert events(w, receipt, "Dropped") == [{"roundId": rid, "iteration": 1, "participant": members[3].address,
+                                              "inMasks": True}]
+    assert w.market.member(rid, members[3])["dropped_before_plus_one"] == 2
+    aggregate_and(1, second)
+    final = vals(2)[:3]
+    stale = make_subs(w, final, rid=rid, parts=members[:3], iteration=2)[0]
+    assert len(stale["pm"]) == 2 * T * 8  # pair_blob counts the active participants
+    err = assert_rejected(w, "PairMessagesLength", lambda: w.market.submit(
+        stale["p"], rid, 2, stale["ct"], stale["cm"], first[0]["pm"]), rid)
+    assert err.error_args == {"given": 3 * T * 8, "expected": 2 * T * 8}
+    third = run(2, members[:3], final)
+    sums = aggregate_and(2, third, last=True)
+    assert sums == [sum(v[t] for v in final) for t in range(SLOTS)]  # member 3 is in no sum
+    dropped = first[3]
+    values = final + [dropped["values"] if revealed else [0] * length]
+    standing = [STANDING["Final"]] * 3 + [STANDING["DroppedRevealed" if revealed else "DroppedSilent"]]
+    s = settlement_amounts(terms, RENTS, values, True, [0, 1, 2, 3], standing)
+    exp_payees = {terms.operator: s.payees["operator"], terms.centre: s.payees["centre"],
+                  w.grid.address: s.payees["grid"]}
+    result = w.market.settle(w.outsider, rid, reveals(third) + [
+        Reveal(dropped["values"], dropped["salt"], keccak(dropped["ct"])) if revealed else None])
+    assert result.payments == {**{p.address: a for p, a in zip(members, s.amounts)}, **exp_payees}
+    assert result.payments[members[3].address] == 0 and result.bills[members[3].address] == [0] * len(ITEMS)
+    assert sum(result.payments.values()) == 0
+    # the survivors' trades with each other count, their blocks for member 3 do not
+    assert any(b[ITEMS.index("p2p")] != 0 for b in result.bills.values())
+    assert s.amounts[:3] == settlement_amounts(terms, RENTS, [[*v[:3 + T + 2 * 2 * T], *[0] * 2 * T] for v in final]
+                                               + [[0] * length], True, [0, 1, 2, 3], standing).amounts[:3]
 
 
 # ----------------------------------------------------------------------------- gas
@@ -412,7 +498,7 @@ def test_ten_members_twenty_four_periods_settle_well_under_the_block_limit(w):
     rid, receipt = w.market.create_round(w.coord, params_for(w, terms, members, slots=3 + T_, slot_bits=bits,
                                                                 slot_width=width))
     create_gas = receipt["gasUsed"]
-    w.market.register_many([(p, rid, bytes([i + 1]) * 32) for i, p in enumerate(members)])
+    w.market.register_many([(p, rid, mask_key(i)) for i, p in enumerate(members)])
     w.market.deposit_many([(a, rid, 10**27) for a in members + [w.grid]])
     w.market.start(w.coord, rid, RENTS)
     rnd = random.Random(5)

@@ -34,7 +34,7 @@ class FixedPriceMechanism(Mechanism):
             label="one-shot round", participants=[FixedPriceProsumer(p.name, p.net_kwh) for p in members],
             coordinator=FixedPriceCoordinator(prices), slots=len(prices), slot_bits=48, price_floor=prices,
             price_cap=prices, max_iterations=1, public_rule={"mechanism": self.name},
-            settlement=lambda values, p, addresses: settlement(values, p),
+            settlement=lambda values, p, addresses, standing: settlement(values, p),
             collateral=lambda name: 10**24, payees=["grid"])
 
     def prepare(self, scenario, options) -> Job:

@@ -19,7 +19,7 @@ class FixedPriceRules(Rules):
         ok = d.name == "Concluded" and k == 0
         return [("stop rule", ok, f"iteration {k}: " + ("concluded at once" if ok else "a fixed price needs one iteration"))]
 
-    def settlement(self, participants, values, prices, member_index):
+    def settlement(self, participants, values, prices, member_index, standing=None):
         s = settlement(values, prices)
         return list(zip(participants, s.amounts)) + [(self.grid, s.payees["grid"])], \
             [(p, b) for p, b in zip(participants, s.bills)]

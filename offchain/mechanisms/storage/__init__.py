@@ -55,8 +55,10 @@ def admm_setup(models, data, settings, label: str = "", proximal: bool = True) -
                          slack)
         return encode_abi(TERMS_ABI, t.as_tuple())
 
-    def mirror(values: list[list[int]], prices: list[int], addresses: dict[str, str]) -> MirrorSettlement:
-        s = settlement_amounts(market_terms(data, "operator", "centre", slack), prices, values, bool(data.pairs))
+    def mirror(values: list[list[int]], prices: list[int], addresses: dict[str, str],
+               standing: list[int]) -> MirrorSettlement:
+        s = settlement_amounts(market_terms(data, "operator", "centre", slack), prices, values, bool(data.pairs),
+                               standing=standing)
         return MirrorSettlement(s.amounts, s.payees, [[it[k] for k in ITEMS] for it in s.items])
 
     names = set(data.names)

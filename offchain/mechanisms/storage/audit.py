@@ -121,11 +121,11 @@ class StorageRules(Rules):
             self.met = (k, r, s)
         return out
 
-    def settlement(self, participants, values, prices, member_index):
+    def settlement(self, participants, values, prices, member_index, standing=None):
         """Expected Payment events (participants, then operator, centre, grid account) and Bill events."""
         if self.terms is None:
             raise ValueError("the round has no StorageRule terms")
-        s = settlement_amounts(self.terms, prices, values, self.p2p, member_index)
+        s = settlement_amounts(self.terms, prices, values, self.p2p, member_index, standing)
         t = self.terms
         payments = list(zip(participants, s.amounts)) + [(to_checksum_address(t.operator), s.payees["operator"]),
                                                          (to_checksum_address(t.centre), s.payees["centre"]),

@@ -193,6 +193,7 @@ class AdmmProsumer:
         self.bills: list[Bill] = []
         self.closing_received: dict[int, np.ndarray] = {}
         self.solve_times: list[float] = []
+        self.gone: set[int] = set()  # partners that dropped out of the round: no trade with them
 
     # -- step 1 ------------------------------------------------------------------------------
     def x_params(self) -> tuple:
@@ -202,7 +203,10 @@ class AdmmProsumer:
         self.tau = (tau_t, tau_c)
         lt = self.rho_t * (self.z_t - self.u_t) + tau_t * self.y_t
         lc = self.rho_c * (self.z_c - self.u_c) + tau_c * self.y_c
-        return lt, self.rho_t + tau_t, lc, self.rho_c + tau_c
+        if not self.gone:
+            return lt, self.rho_t + tau_t, lc, self.rho_c + tau_c
+        open_trade = [0.0 if j in self.gone else 1.0 for j in self.partners]
+        return lt, self.rho_t + tau_t, lc, self.rho_c + tau_c, open_trade
 
     def x_apply(self, update) -> None:
         """Takes the x-update's result (solved here or by a worker holding a copy of the model)."""
@@ -219,8 +223,16 @@ class AdmmProsumer:
         return np.concatenate([self.y_c + self.u_c, res, np.zeros(self.T - 1)])
 
     def pair_messages(self) -> dict[int, np.ndarray]:
-        """w_ij = p_ij + u_ij for each partner j."""
-        return {j: self.y_t[k] + self.u_t[k] for j, k in self.row.items()}
+        """w_ij = p_ij + u_ij for each partner j still in the round."""
+        return {j: self.y_t[k] + self.u_t[k] for j, k in self.row.items() if j not in self.gone}
+
+    def dropped(self, k: int, indices: list[int]) -> None:
+        """Partners that left the round: their trades are zero from now on (and never settled)."""
+        for j in indices:
+            if j in self.row:
+                self.gone.add(j)
+                r = self.row[j]
+                self.y_t[r] = self.z_t[r] = self.u_t[r] = 0.0
 
     # -- step 2 (after the operator's broadcast and the partners' messages) ------------------
     def z_step(self, s: np.ndarray, received: dict[int, np.ndarray]) -> None:
@@ -232,6 +244,8 @@ class AdmmProsumer:
         """
         old_t, old_c = self.z_t.copy(), self.z_c.copy()
         for j, k in self.row.items():
+            if j in self.gone:
+                continue
             d = np.asarray(to_fixed(self.y_t[k] + self.u_t[k])) - np.asarray(to_fixed(received[j]))
             self.z_t[k] = from_fixed(d) / 2
         if self.has_cap:
@@ -267,7 +281,8 @@ class AdmmProsumer:
         if self.closing:
             b = self.bill()
             self.bills.append(b)
-            return Contribution(to_fixed(b.slots()), {j: to_fixed(h) for j, h in b.price_halves.items()}, b.vector())
+            return Contribution(to_fixed(b.slots()), {j: to_fixed(h) for j, h in b.price_halves.items()
+                                                      if j not in self.gone}, b.vector())
         return Contribution(to_fixed(self.operator_message()), {j: to_fixed(w) for j, w in self.pair_messages().items()})
 
     def observe(self, k: int, answer: Answer, received: dict[int, list[int]]) -> None:
@@ -340,6 +355,11 @@ class StorageOperatorAgent:
     def start(self) -> list[int]:
         st = self.data.storage
         return price_to_fixed([st.energy_price_empty, st.power_price])
+
+    def dropped(self, k: int, indices: list[int]) -> None:
+        """Participants that left: the capacity update shares the store among those that stay."""
+        if self.operator is not None:
+            self.operator.n -= len(indices)
 
     def answer(self, k: int, sums: list[int]) -> Answer:
         if self.closing:
@@ -544,10 +564,12 @@ def admm_result(agents: Sequence[AdmmProsumer], coordinator: StorageOperatorAgen
     """The ADMM's result from its parties' final state (the simulator's view: every prosumer's
     local cost and bill is read here, which no party of a real round could)."""
     n, T = data.n, data.T
-    bills = [a.bills[-1] for a in agents]
+    bills = [a.bills[-1] if a.bills else None for a in agents]  # None: it dropped out before the bills
     prices = np.zeros((n, n, T))
     trades = np.zeros((n, n, T))
     for (i, j) in data.pairs:
+        if bills[i] is None or bills[j] is None or j in agents[i].gone:
+            continue
         own = price_from_fixed(price_to_fixed(bills[i].price_halves[j]))  # as revealed on chain
         prices[i, j] = prices[j, i] = own + agents[i].closing_received[j]
         trades[i, j], trades[j, i] = bills[i].trades[j], bills[j].trades[i]

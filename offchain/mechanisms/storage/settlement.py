@@ -80,12 +80,14 @@ class Settlement:
 
 
 def settlement_amounts(terms: StorageTerms, rents: Sequence[int], reveals: Sequence[Sequence[int]],
-                       p2p: bool, members: Sequence[int] | None = None) -> Settlement:
+                       p2p: bool, members: Sequence[int] | None = None, standing: Sequence[int] | None = None) -> Settlement:
     """The rule's settlement of ``reveals`` (fixed-point bill vectors in registration order).
 
     ``members[i]``: the member index (position in the allow-list) of the i-th registered
-    participant, which selects its fees; default: registration order = member order."""
+    participant, which selects its fees; default: registration order = member order. A
+    participant that dropped out (``standing[i] != 0``) is not settled, and no trade with it counts."""
     n, T, M = len(reveals), len(terms.grid_buy), terms.members
+    stays = [s == 0 for s in standing] if standing is not None else [True] * n
     member = list(members) if members is not None else list(range(n))
     items = [dict.fromkeys(ITEMS, 0) for _ in range(n)]
     payees = dict.fromkeys(PAYEES, 0)
@@ -95,6 +97,8 @@ def settlement_amounts(terms: StorageTerms, rents: Sequence[int], reveals: Seque
         payees[payee] -= amount
 
     for i, v in enumerate(reveals):
+        if not stays[i]:
+            continue
         ce, cp, thr, net = v[0], v[1], v[2], v[3:3 + T]
         pay(i, "rent", "operator", (rents[0] * ce + rents[1] * cp) * UNIT)
         pay(i, "usage", "operator", terms.usage_price * thr * UNIT)
@@ -109,6 +113,8 @@ def settlement_amounts(terms: StorageTerms, rents: Sequence[int], reveals: Seque
 
         for a in range(n):
             for b in range(a + 1, n):
+                if not (stays[a] and stays[b]):
+                    continue
                 trade, half_a = block(a, b)
                 _, half_b = block(b, a)
                 value = sum((half_a[t] + half_b[t]) * trade[t] for t in range(T)) * UNIT

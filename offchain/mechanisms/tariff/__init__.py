@@ -53,8 +53,9 @@ class TariffMechanism(Mechanism):
         floor, cap = price_to_fixed(rule.floor), price_to_fixed(rule.cap)
         limits = {m.name: float(m.spec.trade_limit_kw) for m in models}
 
-        def mirror(values: list[list[int]], prices: list[int], addresses: dict[str, str]) -> MirrorSettlement:
-            amounts, grid = settlement(values, prices, floor, cap)
+        def mirror(values: list[list[int]], prices: list[int], addresses: dict[str, str],
+                   standing: list[int]) -> MirrorSettlement:
+            amounts, grid = settlement(values, prices, floor, cap, standing)
             return MirrorSettlement(amounts, {"grid": grid})
 
         def deposit(name: str) -> int:
@@ -84,7 +85,8 @@ class TariffMechanism(Mechanism):
         models = job.state["models"]
         final = price_from_fixed(out.final_prices)
         parties = []
-        bills = _bills(out.reveals, out.final_prices, out.settlement.amounts) if out.settled else [{} for _ in models]
+        bills = (_bills([r or [0] * len(out.final_prices) for r in out.reveals], out.final_prices, out.settlement.amounts)
+                 if out.settled else [{} for _ in models])
         for model, agent, bill in zip(models, out.setup.participants, bills):
             parties.append(PartySummary(model.name, "prosumer", cost_alone=model.alone().objective,
                                         cost_shared=agent.response.objective, bill=bill))

@@ -45,6 +45,6 @@ class TariffRules(Rules):
         return [("stop rule", stop, f"iteration {k}: {decision.reason}" if stop
                  else f"iteration {k}: concluded while the rule continues")]
 
-    def settlement(self, participants, values, prices, member_index):
-        amounts, grid = settlement(values, prices, self.floor, self.cap)
+    def settlement(self, participants, values, prices, member_index, standing=None):
+        amounts, grid = settlement(values, prices, self.floor, self.cap, standing)
         return list(zip(participants, amounts)) + [(self.grid, grid)], None

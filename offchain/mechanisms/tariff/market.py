@@ -428,17 +428,25 @@ def centralized_reference(models: Sequence, market, solver: str = "CLARABEL") ->
 # settlement (the rule contracts/rules/TariffRule.sol applies; docs/protocol.md)
 # ------------------------------------------------------------------------------------------
 def settlement(values: Sequence[Sequence[int]], tariff: Sequence[int], floor: Sequence[int],
-               cap: Sequence[int]) -> tuple[list[int], int]:
+               cap: Sequence[int], standing: Sequence[int] | None = None) -> tuple[list[int], int]:
     """Token payments (positive = paid) of every participant and of the grid account.
 
     Integers in the on-chain units: ``values[i][t]`` micro-kWh bought (+) or sold (-), prices in
     micro-token per kWh. Per period, the long side shares the residual's grid price pro rata
-    (rounded down); the grid account balances the period, so the payments sum to zero.
+    (rounded down); the grid account balances the period, so the payments sum to zero. A
+    participant that dropped out (``standing[i] != 0``) trades what it last committed with the grid
+    at retail (cap) or feed-in (floor), outside the market.
     """
     amounts = [0] * len(values)
     grid = 0
+    standing = list(standing) if standing is not None else [0] * len(values)
     for t in range(len(tariff)):
-        xs = [v[t] for v in values]
+        xs = [v[t] if s == 0 else 0 for v, s in zip(values, standing)]
+        for i, (v, s) in enumerate(zip(values, standing)):
+            if s != 0:
+                a = v[t] * (cap[t] if v[t] > 0 else floor[t]) * AMOUNT_PER_PRICE_ENERGY
+                amounts[i] += a
+                grid -= a
         bought = sum(x for x in xs if x > 0)
         sold = -sum(x for x in xs if x < 0)
         p, residual = tariff[t], bought - sold

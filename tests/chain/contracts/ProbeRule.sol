@@ -7,8 +7,8 @@ import {ISettlementRule, RoundParams, SettleContext} from "../../../contracts/Ro
 /// @notice A settlement rule for the core's tests only (compiled by tests/chain, never deployed by
 ///         gridshare): it accepts every round (with or without a key), reveals `slots` values per
 ///         participant, makes participant i pay its first revealed value (token base units, positive
-///         = paid) to the grid account and bills [member index, reveal length, first price] each, so
-///         that a test sees what the core passed in the settle context. `terms` = abi.encode(uint8
+///         = paid) to the grid account and bills [member index, reveal length, first price, standing]
+///         each, so that a test sees what the core passed in the settle context. `terms` = abi.encode(uint8
 ///         mode) selects a broken answer to exercise the core's checks of it: 1 one unit too much
 ///         for the grid account, 2 one bill too few, 3 one amount too many.
 contract ProbeRule is ISettlementRule {
@@ -22,8 +22,8 @@ contract ProbeRule is ISettlementRule {
     }
 
     function billItems() external pure returns (string[] memory items) {
-        items = new string[](3);
-        (items[0], items[1], items[2]) = ("member index", "reveal length", "first price");
+        items = new string[](4);
+        (items[0], items[1], items[2], items[3]) = ("member index", "reveal length", "first price", "standing");
     }
 
     function configure(RoundParams calldata, address) external pure {}
@@ -49,10 +49,11 @@ contract ProbeRule is ISettlementRule {
             amounts[i] = len == 0 ? int256(0) : values[i * len];
             payeeAmounts[0] -= amounts[i];
             if (i < bills.length) {
-                bills[i] = new int256[](3);
+                bills[i] = new int256[](4);
                 bills[i][0] = int256(ctx.memberIndex[i]);
                 bills[i][1] = int256(len);
                 bills[i][2] = int256(uint256(ctx.prices[0]));
+                bills[i][3] = int256(uint256(ctx.standing[i]));
             }
         }
         if (mode == IMBALANCED) payeeAmounts[0] += 1;
