@@ -268,3 +268,65 @@ def bench_settle_command(args, console: Console) -> int:
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
     return 0
+
+
+def bench_fuzz_command(args, console: Console) -> int:
+    """Random sequences of honest and hostile calls against the round contract (offchain.fuzz),
+    every invariant checked after every step; exit 1 with hypothesis' shrunk failure if one broke."""
+    from .fuzz import run_fuzz
+    from .report import progress_bar
+
+    with progress_bar(console) as bar:
+        task = bar.add_task(f"fuzz: {args.examples} sequences of up to {args.steps} calls", total=args.examples)
+
+        def progress(report: dict) -> None:
+            bar.update(task, completed=min(report["examples"], args.examples),
+                       description=f"fuzz: {report['examples']} sequences, {report['steps']:,} steps, "
+                                   f"{report['transactions']:,} transactions")
+
+        result = run_fuzz(args.examples, args.steps, args.seed, progress)
+    out = Console(highlight=False)
+    table = Table(title=f"bench fuzz: {result['examples']:,} sequences of up to {args.steps} calls "
+                        f"(seed {args.seed if args.seed is not None else 'random'})")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for label, value in (("sequences (examples)", f"{result['examples']:,}"), ("steps", f"{result['steps']:,}"),
+                         ("transactions", f"{result['transactions']:,}"),
+                         ("hostile or predicted-invalid calls rejected", f"{result['rejections']:,}"),
+                         ("withdrawal checks of finished rounds", f"{result['withdrawal_checks']:,}"),
+                         ("wall time (s)", f"{result['wall_seconds']:.1f}"),
+                         ("invariants", "BROKEN" if result["failed"] else "all held")):
+        table.add_row(label, value)
+    for phase, count in sorted(result["round_outcomes"].items(), key=lambda kv: -kv[1]):
+        table.add_row(f"  rounds ending an example {phase}", f"{count:,}")
+    for reason, count in sorted(result["closed"].items(), key=lambda kv: -kv[1]):
+        table.add_row(f"  closed: {reason}", f"{count:,}")
+    for error, count in sorted(result["rejected"].items(), key=lambda kv: (-kv[1], kv[0])):
+        table.add_row(f"  rejected: {error}", f"{count:,}")
+    out.print(table)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+        out.print(f"written: {args.json}")
+    if result["failed"]:
+        out.print("[bold red]an invariant broke; hypothesis' shrunk failing sequence:[/bold red]")
+        out.print(result["failure"], markup=False, highlight=False)
+        return 1
+    return 0
+
+
+def bench_registration_command(args, console: Console) -> int:
+    from .benchmarks_chain import registration_command
+
+    return registration_command(args, console)
+
+
+def bench_aggregate_command(args, console: Console) -> int:
+    from .benchmarks_chain import aggregate_command
+
+    return aggregate_command(args, console)
+
+
+def bench_load_command(args, console: Console) -> int:
+    from .benchmarks_load import load_command
+
+    return load_command(args, console)

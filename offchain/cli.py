@@ -1,4 +1,4 @@
-"""gridshare command line: run, demo, deploy, audit, chain, bench.
+"""gridshare command line: run, demo, resume, refund, deploy, audit, chain, bench.
 
 Bad input exits with status 2 and one line ``gridshare: error: <reason>``, checked before any
 heavy work; a run that does not converge says so first and exits with status 3; nothing is left
@@ -100,6 +100,27 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--scenario", type=Path, default=DEMO_SCENARIO, help="scenario TOML (default: %(default)s)")
     _add_run_options(demo)
 
+    resume = sub.add_parser("resume", help="continue a run whose process was killed, from chain state and its key store",
+                            description="Continue a run whose process was killed at any step: with the options, "
+                                        "key store (keys/) and transaction journal it kept in its folder, the run "
+                                        "makes the same steps again; what the chain already holds is read, not sent "
+                                        "again, and the rest is done. A run on the embedded chain (which died with its "
+                                        "process) or in process starts again from the beginning.")
+    resume.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the killed run's --out folder")
+    resume.add_argument("--json", action="store_true", help="print the run record's summary as JSON on stdout")
+
+    refund = sub.add_parser("refund", help="get the deposits back from a round that cannot finish",
+                            description="Withdraw a participant's deposit from a round: a round whose coordinator "
+                                        "missed its deadline is cancelled first (anyone may), then every account "
+                                        "of the key store with a balance in the round withdraws it. Exit status 1 "
+                                        "when the round is still live and its coordinator on time.")
+    refund.add_argument("--chain", metavar="URL", required=True, help="JSON-RPC URL of the node")
+    refund.add_argument("--market", metavar="ADDRESS", required=True, help="the round contract")
+    refund.add_argument("--round", type=_int_at_least(1), required=True, help="the round")
+    refund.add_argument("--keys", type=Path, metavar="DIR", required=True,
+                        help="the key store of the accounts that deposited: a run folder (RUN_DIR or RUN_DIR/keys) "
+                             "or a deployment's <file>.keys")
+
     chain = sub.add_parser("chain", help="manage a local development chain", description="Manage a local development chain.")
     chain_sub = chain.add_subparsers(dest="chain_command", required=True, metavar="ACTION", parser_class=_Parser)
     up = chain_sub.add_parser("up", help="start anvil on 127.0.0.1 and print its URL",
@@ -169,6 +190,62 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Settle the four storage cases' closing reveals on chain and report the "
                                            "settle gas next to the figures recorded before the typed ABI rule.")
     stl.add_argument("--json", type=Path, help="write the figures to this JSON file")
+    fuz = bench_sub.add_parser("fuzz", help="random honest and hostile call sequences against the round contract",
+                               description="Run hypothesis' stateful test of the round contract (offchain/fuzz.py): "
+                                           "random sequences of register, deposit, start, submit, publish, challenge, "
+                                           "cancel, settle, withdraw and hostile calls on the embedded chain, every "
+                                           "invariant (token conservation, zero-sum payments, forward-only phases, "
+                                           "withdrawable deposits, the chain equal to a Python model) checked after "
+                                           "every step. Exit status 1, with the shrunk failing sequence, if one broke.")
+    fuz.add_argument("--examples", type=_int_at_least(1), default=800,
+                     help="random sequences to run (default: %(default)s, about 20 minutes on 2 cores)")
+    fuz.add_argument("--steps", type=_int_at_least(1), default=40, help="calls per sequence at most (default: %(default)s)")
+    fuz.add_argument("--seed", type=_int_at_least(0), help="seed: the same sequences again (default: random)")
+    fuz.add_argument("--json", type=Path, help="write the report to this JSON file")
+    reg = bench_sub.add_parser("registration", help="gas per participant of registration and sharing, by round size",
+                               description="For each round size, register every participant of a tariff round with "
+                                           "dropout recovery on an anvil node started here, start it and let every "
+                                           "participant share its mask secrets with its SecAgg+ neighbours; report "
+                                           "per participant the register, share and deposit gas, the share material's "
+                                           "bytes, the neighbour degree and the Shamir threshold.")
+    reg.add_argument("--sizes", default="10,200", metavar="N,N,...",
+                     help="round sizes, comma-separated, each at least 3 (default: %(default)s)")
+    reg.add_argument("--scenario", type=Path, default=DEMO_SCENARIO, help="tariff scenario TOML scaled to each size "
+                                                                          "(default: %(default)s)")
+    reg.add_argument("--key-bits", type=_integer, default=2048, help="Paillier modulus size (default: %(default)s)")
+    reg.add_argument("--json", type=Path, help="write the figures to this JSON file")
+    agg = bench_sub.add_parser("aggregate", help="chunked aggregation of a large round against the per-transaction gas cap",
+                               description="Create a round of many participants on anvil nodes started here, have "
+                                           "every participant submit a valid Paillier ciphertext, aggregate them in "
+                                           "chunks and report the gas of every chunk against EIP-7825's cap of "
+                                           "16,777,216 gas per transaction, per hardfork side by side; the aggregate "
+                                           "is then opened on chain and checked against the submitted values.")
+    agg.add_argument("--participants", type=_int_at_least(3), default=2000, help="participants (default: %(default)s)")
+    agg.add_argument("--hardfork", action="append", metavar="NAME",
+                     help="anvil hardfork to run on, repeatable; 'default' is anvil's own (default: default and prague)")
+    agg.add_argument("--chunk", type=_int_at_least(1),
+                     help="ciphertexts per aggregation transaction (default: the chain's, 400 from Osaka on, 800 before)")
+    agg.add_argument("--key-bits", type=_integer, default=2048, help="Paillier modulus size (default: %(default)s)")
+    agg.add_argument("--json", type=Path, help="write the figures to this JSON file")
+    lod = bench_sub.add_parser("load", help="many prosumers through back-to-back rounds with random dropouts",
+                               description="Run the tariff scenario scaled to N prosumers through back-to-back private "
+                                           "rounds on one market of an anvil node started here, with a random share "
+                                           "of the prosumers going silent in each round; report rounds completed, "
+                                           "failed and lost transactions, throughput and the slowest step.")
+    lod.add_argument("--prosumers", type=_int_at_least(3), default=200, help="prosumers per round (default: %(default)s)")
+    lod.add_argument("--rounds", type=_int_at_least(1), default=50, help="back-to-back rounds (default: %(default)s)")
+    lod.add_argument("--drop-rate", type=float, default=0.1, metavar="FRACTION",
+                     help="share of the prosumers that go silent in each round, [0, 0.5) (default: %(default)s)")
+    lod.add_argument("--drop-at", type=_int_at_least(0), default=1, metavar="ITERATION",
+                     help="the iteration in which they go silent (default: %(default)s)")
+    lod.add_argument("--iterations", type=_int_at_least(1), default=3, metavar="K",
+                     help="iteration cap per round; a round that reaches it is settled at its last prices "
+                          "(default: %(default)s)")
+    lod.add_argument("--key-bits", type=_integer, default=2048, help="Paillier modulus size (default: %(default)s)")
+    lod.add_argument("--no-verify-openings", action="store_true", help="rounds without opening checks")
+    lod.add_argument("--scenario", type=Path, default=DEMO_SCENARIO, help="tariff scenario TOML (default: %(default)s)")
+    lod.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the dropouts (default: %(default)s)")
+    lod.add_argument("--json", type=Path, help="write the figures to this JSON file")
     return parser
 
 
@@ -201,6 +278,12 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args) -> int:
     if args.command in ("run", "demo"):
         return _run(args)
+    if args.command == "resume":
+        return _resume(args)
+    if args.command == "refund":
+        from .refund import refund_command
+
+        return refund_command(args)
     if args.command == "deploy":
         return _deploy(args)
     if args.command == "audit":
@@ -212,7 +295,9 @@ def _dispatch(args) -> int:
     from . import bench
 
     return {"round": bench.bench_round_command, "audit": bench.bench_audit_command,
-            "admm": bench.bench_admm_command, "settle": bench.bench_settle_command}[args.bench_command](args, console)
+            "admm": bench.bench_admm_command, "settle": bench.bench_settle_command,
+            "fuzz": bench.bench_fuzz_command, "registration": bench.bench_registration_command,
+            "aggregate": bench.bench_aggregate_command, "load": bench.bench_load_command}[args.bench_command](args, console)
 
 
 def _run(args) -> int:
@@ -246,7 +331,22 @@ def _run(args) -> int:
     for o in mechanism.options:
         options.mechanism_options.setdefault(o.flag.lstrip("-").replace("-", "_"), o.default)
     mechanism.check_options(prepared.scenario, options.mechanism_options)
+    from .runner import keep_run
+
+    keep_run(prepared, scenario, out)
     return _execute(prepared, out, args)
+
+
+def _resume(args) -> int:
+    from .runner import keep_run, prepare, resume_options
+
+    scenario, options = resume_options(args.run_dir)
+    prepared = prepare(scenario, options)
+    if prepared.chain is None or prepared.chain.kind != "rpc":
+        console.print(f"{args.run_dir}: the killed run's {'chain lived' if prepared.chain else 'round ran'} in its "
+                      "process and ended with it; running it again from the beginning")
+    keep_run(prepared, scenario, args.run_dir, resumed=True)
+    return _execute(prepared, args.run_dir, args)
 
 
 def _execute(prepared, out: Path, args) -> int:
@@ -290,19 +390,21 @@ def _execute(prepared, out: Path, args) -> int:
 
 def _deploy(args) -> int:
     from .chain.backends import connect
-    from .chain.deployment import check_deployment_path, write_deployment
+    from .chain.deployment import check_deployment_path, operator_keys, write_deployment
     from .chain.market import Market, deploy_rule
     from .registry import get
 
     check_deployment_path(args.out)
     mechanism = get(args.mechanism)
     chain = connect(args.chain)
+    chain.account_seed = operator_keys(args.out).account_seed()
     operator = chain.accounts(1)[0]
     market = Market.deploy(chain, operator)
     rule = deploy_rule(chain, mechanism.rule_contract, operator)
     write_deployment(args.out, chain, mechanism, market, rule, operator.address)
     print(f"mechanism {mechanism.name}: market {market.address}, token {market.token.address}, "
-          f"rule {mechanism.rule_contract} {rule}; written: {args.out}")
+          f"rule {mechanism.rule_contract} {rule}; written: {args.out} (the operator's key: "
+          f"{operator_keys(args.out).folder})")
     return 0
 
 

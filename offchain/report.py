@@ -9,8 +9,6 @@ import html
 import io
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -47,23 +45,28 @@ def check_output_dir(out: Path) -> None:
 def write_run(out: Path, record: dict[str, Any], figures: dict[str, plt.Figure], title: str,
               rows: list[tuple[str, str]], tables: list[tuple[str, list[str], list[list[str]]]] = (),
               names: tuple[str, str] = ("run.json", "report.html")) -> None:
-    """Write the record and the report (or ``names``) atomically: into a temporary folder renamed
-    at the end, so nothing is left half-written."""
-    check_output_dir(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out.parent))
+    """Write the record and the report (or ``names``) into ``out``, each file atomically (written
+    beside, then renamed), so nothing is left half-written. ``out`` may already hold the run's
+    own state (its options, key store and journals: runner.keep_run), never another run's record."""
+    if (out / names[0]).exists():
+        raise OutputError(f"output folder {out} already holds another run; choose a new --out")
+    out.mkdir(parents=True, exist_ok=True)
     try:
-        (tmp / names[0]).write_text(json.dumps(record, indent=2, default=_json_default))
-        (tmp / names[1]).write_text(_html(title, rows, tables, figures))
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_atomically(out / names[1], _html(title, rows, tables, figures))
+        write_atomically(out / names[0], json.dumps(record, indent=2, default=_json_default))
     finally:
         for fig in figures.values():
             plt.close(fig)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _json_default(value: Any) -> Any:

@@ -37,6 +37,9 @@ class RunOptions:
     drop: int = 0  # participants that go silent (simulated crashes) ...
     drop_at: int = 1  # ... from this iteration on
 
+    KEPT = ("mode", "chain_url", "key_bits", "verify_openings", "deployment", "settle_unconverged", "prosumers",
+            "seed", "mechanism_options", "drop", "drop_at")  # what run-options.json keeps for a resume
+
 
 @dataclass
 class Prepared:
@@ -47,6 +50,8 @@ class Prepared:
     chain: Any = None
     market: Any = None
     rules: dict[str, str] = field(default_factory=dict)
+    store: Any = None  # the run folder's KeyStore (keep_run; runs on a node only)
+    log: Any = None  # appends a line to the run folder's progress.jsonl
 
 
 def prepare(scenario_path: Path, options: RunOptions) -> Prepared:
@@ -74,6 +79,10 @@ def prepare(scenario_path: Path, options: RunOptions) -> Prepared:
 
         url = options.chain_url or scenario.chain.url
         prepared.chain = connect(None if url == "embedded" else url)
+        if options.deployment is not None and prepared.chain.kind == "rpc":
+            from .chain.deployment import operator_keys
+
+            prepared.chain.account_seed = operator_keys(options.deployment).account_seed()
         if options.deployment is not None:
             from .chain.deployment import load_deployment
 
@@ -118,14 +127,73 @@ def _drops(o: RunOptions, setup) -> dict[int, list[str]]:
     return {o.drop_at: [n for n in names if n in chosen]}
 
 
-def _transport(p: Prepared, drops: dict[int, list[str]]):
+def _transport(p: Prepared, drops: dict[int, list[str]], index: int):
     from .protocol.transport import ChainTransport, PrivateTransport
 
     o = p.options
     if o.mode == "chain":
+        kept = (lambda party: p.store.party(f"round{index}-{party}")) if p.store is not None else None
+        announce = (lambda where: p.log({"round index": index, "created": where})) if p.log is not None else None
         return ChainTransport(p.chain, key_bits=o.key_bits, verify_openings=o.verify_openings, market=p.market,
-                              rules=p.rules, drops=drops, windows=p.scenario.chain.windows)
+                              rules=p.rules, drops=drops, windows=p.scenario.chain.windows, kept=kept,
+                              announce=announce)
     return PrivateTransport(o.key_bits, drops=drops)
+
+
+RUN_OPTIONS = "run-options.json"
+
+
+def keep_run(p: Prepared, scenario_path: Path, out: Path, resumed: bool = False) -> None:
+    """Makes ``out`` a run folder a killed run can be resumed from (``gridshare resume``): the
+    run's options (run-options.json), and on a node its key store (keys/, see
+    :mod:`offchain.keystore`) and the journal of every transaction it sends
+    (transactions.jsonl); progress.jsonl grows by one line per iteration."""
+    import json
+
+    from .keystore import KeyStore
+    from .report import write_atomically
+
+    out.mkdir(parents=True, exist_ok=True)
+    if not resumed:
+        kept = {k: getattr(p.options, k) for k in RunOptions.KEPT}
+        kept["deployment"] = str(Path(kept["deployment"]).resolve()) if kept["deployment"] else None
+        write_atomically(out / RUN_OPTIONS, json.dumps({"schema": "gridshare.run-options/1", "scenario": str(
+            Path(scenario_path).resolve()), "command": ["gridshare", *sys.argv[1:]], "options": kept}, indent=2))
+    if p.chain is not None and p.chain.kind == "rpc":
+        from .chain.backends import TxJournal
+
+        p.store = KeyStore(out / "keys")
+        seed = p.store.party("accounts").keep("seed", lambda: p.chain.account_seed.hex())
+        p.chain.account_seed = bytes.fromhex(seed)
+        p.chain.journal = TxJournal(out / "transactions.jsonl")
+    log = out / "progress.jsonl"
+    log.write_text("")  # a resumed run writes its lines again as it replays
+
+    def append(line: dict) -> None:
+        with open(log, "a") as f:
+            f.write(json.dumps(line, default=float) + "\n")
+
+    p.log = append
+
+
+def resume_options(out: Path) -> tuple[Path, RunOptions]:
+    """The scenario and options a killed run kept in its folder (keep_run)."""
+    import json
+
+    path = Path(out) / RUN_OPTIONS
+    if (Path(out) / "run.json").exists():
+        raise UsageError(f"{out} holds a finished run (run.json); there is nothing to resume")
+    try:
+        kept = json.loads(path.read_text())
+        options = RunOptions(**kept["options"])
+        scenario = Path(kept["scenario"])
+    except FileNotFoundError:
+        raise UsageError(f"{out} is not a run folder ({RUN_OPTIONS} missing)") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path}: not a run's options ({exc})") from None
+    if options.deployment:
+        options.deployment = Path(options.deployment)
+    return scenario, options
 
 
 def execute(p: Prepared, progress=None) -> RunRecord:
@@ -146,9 +214,9 @@ def execute(p: Prepared, progress=None) -> RunRecord:
         if job.plaintext_check and o.mode != "plaintext":
             plain.append(run_round(factory(), PlainTransport(drops), executor=o.executor,
                                    progress=_bar(progress, f"{label}, plaintext mode")))
-        transport = PlainTransport(drops) if o.mode == "plaintext" else _transport(p, drops)
+        transport = PlainTransport(drops) if o.mode == "plaintext" else _transport(p, drops, i)
         out = run_round(setup, transport, executor=o.executor, settle_unconverged=o.settle_unconverged,
-                        progress=_bar(progress, f"{label}, {o.mode} mode"))
+                        progress=_logged(p.log, label, _bar(progress, f"{label}, {o.mode} mode")))
         if o.mode == "chain":  # later rounds reuse the market and the rule contracts
             p.market, p.rules = transport.market, transport.rules
         outcomes.append(out)
@@ -164,6 +232,19 @@ def execute(p: Prepared, progress=None) -> RunRecord:
         timings["plaintext mode"] = plain[-1].seconds["total"]
     timings["wall"] = time.perf_counter() - t_start
     return _record(p, job, summary, outcomes, plain, timings)
+
+
+def _logged(log, label: str, progress):
+    """``progress``, and each iteration's public answer as a line of the run folder's log."""
+    if log is None:
+        return progress
+
+    def step(k, answer):
+        log({"round": label, "iteration": k, "prices": answer.prices, "final": answer.final,
+             "converged": answer.converged, "residuals": answer.residuals})
+        if progress is not None:
+            progress(k, answer)
+    return step
 
 
 def _bar(progress, label: str):

@@ -12,8 +12,9 @@ is imported here; what only the main environment knows is asked from it. Environ
   GRIDSHARE_MECHANISM     the registered mechanism to deploy (default: tariff)
   GRIDSHARE_DEPLOYMENT    file to write (default: build/deployment.json in the project)
   GRIDSHARE_OPERATOR      owner of the token, i.e. the run's coordinator (a run refuses a token its
-                          operator does not own); default: asked from the main environment,
-                          `offchain.chain.backends.dev_account(0)`
+                          operator does not own); default: account 0 of the secret seed the main
+                          environment keeps beside the deployment file (`<file>.keys/`), which
+                          `gridshare run --deployment FILE` then acts with
   GRIDSHARE_DEPLOYER_KEY  private key that deploys (default: the node's first unlocked account)
 """
 from __future__ import annotations
@@ -84,8 +85,8 @@ def rule_contract(mechanism: str) -> str:
 def operator_address() -> str:
     address = os.environ.get("GRIDSHARE_OPERATOR")
     if not address:
-        address = ask_main("from offchain.chain.backends import dev_account; print(dev_account(0).address)",
-                           "set GRIDSHARE_OPERATOR")
+        address = ask_main("from offchain.chain.deployment import operator_address; "
+                           f"print(operator_address({str(deployment_path())!r}))", "set GRIDSHARE_OPERATOR")
     if not web3.is_address(address):
         raise SystemExit(f"deploy.py: GRIDSHARE_OPERATOR is not an address: {address!r}")
     return web3.to_checksum_address(address)

@@ -16,7 +16,7 @@ from offchain.record import validate
 from .conftest import ROOT, SCENARIO, node_available
 
 STORAGE = ROOT / "scenarios" / "storage10.toml"
-COMMANDS = [[], ["run"], ["demo"], ["deploy"], ["audit"], ["chain"], ["chain", "up"], ["bench"], ["bench", "round"],
+COMMANDS = [[], ["run"], ["demo"], ["resume"], ["refund"], ["deploy"], ["audit"], ["chain"], ["chain", "up"], ["bench"], ["bench", "round"],
             ["bench", "audit"], ["bench", "admm"], ["bench", "settle"]]
 
 

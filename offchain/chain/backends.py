@@ -11,12 +11,16 @@ from __future__ import annotations
 import ast
 import itertools
 import os
+import json
 import re
+import secrets
 import shutil
 import subprocess
 import threading
 import time
+from collections import Counter, defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import requests
@@ -59,18 +63,21 @@ class ContractRevert(RuntimeError):
         self.data = data
 
 
-def dev_key(index: int) -> bytes:
-    """Private key of deterministic dev account ``index``."""
-    return keccak(b"gridshare-dev" + index.to_bytes(4, "big"))
+EMBEDDED_SEED = b"gridshare-dev"  # public: only for the in-process chain, which nobody else reaches
 
 
-_ACCOUNT_CACHE: dict[int, LocalAccount] = {}
+def dev_key(index: int, seed: bytes = EMBEDDED_SEED) -> bytes:
+    """Private key of account ``index`` of ``seed``'s family."""
+    return keccak(seed + index.to_bytes(4, "big"))
 
 
-def dev_account(index: int) -> LocalAccount:
-    acct = _ACCOUNT_CACHE.get(index)
+_ACCOUNT_CACHE: dict[tuple[bytes, int], LocalAccount] = {}
+
+
+def dev_account(index: int, seed: bytes = EMBEDDED_SEED) -> LocalAccount:
+    acct = _ACCOUNT_CACHE.get((seed, index))
     if acct is None:
-        acct = _ACCOUNT_CACHE[index] = Account.from_key(dev_key(index))
+        acct = _ACCOUNT_CACHE[(seed, index)] = Account.from_key(dev_key(index, seed))
     return acct
 
 
@@ -190,14 +197,77 @@ class _Pending:
     raw: bytes = b""  # the signed transaction, to send again if a node dropped it
 
 
+class TxJournal:
+    """What a resumable run sent, in order (``RUN_DIR/transactions.jsonl``): each transaction's
+    call (sender, target, calldata, value) with its hash, written to disk before it is sent, and
+    each wait for a deadline. A resumed run makes the same calls again in the same order; for each
+    one the journal knows, :meth:`recall` gives the earlier transaction instead of a second one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._sent: dict[str, list[HexBytes]] = defaultdict(list)  # call digest -> hashes, in order
+        self._waits = 0
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by a kill: its transaction was never sent
+                if "wait" in entry:
+                    self._waits += 1
+                else:
+                    self._sent[entry["call"]].append(HexBytes(entry["hash"]))
+        self._seen: Counter[str] = Counter()
+        self._waits_seen = 0
+
+    @staticmethod
+    def _digest(sender: str, to: str | None, data: bytes, value: int) -> str:
+        return keccak(sender.lower().encode() + (to or "").lower().encode() + bytes(data) + int(value).to_bytes(32, "big")).hex()
+
+    def recall(self, sender: str, to: str | None, data: bytes, value: int) -> HexBytes | None:
+        """The hash of this call's earlier transaction (its n-th occurrence), if one was sent."""
+        digest = self._digest(sender, to, data, value)
+        i, self._seen[digest] = self._seen[digest], self._seen[digest] + 1
+        earlier = self._sent.get(digest, [])
+        return earlier[i] if i < len(earlier) else None
+
+    def record(self, sent: Sequence[tuple[str, str | None, bytes, int, bytes]]) -> None:
+        """(sender, to, data, value, hash) of transactions about to be sent, each after its recall."""
+        lines = []
+        for sender, to, data, value, tx_hash in sent:
+            digest = self._digest(sender, to, data, value)
+            hashes, slot = self._sent[digest], self._seen[digest] - 1
+            hashes[slot:slot + 1] = [HexBytes(tx_hash)]
+            lines.append(json.dumps({"call": digest, "hash": HexBytes(tx_hash).to_0x_hex()}))
+        self._append(lines)
+
+    def waited_before(self) -> bool:
+        i, self._waits_seen = self._waits_seen, self._waits_seen + 1
+        return i < self._waits
+
+    def record_wait(self) -> None:
+        self._waits += 1
+        self._append([json.dumps({"wait": self._waits})])
+
+    def _append(self, lines: list[str]) -> None:
+        with open(self.path, "a") as f:
+            f.write("".join(line + "\n" for line in lines))
+            f.flush()
+            os.fsync(f.fileno())
+
+
 class Chain:
     """A connected chain: web3 instance, funded dev accounts, deploy and fast transaction helpers."""
 
-    def __init__(self, w3: Web3, kind: str, url: str | None, tester: Any = None):
+    def __init__(self, w3: Web3, kind: str, url: str | None, tester: Any = None, account_seed: bytes | None = None):
         self.w3 = w3
         self.kind = kind
         self.url = url
         self.tester = tester
+        # the accounts' key family: public on the in-process chain; on a node anyone may reach, a
+        # secret (a run keeps its own in its key store), fresh for each connection unless given
+        self.account_seed = account_seed or (EMBEDDED_SEED if kind == "embedded" else secrets.token_bytes(32))
+        self.journal: "TxJournal | None" = None  # a resumable run's record of what it sent
         self.chain_id = int(w3.eth.chain_id)
         self._nonces: dict[str, int] = {}
         self._gas_cache: dict[tuple, int] = {}
@@ -262,20 +332,20 @@ class Chain:
 
     def mine_until(self, block: int) -> None:
         """Lets the chain reach ``block``: dev chains mine empty blocks at once, other nodes are
-        waited for."""
+        waited for. A resumed run skips the waits it made before (the chain is past them)."""
+        if self.journal is not None and self.journal.waited_before():
+            return
         missing = block - self.block_number
-        if missing <= 0:
-            return
-        if self.tester is not None:
+        if missing > 0 and self.tester is not None:
             self.tester.mine_blocks(missing)
-            return
-        try:
-            self._rpc("anvil_mine", [hex(missing)])
-            return
-        except ChainError:
-            pass
-        while self.block_number < block:
-            time.sleep(1.0)
+        elif missing > 0:
+            try:
+                self._rpc("anvil_mine", [hex(missing)])
+            except ChainError:
+                while self.block_number < block:
+                    time.sleep(1.0)
+        if self.journal is not None:
+            self.journal.record_wait()
 
     @property
     def artifacts(self) -> dict[str, Artifact]:
@@ -311,8 +381,8 @@ class Chain:
     # -------------------------------------------------------------- accounts
 
     def accounts(self, n: int, offset: int = 0) -> list[LocalAccount]:
-        """``n`` funded deterministic dev accounts starting at index ``offset``."""
-        accts = [dev_account(i) for i in range(offset, offset + n)]
+        """``n`` funded accounts of this chain's key family starting at index ``offset``."""
+        accts = [dev_account(i, self.account_seed) for i in range(offset, offset + n)]
         if self.kind == "embedded":
             need = [a for i, a in zip(range(offset, offset + n), accts) if i >= DEV_ACCOUNTS]
             if need:
@@ -473,7 +543,6 @@ class Chain:
     def _base_tx(self, sender: LocalAccount, to: str | None, data: bytes, gas: int, value: int) -> dict:
         tx = {
             "chainId": self.chain_id,
-            "nonce": self._next_nonce(sender.address),
             "gas": gas,
             "maxFeePerGas": self._max_fee,
             "maxPriorityFeePerGas": self._priority,
@@ -492,8 +561,16 @@ class Chain:
         self._nonces[address] = n + 1
         return n
 
+    def _sign(self, tx: dict, sender: LocalAccount) -> Any:
+        """Signs with the sender's next nonce (taken only now: a journaled call takes none)."""
+        tx["nonce"] = self._next_nonce(sender.address)
+        return sender.sign_transaction(tx)
+
     def _send(self, tx: dict, sender: LocalAccount, key: tuple | None) -> _Pending:
-        signed = sender.sign_transaction(tx)
+        if (sent := self._journaled(tx, sender, key)) is not None:
+            return sent
+        signed = self._sign(tx, sender)
+        self._remember([(tx, sender, signed)])
         self._sent += 1
         if self.kind == "rpc" and self._sent % 200 == 0:
             self._refresh_fees()
@@ -516,14 +593,19 @@ class Chain:
         if len(txs) < 2 or self._session is None:
             return [self._send(tx, sender, key) for tx, sender, key in txs]
         out: list[_Pending | None] = [None] * len(txs)
-        remaining = list(range(len(txs)))
+        remaining = []
+        for i, (tx, sender, key) in enumerate(txs):
+            out[i] = self._journaled(tx, sender, key)
+            if out[i] is None:
+                remaining.append(i)
         while remaining:
             layer, seen, later = [], set(), []
             for i in remaining:
                 sender = txs[i][1].address
                 (later if sender in seen else layer).append(i)
                 seen.add(sender)
-            signed = [txs[i][1].sign_transaction(txs[i][0]) for i in layer]
+            signed = [self._sign(txs[i][0], txs[i][1]) for i in layer]
+            self._remember([(txs[i][0], txs[i][1], sig) for i, sig in zip(layer, signed)])
             self._sent += len(layer)
             calls = [("eth_sendRawTransaction", [HexBytes(sig.raw_transaction).to_0x_hex()]) for sig in signed]
             try:
@@ -537,6 +619,21 @@ class Chain:
                 out[i] = _Pending(tx, sender, bytes(sig.hash), key, bytes(sig.raw_transaction))
             remaining = later
         return out  # type: ignore[return-value]
+
+    def _journaled(self, tx: dict, sender: LocalAccount, key: tuple | None) -> _Pending | None:
+        """With a journal: the transaction this call already sent, if the node knows it (mined or
+        pending), so that a resumed run never sends a call twice; else None (send it)."""
+        if self.journal is None:
+            return None
+        sent = self.journal.recall(sender.address, tx.get("to"), tx["data"], tx["value"])
+        if sent is None or self._rpc("eth_getTransactionByHash", [sent.to_0x_hex()]) is None:
+            return None
+        return _Pending(tx, sender, bytes(sent), key, b"")
+
+    def _remember(self, signed: Sequence[tuple[dict, LocalAccount, Any]]) -> None:
+        if self.journal is not None:
+            self.journal.record([(sender.address, tx.get("to"), tx["data"], tx["value"], bytes(sig.hash))
+                                 for tx, sender, sig in signed])
 
     def _receipt(self, p: _Pending, raise_revert: bool = True) -> Any:
         receipt = self.w3.eth.wait_for_transaction_receipt(p.tx_hash, timeout=120, poll_latency=0.01)
@@ -700,13 +797,17 @@ def _rpc(url: str) -> Chain:
         raise ChainError(f"{url}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
-def connect(url: str | None = None) -> Chain:
-    """``None``/"embedded": in-process eth-tester chain; ``http(s)://...``: a JSON-RPC node."""
+def connect(url: str | None = None, account_seed: bytes | None = None) -> Chain:
+    """``None``/"embedded": in-process eth-tester chain; ``http(s)://...``: a JSON-RPC node, whose
+    accounts are those of ``account_seed`` (default: a fresh secret one)."""
     if url is None or url == "embedded":
         return _embedded()
     if not re.match(r"^https?://", url):
         raise ChainError(f"{url}: unsupported chain URL (use 'embedded' or http(s)://host:port)")
-    return _rpc(url)
+    chain = _rpc(url)
+    if account_seed is not None:
+        chain.account_seed = account_seed
+    return chain
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,10 @@
 Written by `gridshare deploy --mechanism NAME` and by `brownie run scripts/deploy.py`; both record
 the chain id, the mechanism, the addresses of the round contract, the token and the mechanism's
 rule contract, and a hash of each contract's ABI, which must match the compiled contracts.
+
+The token's owner (the operator, who mints the rounds' collateral and coordinates them) is account
+0 of a secret seed kept beside the file, in ``<file>.keys/`` (:mod:`offchain.keystore`); a run on
+the deployment acts with that seed's accounts.
 """
 from __future__ import annotations
 
@@ -24,6 +28,21 @@ SCHEMA = "gridshare.deployment/2"
 def abi_hash(abi: list) -> str:
     """sha256 of the ABI as canonical JSON (sorted keys, no spaces): the same in every toolchain."""
     return hashlib.sha256(json.dumps(abi, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def operator_keys(path: Path):
+    """The key store beside a deployment file (made, with a fresh seed, if missing)."""
+    from ..keystore import KeyStore
+
+    path = Path(path)
+    return KeyStore(path.with_name(path.stem + ".keys"))
+
+
+def operator_address(path: Path) -> str:
+    """The address of a deployment's operator (account 0 of its key store's seed)."""
+    from .backends import dev_account
+
+    return dev_account(0, operator_keys(path).account_seed()).address
 
 
 def check_deployment_path(path: Path) -> None:

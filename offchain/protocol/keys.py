@@ -4,7 +4,8 @@
   pads of pair messages and the sealing of recovery shares, and, in rounds without dropout
   recovery, for the masks), in rounds with recovery its two mask secrets and the shares it holds
   of its neighbours' (:class:`~offchain.privacy.secagg.Secrets`), the randomness of its
-  encryptions and the salts of its commitments. It turns a mechanism's plain
+  encryptions and the salts of its commitments. Given its :class:`~offchain.keystore.PartySecrets`,
+  it keeps each secret there before using it, so that a resumed run makes the same messages. It turns a mechanism's plain
   :class:`~offchain.framework.Contribution` into what travels (:class:`Sealed`) and opens what
   is sealed for it.
 * :class:`CoordinatorKeys`: the coordinator's Paillier key pair; it decrypts only aggregates.
@@ -14,15 +15,17 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_utils import keccak
 
 from ..chain.market import commitment
 from ..errors import ProtocolViolation
 from ..framework import Contribution
+from ..keystore import PartySecrets
 from ..privacy import secagg
 from ..privacy.masks import MaskKey, mask_vector, seal, seal_bytes, unseal
 from ..privacy.packing import SlotLayout
-from ..privacy.paillier import PublicKey, RandomnessPool, generate_keypair
+from ..privacy.paillier import PrivateKey, PublicKey, RandomnessPool, generate_keypair
 
 SHARE_BYTES = 64  # a sealed (share of a, share of b) pair
 
@@ -41,11 +44,17 @@ class Sealed:
 class MemberKeys:
     """A participant's keys and, once joined, its seeds, recovery secrets, randomness and salts."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, kept: PartySecrets | None = None) -> None:
         self.address = address
-        self.mask_key = MaskKey()
+        self._kept = kept
+        private = self._keep("mask key", lambda: X25519PrivateKey.generate().private_bytes_raw().hex())
+        self.mask_key = MaskKey(X25519PrivateKey.from_private_bytes(bytes.fromhex(private)) if private else None)
         self._pool: RandomnessPool | None = None
         self.recovery: secagg.Secrets | None = None
+
+    def _keep(self, key: str, make):
+        """``make()``'s value, kept in (or, on a resumed run, read from) the key store; None without one."""
+        return self._kept.keep(key, make) if self._kept is not None else None
 
     @property
     def public_bytes(self) -> bytes:
@@ -61,7 +70,8 @@ class MemberKeys:
         self._pads = self.mask_key.pair_seeds(self.address, peers, context + b"/pairs")
         self._masks = self.mask_key.pair_seeds(self.address, peers, context + b"/sums") if plan is None else {}
         if plan is not None:
-            self.recovery = secagg.Secrets(self.position, plan)
+            pair, own = self._keep("recovery secrets", lambda: [secagg.random_scalar(), secagg.random_scalar()]) or (None, None)
+            self.recovery = secagg.Secrets(self.position, plan, pair, own)
         self._pool = RandomnessPool(key, ahead=2) if key is not None else None
 
     def leave(self) -> None:
@@ -72,10 +82,13 @@ class MemberKeys:
     def share_material(self) -> bytes:
         """The mask point of iteration 0 and, for each neighbour in registration order, fresh shares
         of the two mask secrets sealed to it (`PrivateRounds.share`)."""
-        rec = self.recovery
-        sealed = [seal_bytes(a.to_bytes(32, "big") + b.to_bytes(32, "big"), self._pads[self._peers[j]], b"share")
-                  for j, (a, b) in sorted(rec.shares().items())]
-        return rec.point(0) + b"".join(sealed)
+        def fresh() -> str:
+            rec = self.recovery
+            sealed = [seal_bytes(a.to_bytes(32, "big") + b.to_bytes(32, "big"), self._pads[self._peers[j]], b"share")
+                      for j, (a, b) in sorted(rec.shares().items())]
+            return (rec.point(0) + b"".join(sealed)).hex()
+
+        return bytes.fromhex(self._keep("share material", fresh) or fresh())
 
     def take_shares(self, sender: int, material: bytes) -> bytes:
         """Keeps the shares ``sender`` (a position) sealed for this participant; returns the
@@ -100,7 +113,23 @@ class MemberKeys:
         """Mask, pack and encrypt ``c.sums``; seal each partner's vector (``partners``: {address:
         values}, every other active participant when the round has pair lanes); commit to the
         reveal. With recovery: ``points`` are the iteration's mask points, ``active`` the
-        positions still in the round."""
+        positions still in the round. A submission kept for this iteration (a resumed run) is
+        given again, if it commits to the same values."""
+        kept = self._kept.get(f"submission {round_id}/{k}") if self._kept is not None else None
+        if kept is not None:
+            if kept["reveal"] != list(c.committed):
+                raise ProtocolViolation(f"{self.address}: the resumed run differs from the killed one in iteration {k}")
+            return Sealed(*(bytes.fromhex(kept[f]) for f in ("ciphertext", "commitment", "pairs", "salt")),
+                          kept["reveal"], bytes.fromhex(kept["next_point"]))
+        sealed = self._seal(round_id, k, c, partners, points, active)
+        if self._kept is not None:
+            self._kept.put(f"submission {round_id}/{k}", {
+                **{f: getattr(sealed, f).hex() for f in ("ciphertext", "commitment", "pairs", "salt", "next_point")},
+                "reveal": list(sealed.reveal)})
+        return sealed
+
+    def _seal(self, round_id: int, k: int, c: Contribution, partners: dict[str, list[int]],
+              points: dict[int, bytes] | None, active: set[int] | None) -> Sealed:
         ciphertext, next_point = b"", b""
         if self._key is not None:
             periods, bits = self._layout.periods, self._layout.slot_bits
@@ -134,8 +163,16 @@ class MemberKeys:
 class CoordinatorKeys:
     """The coordinator's Paillier key pair."""
 
-    def __init__(self, key_bits: int) -> None:
-        self.public, self._private = generate_keypair(key_bits)
+    def __init__(self, key_bits: int, kept: PartySecrets | None = None) -> None:
+        factors = kept.get("paillier") if kept is not None else None
+        if factors is None:
+            self.public, self._private = generate_keypair(key_bits)
+            if kept is not None:
+                kept.put("paillier", [self._private.p, self._private.q])
+        else:
+            p, q = factors
+            self.public = PublicKey(p * q)
+            self._private = PrivateKey(self.public, p, q)
 
     def open(self, aggregate: int, layout: SlotLayout, corrections: list[int] | None = None) -> tuple[list[int], int, int]:
         """The slot sums of an aggregate (less the recovery's mask corrections), its plaintext and

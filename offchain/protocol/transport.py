@@ -187,7 +187,13 @@ class PlainTransport(Transport):
 
 class _Sealing:
     """The sealing shared by the private transports: parties' keys, layout, pair routing and the
-    dropout recovery (:mod:`offchain.privacy.secagg`)."""
+    dropout recovery (:mod:`offchain.privacy.secagg`). ``kept(party)`` gives a party's
+    :class:`~offchain.keystore.PartySecrets` in a run's key store (None: secrets in memory only)."""
+
+    kept = None
+
+    def _kept(self, party: str):
+        return self.kept(party) if self.kept is not None else None
 
     def _keys(self, setup: RoundSetup, key_bits: int, recovery: bool) -> None:
         from ..privacy.paillier import start_worker
@@ -195,7 +201,7 @@ class _Sealing:
         t0 = time.perf_counter()
         if setup.encrypted:
             start_worker()  # forked before any key exists: it holds no secret
-        self.coordinator_keys = CoordinatorKeys(key_bits) if setup.encrypted else None
+        self.coordinator_keys = CoordinatorKeys(key_bits, self._kept("coordinator")) if setup.encrypted else None
         self.layout = (SlotLayout.for_round(setup.slots, len(setup.participants), key_bits, slot_bits=setup.slot_bits)
                        if setup.encrypted else None)
         n = len(setup.participants)
@@ -333,8 +339,10 @@ class ChainTransport(_Sealing, Transport):
     def __init__(self, chain, key_bits: int = 2048, verify_openings: bool = True, market=None,
                  rules: dict[str, str] | None = None, hardfork: str | None = None, account_offset: int = 0,
                  drops: dict[int, list[str]] | None = None, recovery: bool = True,
-                 windows: dict[str, int | None] | None = None) -> None:
+                 windows: dict[str, int | None] | None = None, kept=None, announce=None) -> None:
         super().__init__(drops)
+        self.kept = kept
+        self.announce = announce  # called with the round's market and id once it is created
         self.chain, self.key_bits, self.verify_openings = chain, key_bits, verify_openings
         self.account_offset, self.recovery = account_offset, recovery
         self.market = market
@@ -410,7 +418,10 @@ class ChainTransport(_Sealing, Transport):
             parent_round_id=parent.round_id if parent is not None else 0)
         self.round_id, receipt = self.market.create_round(operator, params)
         self._record("create_round", receipt, setup.coordinator_role)
-        self.members = [MemberKeys(a.address) for a in parts]
+        if self.announce is not None:  # before any deposit: where a refund would look
+            self.announce({"market": self.market.address, "token": self.market.token.address, "round_id": self.round_id,
+                           "url": chain.url, "chain_id": chain.chain_id})
+        self.members = [MemberKeys(a.address, self._kept(a.address)) for a in parts]
         # one by one: the registration order is the participants' order (and the allow-list's)
         for i, (p, account, m) in enumerate(zip(setup.participants, parts, self.members)):
             item = (account, self.round_id, m.public_bytes)

@@ -19,7 +19,8 @@ import pytest
 from web3.logs import DISCARD
 
 from offchain import cli
-from offchain.chain.backends import connect, dev_account, start_anvil
+from offchain.chain.backends import connect, start_anvil
+from offchain.chain.deployment import operator_address
 from offchain.chain.compiler import compile_contracts
 from offchain.chain.deployment import abi_hash
 from tests.conftest import ROOT
@@ -43,9 +44,9 @@ def run(*cmd: str, env: dict, cwd=ROOT) -> str:
 def test_brownie_compile_deploy_then_a_round_settles_on_the_deployed_contracts(tmp_path, capsys):
     deployment, out, home = tmp_path / "deployment.json", tmp_path / "run", tmp_path / "home"
     home.mkdir()
-    operator = dev_account(0).address
+    operator = operator_address(deployment)  # the secret seed kept beside the deployment file
     env = {k: v for k, v in os.environ.items() if k != "SOLCX_BINARY_PATH"}
-    env.update(HOME=str(home), GRIDSHARE_DEPLOYMENT=str(deployment), GRIDSHARE_OPERATOR=operator)
+    env.update(HOME=str(home), GRIDSHARE_DEPLOYMENT=str(deployment))
     brownie = str(VENV / "brownie")
     run(str(VENV / "python"), "scripts/brownie-setup", env=env)
     assert (home / ".solcx" / "solc-v0.8.30").exists()
@@ -102,9 +103,9 @@ def test_brownie_deploys_from_a_checkout_whose_path_has_a_dot(tmp_path):
     (project / ".venv").symlink_to(ROOT / ".venv")  # deploy.py asks the main environment for the rule
     assert "." in project.relative_to(tmp_path).parts[0] and not (project / "build").exists()
 
-    operator = dev_account(0).address
+    operator = operator_address(deployment)  # the secret seed kept beside the deployment file
     env = {k: v for k, v in os.environ.items() if k != "SOLCX_BINARY_PATH"}
-    env.update(HOME=str(home), GRIDSHARE_DEPLOYMENT=str(deployment), GRIDSHARE_OPERATOR=operator)
+    env.update(HOME=str(home), GRIDSHARE_DEPLOYMENT=str(deployment))
     brownie = str(VENV / "brownie")
     anvil_link = os.readlink(VENV / "anvil") if (VENV / "anvil").is_symlink() else None
     run(str(VENV / "python"), "scripts/brownie-setup", env=env, cwd=project)  # the copy's, as `make brownie`
