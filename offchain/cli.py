@@ -397,6 +397,7 @@ def _deploy(args) -> int:
     check_deployment_path(args.out)
     mechanism = get(args.mechanism)
     chain = connect(args.chain)
+    chain.check_rules()
     chain.account_seed = operator_keys(args.out).account_seed()
     operator = chain.accounts(1)[0]
     market = Market.deploy(chain, operator)

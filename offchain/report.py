@@ -115,11 +115,15 @@ def party_rows(record: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     def num(v, fmt_="{:.2f}"):
         return "" if v is None else fmt_.format(v)
 
+    mode = record.get("parameters", {}).get("mode")
+    main = [r for r in record.get("rounds", []) if r.get("transport") == mode][-1:] or [{}]
+    dropped = main[0].get("dropped", {})  # in the main round
     body = []
     for p in record["parties"]:
+        role = p["role"] + (f" (dropped in iteration {dropped[p['name']]})" if p["name"] in dropped else "")
         saving = (p["cost_alone"] - p["cost_shared"]) if p["cost_alone"] is not None and p["cost_shared"] is not None else None
         pay = p["payment"]["tokens"] if p["payment"] else None
-        body.append([p["name"], p["role"], num(p["cost_alone"]), num(p["cost_shared"]), num(saving),
+        body.append([p["name"], role, num(p["cost_alone"]), num(p["cost_shared"]), num(saving),
                      "" if pay is None else f"{pay:+.3f}", *(num(p["bill"].get(i), "{:+.3f}") for i in items)])
     return head, body
 
@@ -131,8 +135,10 @@ def _item_order(record):
 
 def party_table(record: dict[str, Any]) -> Table:
     head, body = party_rows(record)
+    gone = [f"{row[0]} ({row[1].split('(')[1].rstrip(')')})" for row in body if "(dropped" in row[1]]
     table = Table(title=record["title"], caption="costs per day in the scenario's currency; payments and bill "
-                  "items in tokens, + paid by the party, - received")
+                  "items in tokens, + paid by the party, - received" +
+                  (f"; dropped out: {', '.join(gone)}" if gone else ""))
     for col in head:
         table.add_column(col, justify="left" if col in ("party", "role") else "right")
     for row in body:

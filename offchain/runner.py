@@ -79,6 +79,7 @@ def prepare(scenario_path: Path, options: RunOptions) -> Prepared:
 
         url = options.chain_url or scenario.chain.url
         prepared.chain = connect(None if url == "embedded" else url)
+        prepared.chain.check_rules()
         if options.deployment is not None and prepared.chain.kind == "rpc":
             from .chain.deployment import operator_keys
 

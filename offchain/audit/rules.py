@@ -27,6 +27,10 @@ class Rules:
     def started(self, prices: list[int]) -> None:
         """The round started with these public prices (``RoundStarted``)."""
 
+    def dropped(self, k: int, positions: list[int]) -> None:
+        """These participants (registration positions) left the round in iteration k (``Dropped``),
+        before its publication is observed."""
+
     def observe(self, decryption: Any) -> list[tuple[str, bool, str]]:
         """Checks of one ``Published`` or ``Concluded`` event: (check, ok, detail) rows."""
         return []

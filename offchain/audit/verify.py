@@ -267,6 +267,8 @@ class RoundAudit:
                 break
             active = set(self.active)
             gone = self._dropped(k, "submission")
+            if rules is not None and gone:
+                rules.dropped(k, gone)
             if not dec and self.live:
                 self._note("in progress", f"iteration {k}: {len(subs)} of {len(active) - len(gone)} submitted so far; "
                            f"the step's deadline is block {self.deadline}", k)

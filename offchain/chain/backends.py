@@ -307,6 +307,12 @@ class Chain:
             return "unknown"
         return str((info or {}).get("hardFork") or "unknown").lower()
 
+    def check_rules(self) -> None:
+        """Refuses a node whose rules are older than the contracts' target (Prague), in one line."""
+        if self.hardfork in PRE_OSAKA[:-1]:
+            raise ChainError(f"{self.url}: the node runs {self.hardfork} rules; the contracts are compiled for "
+                             "Prague and run on Prague, Osaka and later")
+
     @property
     def osaka_pricing(self) -> bool:
         """Whether MODEXP costs EIP-7883's price here (Osaka and later; assumed for unknown nodes)."""
@@ -437,9 +443,15 @@ class Chain:
         factory = self.w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
         ctor = factory.constructor(*args)
         data = HexBytes(ctor._encode_data_in_transaction(*args))
-        gas = self._fixed_gas or self._estimate({"from": sender.address, "data": data.to_0x_hex()})
-        tx = self._base_tx(sender, None, data, gas, 0)
-        receipt = self._receipt(self._send(tx, sender, None))
+        try:
+            gas = self._fixed_gas or self._estimate({"from": sender.address, "data": data.to_0x_hex()})
+            tx = self._base_tx(sender, None, data, gas, 0)
+            receipt = self._receipt(self._send(tx, sender, None))
+        except ContractRevert as exc:
+            if "NotActivated" in str(exc) or "invalid opcode" in str(exc).lower():
+                raise ChainError(f"{self.url or 'the chain'}: cannot run {artifact_name} ({exc}): its rules are older "
+                                 "than Prague, the contracts' target") from None
+            raise
         return self.contract(artifact_name, receipt["contractAddress"])
 
     def events(self, receipt: Any, contract: Contract, event: str) -> list[Any]:

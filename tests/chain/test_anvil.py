@@ -225,3 +225,15 @@ def test_many_transactions_of_one_sender_are_all_mined_in_order_on_anvil(anvil):
     receipts = chain.transact_many(items)  # how fast is a benchmark's business (gridshare bench), not a test's
     assert all(r["status"] == 1 for r in receipts)
     assert all(token.functions.balanceOf(a.address).call() == 3 for a in rest)
+
+
+def test_a_node_older_than_the_contracts_target_gets_one_line_and_nothing_written(tmp_path, capsys):
+    from offchain.cli import main
+
+    with start_anvil(hardfork="shanghai") as node:
+        for argv in (["demo", "--chain", node.url, "--prosumers", "3", "--out", str(tmp_path / "run")],
+                     ["deploy", "--chain", node.url, "--out", str(tmp_path / "d" / "deployment.json")]):
+            assert main(argv) == 2
+            err = capsys.readouterr().err.strip()
+            assert "\n" not in err and "shanghai rules" in err and "Prague" in err, err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "d" / "deployment.json").exists()

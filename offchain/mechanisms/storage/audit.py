@@ -78,6 +78,10 @@ class StorageRules(Rules):
                 f"first iteration >= 1 with RMS residuals over {self.entries} consensus entries <= {self.tol[0]:g}, "
                 f"{self.tol[1]:g} (cap {self.cap}); settlement of the round's terms")
 
+    def dropped(self, k: int, positions: list[int]) -> None:
+        if self.operator is not None:  # as the operator does: the store is shared among those that stay
+            self.operator.n -= len(positions)
+
     def _residuals(self, sums: list[int]) -> tuple[float, float]:
         """The RMS primal and dual residuals reported in slots 2, 3 (as admm.run_admm computes them)."""
         return reported_residuals(energy_from_fixed(sums), self.entries)
