@@ -338,6 +338,7 @@ def _run(args) -> int:
 
 
 def _resume(args) -> int:
+    from .chain.backends import ContractRevert
     from .runner import keep_run, prepare, resume_options
 
     scenario, options = resume_options(args.run_dir)
@@ -346,7 +347,23 @@ def _resume(args) -> int:
         console.print(f"{args.run_dir}: the killed run's {'chain lived' if prepared.chain else 'round ran'} in its "
                       "process and ended with it; running it again from the beginning")
     keep_run(prepared, scenario, args.run_dir, resumed=True)
-    return _execute(prepared, args.run_dir, args)
+    try:
+        return _execute(prepared, args.run_dir, args)
+    except ContractRevert as exc:  # e.g. a deadline passed while the run was down
+        created = _created(args.run_dir)
+        where = (f"`gridshare refund --chain {created['url']} --market {created['market']} --round "
+                 f"{created['round_id']} --keys {args.run_dir}` returns the deposits once the round's deadlines have "
+                 "passed" if created else "no round was created, so no deposit is held")
+        print(f"gridshare: error: the resumed run cannot go on: the chain refused {exc}; {where}", file=sys.stderr)
+        return 1
+
+
+def _created(run_dir: Path) -> dict | None:
+    """The last round the run created (its progress.jsonl), if any."""
+    import json
+
+    lines = [json.loads(x) for x in (run_dir / "progress.jsonl").read_text().splitlines() if '"created"' in x]
+    return lines[-1]["created"] if lines else None
 
 
 def _execute(prepared, out: Path, args) -> int:

@@ -70,7 +70,7 @@ def _chain_transactions(chain) -> list:
     return out
 
 
-@pytest.mark.parametrize("sent", [12, 70], ids=["during registration", "mid-iteration"])
+@pytest.mark.parametrize("sent", [12, 70, 185], ids=["during registration", "mid-iteration", "near the end"])
 def test_a_killed_run_resumes_from_chain_state_and_its_key_store(tmp_path, sent, capsys):
     out = tmp_path / "run"
     with start_anvil(accounts=4) as node:
@@ -108,6 +108,19 @@ def test_a_killed_run_resumes_from_chain_state_and_its_key_store(tmp_path, sent,
         addresses = {p["address"] for p in record["parties"] if p["address"]}
         assert addresses <= {dev_account(i, seed).address for i in range(10)}
         assert not addresses & {dev_account(i).address for i in range(10)}
+
+
+def test_a_run_down_past_its_deadlines_says_so_and_how_to_get_the_deposits_back(tmp_path, capsys):
+    out = tmp_path / "run"
+    with start_anvil(accounts=4) as node:
+        _kill_after(_start_run(node.url, out), out, 60)
+        chain = connect(node.url)
+        chain.mine_until(chain.block_number + 400)  # every window passes while the run is down
+        assert main(["resume", str(out)]) == 1
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("gridshare: error: the resumed run cannot go on") and "gridshare refund" in err, err
+        assert main(["refund", *err.split("gridshare refund ")[1].split("`")[0].split()]) == 0
+        assert "withdrew" in capsys.readouterr().out
 
 
 def test_refund_cancels_a_round_whose_coordinator_is_gone_and_returns_every_deposit(tmp_path, capsys):
