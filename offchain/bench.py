@@ -259,7 +259,7 @@ def bench_settle_command(args, console: Console) -> int:
             after = sum(outcome.transport.gas["settle"])
             before = golden[str(case)]["gas"]["settle"]
             out["cases"][str(case)] = {"before": int(before), "after": after, "ratio": after / before}
-    table = Table(title="settle gas, storage10 cases (anvil, Prague)")
+    table = Table(title="settle gas, storage10 cases (anvil at its default hardfork)")
     for col in ("case", "hand-built (before)", "typed ABI (after)", "after / before"):
         table.add_column(col, justify="right")
     for c, v in out["cases"].items():

@@ -323,8 +323,9 @@ class Chain:
     @property
     def aggregate_chunk(self) -> int:
         """Ciphertexts (2048-bit key) per aggregation transaction that fit the gas cap with room:
-        ~33k gas each under EIP-7883, ~17k before (benchmarks/aggregate-2000.json)."""
-        return 400 if self.osaka_pricing else 800
+        ~45k gas each under EIP-7883 (at most ~370 fit), ~32k before (~540 fit); measured by
+        `gridshare bench aggregate` (benchmarks/aggregate-2000.json)."""
+        return 300 if self.osaka_pricing else 450
 
     @property
     def challenge_steps(self) -> int:
