@@ -56,6 +56,10 @@ bench: install
 	$(BIN)/gridshare bench audit --json benchmarks/audit-10-prosumers.json
 	$(BIN)/gridshare bench admm --json benchmarks/admm-case4.json
 	$(BIN)/gridshare bench settle --json benchmarks/settle-gas.json
+	$(BIN)/gridshare bench fuzz --seed 1 --json benchmarks/fuzz.json
+	$(BIN)/gridshare bench registration --json benchmarks/registration-gas.json
+	$(BIN)/gridshare bench aggregate --json benchmarks/aggregate-2000.json
+	$(BIN)/gridshare bench load --json benchmarks/load.json
 	$(BIN)/python scripts/readme-figures --write
 
 clean:

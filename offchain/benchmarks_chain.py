@@ -43,11 +43,19 @@ def prefund(chain, n: int, offset: int = 0) -> None:
     account, all in one JSON-RPC batch, and anvil may take a batch's calls out of order and leave
     a transaction whose nonce came early unmined: with hundreds of accounts it then waits out its
     timeout."""
-    from .chain.backends import FUND_AMOUNT, dev_account
+    from .chain.backends import FUND_AMOUNT
 
     for i in range(offset, offset + n, BATCH):
-        chain._rpc_batch([("anvil_setBalance", [dev_account(j).address, hex(FUND_AMOUNT)])
+        chain._rpc_batch([("anvil_setBalance", [_address(chain, j), hex(FUND_AMOUNT)])
                           for j in range(i, min(i + BATCH, offset + n))])
+
+
+def _address(chain, index: int) -> str:
+    """The address of ``chain.accounts``' account ``index`` (its key family: ``account_seed``)."""
+    from .chain.backends import dev_account
+
+    seed = getattr(chain, "account_seed", None)
+    return (dev_account(index, seed) if seed is not None else dev_account(index)).address
 
 
 def _sizes(text: str) -> list[int]:
@@ -115,6 +123,12 @@ def registration(args, console: Console) -> dict[str, Any]:
                 "max_share_bytes": MAX_DATA_BYTES,
                 "seconds": {"create_register_deposit": round(t_open, 2), "start_share": round(t_share, 2)},
             }
+    runs = list(out["sizes"].values())
+    if len({r["share_material_bytes"]["mean"] for r in runs}) > 1:  # share gas against its bytes, a line
+        slope, base = np.polyfit([r["share_material_bytes"]["mean"] for r in runs], [r["share_gas"]["mean"] for r in runs], 1)
+        out["share_gas_per_material_byte"] = float(slope)
+        for r in runs:
+            r["share_gas_if_complete_graph_estimate"] = float(base + slope * r["share_material_bytes_if_complete_graph"])
     return out
 
 
@@ -135,6 +149,8 @@ def registration_command(args, console: Console) -> int:
             ("deposit gas, mean", lambda r: f"{r['deposit_gas']['mean']:,.0f}" if r["deposit_gas"] else "-"),
             ("share material (bytes)", lambda r: f"{r['share_material_bytes']['mean']:,.0f}"),
             ("  with every other participant a neighbour", lambda r: f"{r['share_material_bytes_if_complete_graph']:,}"),
+            ("  its share gas (linear estimate)", lambda r: f"{r['share_gas_if_complete_graph_estimate']:,.0f}"
+             if "share_gas_if_complete_graph_estimate" in r else "-"),
             ("create + register + deposit (s)", lambda r: f"{r['seconds']['create_register_deposit']:.1f}"),
             ("start + share (s)", lambda r: f"{r['seconds']['start_share']:.1f}")]
     for label, cell in rows:
@@ -229,14 +245,28 @@ def _aggregate_on(url: str, data: dict[str, Any], chunk: int | None, console: Co
                                                                                      cms[i:i + BATCH])])
     t_submit = time.perf_counter() - t0
     info = market.round_info(rid)
-    chunk = chunk or chain.aggregate_chunk
+    default = chain.aggregate_chunk  # what market.aggregate sends without a chunk size
     f = market.contract.functions
-    # the first chunk's gas at two sizes, as estimates: the fixed part and the gas per ciphertext
-    probe = {}
-    for size in sorted({1, min(chunk, n)}):
-        call = f.aggregate(rid, b"", [bytes(c) for c in cts[:size]], cms[:size])
-        probe[size] = int(chain.w3.eth.estimate_gas({"from": coordinator.address, "to": market.address,
-                                                     "data": call._encode_transaction_data()}))
+
+    def first_chunk(size: int) -> dict[str, int]:
+        """The first chunk of ``size`` ciphertexts: its gas (eth_estimateGas, no transaction) and
+        EIP-7623's calldata floor (Prague on), a transaction's least gas whatever it runs."""
+        data = bytes.fromhex(f.aggregate(rid, b"", cts[:size], cms[:size])._encode_transaction_data()[2:])
+        zeros = data.count(0)
+        gas = int(chain.w3.eth.estimate_gas({"from": coordinator.address, "to": market.address,
+                                             "data": "0x" + data.hex()}))
+        return {"ciphertexts": size, "gas": gas, "calldata_bytes": len(data),
+                "calldata_floor_gas": 21_000 + 10 * (zeros + 4 * (len(data) - zeros))}
+
+    probe = {size: first_chunk(size) for size in sorted({1, min(default, n), min(chunk or default, n)})}
+    top = max(probe)
+    per_ct = (probe[top]["gas"] - probe[1]["gas"]) / (top - 1) if top > 1 else None
+    largest = int((TX_GAS_CAP - (probe[1]["gas"] - per_ct)) // per_ct) if per_ct else None
+    fitted = None
+    if chunk is None:  # the chain's chunk if it fits the cap, else 95% of the largest that does, in tens
+        chunk = default
+        if probe[min(default, n)]["gas"] > TX_GAS_CAP and largest:
+            chunk = fitted = max(10 * (int(0.95 * largest) // 10), 1)
     timings: list[float] = []
     transact = chain.transact
 
@@ -259,11 +289,18 @@ def _aggregate_on(url: str, data: dict[str, Any], chunk: int | None, console: Co
     finally:
         chain.transact = transact
     t_aggregate = time.perf_counter() - t0
-    out: dict[str, Any] = {"hardfork": label, "osaka_pricing": chain.osaka_pricing, "participants": n,
-                           "step_after_submissions": info["step"], "chunk": chunk, "error": error}
+    d = probe[min(default, n)]
+    out: dict[str, Any] = {
+        "hardfork": label, "osaka_pricing": chain.osaka_pricing, "participants": n,
+        "step_after_submissions": info["step"], "chunk": chunk, "error": error,
+        "default_chunk": {"ciphertexts": default, "first_chunk_gas_estimate": d["gas"],
+                          "calldata_floor_gas": d["calldata_floor_gas"], "fits_cap": d["gas"] <= TX_GAS_CAP,
+                          "note": "Chain.aggregate_chunk, what market.aggregate sends by default; not sent when its "
+                                  "estimate exceeds the cap (it would revert out of gas, or, when the calldata floor "
+                                  "alone exceeds the cap, be dropped by the node unmined)"},
+        "fitted_chunk": fitted}
     gas = [int(r["gasUsed"]) for r in receipts]
     sizes = [min(chunk, n - i) for i in range(0, n, chunk)][:len(gas)]
-    per_ct = (probe[max(probe)] - probe[1]) / (max(probe) - 1) if len(probe) > 1 else None
     out.update({
         "chunks": [{"ciphertexts": s, "gas": g, "seconds": round(t, 3), "gas_per_ciphertext": g / s}
                    for s, g, t in zip(sizes, gas, timings)],
@@ -271,9 +308,8 @@ def _aggregate_on(url: str, data: dict[str, Any], chunk: int | None, console: Co
         "tx_gas_cap": TX_GAS_CAP, "max_over_cap": max(gas) / TX_GAS_CAP if gas else None,
         "fits_cap": bool(gas) and error is None and max(gas) <= TX_GAS_CAP,
         "gas_per_ciphertext": sum(gas) / n if gas and error is None else None,
-        "estimate": {"first_chunk_gas_by_size": {str(k): v for k, v in probe.items()},
-                     "gas_per_ciphertext": per_ct,
-                     "largest_chunk_under_cap": int((TX_GAS_CAP - (probe[1] - per_ct)) // per_ct) if per_ct else None},
+        "estimate": {"first_chunk": list(probe.values()), "gas_per_ciphertext": per_ct,
+                     "largest_chunk_under_cap": largest},
         "submit_gas_mean": float(np.mean([int(r["gasUsed"]) for r in submits])),
         "seconds": {"register_start": round(t_register, 2), "submit": round(t_submit, 2),
                     "aggregate": round(t_aggregate, 2)},
@@ -325,7 +361,11 @@ def aggregate_command(args, console: Console) -> int:
         return "-" if v is None else f"{v:,.0f}"
 
     rows = [("MODEXP pricing", lambda r: "EIP-7883 (Osaka)" if r["osaka_pricing"] else "EIP-2565 (before Osaka)"),
-            ("ciphertexts per chunk", lambda r: f"{r['chunk']}"),
+            ("chain's default chunk (Chain.aggregate_chunk)", lambda r: f"{r['default_chunk']['ciphertexts']}"),
+            ("  its first transaction's gas (estimate)", lambda r: g(r["default_chunk"]["first_chunk_gas_estimate"])),
+            ("  its calldata floor (EIP-7623)", lambda r: g(r["default_chunk"]["calldata_floor_gas"])),
+            ("  fits the cap", lambda r: "yes" if r["default_chunk"]["fits_cap"] else "NO"),
+            ("ciphertexts per chunk sent", lambda r: f"{r['chunk']}" + (" (fitted)" if r["fitted_chunk"] else "")),
             ("aggregation transactions", lambda r: f"{r['transactions']}"),
             ("gas per chunk", lambda r: ", ".join(f"{c['gas'] / 1e6:.2f}M" for c in r["chunks"]) or "-"),
             ("max gas per transaction", lambda r: g(r["max_gas_per_tx"])),
@@ -343,6 +383,11 @@ def aggregate_command(args, console: Console) -> int:
         table.add_row(label, *(cell(r) for r in runs.values()))
     out = Console(highlight=False)
     out.print(table)
+    for r in runs.values():
+        if not r["default_chunk"]["fits_cap"]:
+            out.print(f"{r['hardfork']}: the chain's default chunk of {r['default_chunk']['ciphertexts']} ciphertexts needs "
+                      f"{r['default_chunk']['first_chunk_gas_estimate']:,} gas, over the cap; sent in chunks of "
+                      f"{r['chunk']} instead", soft_wrap=True)
     _write(args.json, result, out)
     failed = [r["hardfork"] for r in runs.values() if not r["fits_cap"] or not r.get("conclude", {}).get("sums_match")]
     if failed:

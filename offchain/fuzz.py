@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import time
+import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -965,7 +966,8 @@ class Rounds(RuleBasedStateMachine):
             add("withdraw mid-round", "WrongPhase", f.withdraw(rid), env.by_address(holders[0]) if holders else someone)
         else:
             empty = [a for a in env.accounts if r.ledger[a.address] == 0]
-            add("withdraw an empty balance", "ZeroAmount", f.withdraw(rid), empty[0])
+            if empty:  # every account may hold a balance in the round
+                add("withdraw an empty balance", "ZeroAmount", f.withdraw(rid), empty[0])
 
         # the coordinator's powers
         add("close by a non-coordinator", "NotCoordinator", f.close(rid), someone)
@@ -1315,7 +1317,8 @@ def run_fuzz(examples: int, steps: int, seed: int | None = None, progress: Calla
             run_state_machine_as_test(Run, settings=fuzz_settings(examples, steps, seed))
     except Exception as exc:  # noqa: BLE001 - any failure of the machine is the report's
         notes = "\n".join(getattr(exc, "__notes__", []))
-        failure = "\n".join(x for x in (f"{type(exc).__name__}: {exc}", notes, *lines) if x)
+        where = "".join(traceback.format_tb(exc.__traceback__)[-2:]).rstrip()  # the harness' or the model's line
+        failure = "\n".join(x for x in (f"{type(exc).__name__}: {exc}", where, notes, *lines) if x)
     out = _report(t0)
     out.update(failed=failure is not None, failure=failure, seed=seed, max_examples=examples, max_steps=steps)
     return out
