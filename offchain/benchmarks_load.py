@@ -8,6 +8,7 @@ when its receipt says it reverted; every mined transaction of the run's accounts
 must be a recorded one or a deposit's ERC-20 approval (``Market.deposit_many``)."""
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections import defaultdict
@@ -95,6 +96,45 @@ def _nonces(chain, accounts) -> int:
     return total
 
 
+def _summarise(out: dict[str, Any], rounds: list[dict[str, Any]], clock: Clock, mined: int, run_seconds: float) -> None:
+    """The run's figures from its rounds so far (``out`` updated)."""
+    recorded = sum(x["transactions"] for x in rounds)
+    approvals = sum(x["approvals"] for x in rounds)
+    completed = [x for x in rounds if x["completed"]]
+    phases: dict[str, float] = defaultdict(float)
+    for x in rounds:
+        for k, v in x["phases"].items():
+            if k != "total":
+                phases[k] += v
+    kinds = {k: {"seconds": round(clock.seconds[k], 2), "calls": clock.calls[k],
+                 "seconds_per_call": clock.seconds[k] / clock.calls[k], "slowest_call_seconds": round(clock.slowest[k], 3),
+                 "transactions": sum(x["by_kind"].get(k, 0) for x in rounds)}
+             for k in sorted(clock.seconds, key=lambda k: -clock.seconds[k])}
+    for k, v in kinds.items():
+        v["seconds_per_transaction"] = v["seconds"] / v["transactions"] if v["transactions"] else None
+    sent = [k for k in kinds if kinds[k]["transactions"]]  # "waiting out deadlines" sends none
+    per_tx = {k: kinds[k]["seconds_per_transaction"] for k in sent}
+    out.update({
+        "rounds_run": len(rounds), "rounds_completed": len(completed),
+        "rounds_failed": [{"round": x["round"], "error": x["error"]} for x in rounds if not x["completed"]],
+        "converged_rounds": sum(1 for x in rounds if x["converged"]),
+        "transactions": {"recorded": recorded, "erc20_approvals": approvals, "mined_by_the_accounts": mined,
+                         "unaccounted": mined - recorded - approvals,
+                         "lost": sum(x["lost"] for x in rounds), "failed": sum(x["failed"] for x in rounds)},
+        "run_seconds": round(run_seconds, 2),
+        "throughput": {"transactions_per_second": (recorded + approvals) / run_seconds,
+                       "rounds_per_minute": len(completed) / (run_seconds / 60),
+                       "seconds_per_round": float(np.mean([x["wall_seconds"] for x in completed])) if completed else None},
+        "gas_per_round": float(np.mean([x["gas"] for x in completed])) if completed else None,
+        "phases_seconds": {k: round(v, 2) for k, v in sorted(phases.items(), key=lambda kv: -kv[1])},
+        "chain_calls": kinds,
+        "slowest": {"phase": max(phases, key=phases.get) if phases else None,
+                    "chain_step": next(iter(kinds), None),
+                    "transaction_kind_by_total_time": sent[0] if sent else None,
+                    "transaction_kind_by_time_per_transaction": max(per_tx, key=per_tx.get) if per_tx else None},
+        "rounds": rounds})
+
+
 def load(args, console: Console) -> dict[str, Any]:
     from .chain.backends import connect, start_anvil
     from .chain.market import Market, deploy_rule
@@ -139,7 +179,8 @@ def load(args, console: Console) -> dict[str, Any]:
         clock.wrap(market.token, "mint_many", "mint")
         clock.wrap(chain, "mine_until", "waiting out deadlines")
         rules = {mechanism.rule_contract: deploy_rule(chain, mechanism.rule_contract, accounts[0])}
-        out["chain"] = {"kind": "anvil", "hardfork": chain.hardfork, "market": market.address}
+        out["chain"] = {"kind": "anvil", "hardfork": chain.hardfork, "market": market.address,
+                        "node": "anvil --prune-history (no history on disk)"}
         nonces0 = _nonces(chain, accounts)
         block0 = chain.block_number
         t_run = time.perf_counter()
@@ -186,44 +227,14 @@ def load(args, console: Console) -> dict[str, Any]:
                     "chain_calls": {k: round(after.get(k, 0.0) - before.get(k, 0.0), 3) for k in after
                                     if after.get(k, 0.0) - before.get(k, 0.0) > 0}})
                 bar.advance(task)
+                if args.json is not None:  # the figures so far, in case the run is cut short
+                    partial = dict(out, partial=True, blocks=chain.block_number - block0)
+                    _summarise(partial, rounds, clock, _nonces(chain, accounts) - nonces0, time.perf_counter() - t_run)
+                    args.json.write_text(json.dumps(partial, indent=2))
         run_seconds = time.perf_counter() - t_run
         mined = _nonces(chain, accounts) - nonces0
         out["blocks"] = chain.block_number - block0
-    recorded = sum(x["transactions"] for x in rounds)
-    approvals = sum(x["approvals"] for x in rounds)
-    completed = [x for x in rounds if x["completed"]]
-    phases: dict[str, float] = defaultdict(float)
-    for x in rounds:
-        for k, v in x["phases"].items():
-            if k != "total":
-                phases[k] += v
-    kinds = {k: {"seconds": round(clock.seconds[k], 2), "calls": clock.calls[k],
-                 "seconds_per_call": clock.seconds[k] / clock.calls[k], "slowest_call_seconds": round(clock.slowest[k], 3),
-                 "transactions": sum(x["by_kind"].get(k, 0) for x in rounds)}
-             for k in sorted(clock.seconds, key=lambda k: -clock.seconds[k])}
-    for k, v in kinds.items():
-        v["seconds_per_transaction"] = v["seconds"] / v["transactions"] if v["transactions"] else None
-    sent = [k for k in kinds if kinds[k]["transactions"]]  # "waiting out deadlines" sends none
-    per_tx = {k: kinds[k]["seconds_per_transaction"] for k in sent}
-    out.update({
-        "rounds_run": len(rounds), "rounds_completed": len(completed),
-        "rounds_failed": [{"round": x["round"], "error": x["error"]} for x in rounds if not x["completed"]],
-        "converged_rounds": sum(1 for x in rounds if x["converged"]),
-        "transactions": {"recorded": recorded, "erc20_approvals": approvals, "mined_by_the_accounts": mined,
-                         "unaccounted": mined - recorded - approvals,
-                         "lost": sum(x["lost"] for x in rounds), "failed": sum(x["failed"] for x in rounds)},
-        "run_seconds": round(run_seconds, 2),
-        "throughput": {"transactions_per_second": (recorded + approvals) / run_seconds,
-                       "rounds_per_minute": len(completed) / (run_seconds / 60),
-                       "seconds_per_round": float(np.mean([x["wall_seconds"] for x in completed])) if completed else None},
-        "gas_per_round": float(np.mean([x["gas"] for x in completed])) if completed else None,
-        "phases_seconds": {k: round(v, 2) for k, v in sorted(phases.items(), key=lambda kv: -kv[1])},
-        "chain_calls": kinds,
-        "slowest": {"phase": max(phases, key=phases.get) if phases else None,
-                    "chain_step": next(iter(kinds), None),
-                    "transaction_kind_by_total_time": sent[0] if sent else None,
-                    "transaction_kind_by_time_per_transaction": max(per_tx, key=per_tx.get) if per_tx else None},
-        "rounds": rounds})
+    _summarise(out, rounds, clock, mined, run_seconds)
     return out
 
 

@@ -235,8 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
                                            "failed and lost transactions, throughput and the slowest step.")
     lod.add_argument("--prosumers", type=_int_at_least(3), default=200, help="prosumers per round (default: %(default)s)")
     lod.add_argument("--rounds", type=_int_at_least(1), default=50,
-                     help="back-to-back rounds (default: %(default)s, about 70 minutes on 2 cores: from Prague on, "
-                          "anvil's time per block grows with the chain to ~20 ms at 8,191 blocks)")
+                     help="back-to-back rounds (default: %(default)s, about 75 minutes on 2 cores: from Prague on, "
+                          "anvil's time per block grows with the chain)")
     lod.add_argument("--drop-rate", type=float, default=0.1, metavar="FRACTION",
                      help="share of the prosumers that go silent in each round, [0, 0.5) (default: %(default)s)")
     lod.add_argument("--drop-at", type=_int_at_least(0), default=1, metavar="ITERATION",
@@ -436,7 +436,8 @@ def _chain_up(args) -> int:
 
     # a `kill` (SIGTERM) stops the node like Ctrl-C does, instead of orphaning it
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    with start_anvil(accounts=args.accounts, port=args.port, hardfork=args.hardfork) as node:
+    # a node users query (`cast call --block N`) keeps its past states
+    with start_anvil(accounts=args.accounts, port=args.port, hardfork=args.hardfork, prune_history=False) as node:
         print(node.url, flush=True)
         console.print(f"anvil ({args.hardfork or 'default hardfork'}) listening on {node.url}; Ctrl-C stops it")
         try:

@@ -871,14 +871,18 @@ class AnvilProcess:
 
 
 def start_anvil(accounts: int = 10, gas_limit: int = EMBEDDED_GAS_LIMIT, timeout: float = 20.0,
-                port: int = 0, hardfork: str | None = None) -> AnvilProcess:
+                port: int = 0, hardfork: str | None = None, prune_history: bool = True) -> AnvilProcess:
     """Starts anvil (chain id 31337; at its default hardfork unless ``hardfork`` names one, e.g.
-    "prague") on ``port`` (0: a free one) and waits until it listens."""
+    "prague") on ``port`` (0: a free one) and waits until it listens. ``prune_history`` keeps no
+    past block states: otherwise anvil writes every mined block's state under ~/.foundry/anvil/tmp
+    and leaves it there when stopped (a long load run filled a 79 GB disk)."""
     binary = anvil_binary()
     if binary is None:
         raise ChainError("anvil not found (run `npm ci` to install node_modules/@foundry-rs/anvil)")
     cmd = [binary, "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(DEV_CHAIN_ID),
            "--accounts", str(accounts), "--balance", str(10**9), "--gas-limit", str(gas_limit)]
+    if prune_history:
+        cmd.append("--prune-history")
     if hardfork:
         cmd += ["--hardfork", hardfork]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
