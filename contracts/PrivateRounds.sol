@@ -207,11 +207,13 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
         }
     }
 
-    /// @notice Posts the caller's shares of its mask secrets, each sealed to its holder, and its
-    ///         mask point of iteration 0 (the first 33 bytes), in the sharing step of a round
-    ///         with dropout recovery. Not interpreted on chain beyond the point.
+    /// @notice Posts the caller's shares of its mask secrets, each sealed to its holder, the
+    ///         commitments to its sharing polynomials and its mask point of iteration 0 (the first
+    ///         33 bytes), in the sharing step of a round with dropout recovery. Not interpreted on
+    ///         chain beyond the point.
     /// @param roundId the round.
-    /// @param material the mask point (33 bytes, compressed secp256k1) followed by the sealed shares.
+    /// @param material the mask point (33 bytes, compressed secp256k1), the Feldman commitments (2 x
+    ///        threshold compressed points) and the sealed shares (docs/protocol.md, "Dropout recovery").
     function share(uint256 roundId, bytes calldata material) external {
         Round storage r = _round(roundId);
         _requirePhase(r, roundId, Phase.Sharing);
@@ -304,7 +306,8 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
     ///         soFar if it submitted, or its pair-mask partials if it dropped out now.
     /// @param roundId the round.
     /// @param iteration the current iteration.
-    /// @param partials the concatenated compressed points (docs/protocol.md, "Dropout recovery").
+    /// @param partials the concatenated compressed points, each followed by its 64-byte proof
+    ///        (docs/protocol.md, "Dropout recovery").
     function recover(uint256 roundId, uint32 iteration, bytes calldata partials) external {
         Round storage r = _round(roundId);
         _requirePhase(r, roundId, Phase.Iterating);

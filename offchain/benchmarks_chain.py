@@ -72,8 +72,7 @@ def _sizes(text: str) -> list[int]:
 def registration(args, console: Console) -> dict[str, Any]:
     from .chain.backends import connect, start_anvil
     from .models.scenario import check_key_bits
-    from .privacy.secagg import POINT_BYTES
-    from .protocol.keys import SHARE_BYTES
+    from .privacy.secagg import POINT_BYTES, SHARE_BYTES, default_threshold
     from .protocol.transport import ChainTransport
     from .registry import load_scenario
 
@@ -119,7 +118,8 @@ def registration(args, console: Console) -> dict[str, Any]:
                 "deposit_gas": _stats(gas["deposit"]) if gas.get("deposit") else None,
                 "register_plus_share_gas_mean": register["mean"] + share["mean"],
                 "share_material_bytes": _stats(material),
-                "share_material_bytes_if_complete_graph": POINT_BYTES + SHARE_BYTES * (n - 1),
+                "share_material_bytes_if_complete_graph":
+                    POINT_BYTES * (1 + 2 * default_threshold(n - 1)) + SHARE_BYTES * (n - 1),
                 "max_share_bytes": MAX_DATA_BYTES,
                 "seconds": {"create_register_deposit": round(t_open, 2), "start_share": round(t_share, 2)},
             }

@@ -74,6 +74,7 @@ class Round:
     payments: dict[str, str]  # party name -> base units (positive = paid)
     matches_mirror: bool | None  # chain only: the contract's payments equal the Python mirror's
     dropped: dict[str, int] = field(default_factory=dict)  # participant -> iteration it dropped out in
+    false_partials: dict[str, list[int]] = field(default_factory=dict)  # survivor -> iterations of its unproven partials
 
 
 @dataclass

@@ -118,9 +118,12 @@ def party_rows(record: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     mode = record.get("parameters", {}).get("mode")
     main = [r for r in record.get("rounds", []) if r.get("transport") == mode][-1:] or [{}]
     dropped = main[0].get("dropped", {})  # in the main round
+    false = main[0].get("false_partials", {})
     body = []
     for p in record["parties"]:
         role = p["role"] + (f" (dropped in iteration {dropped[p['name']]})" if p["name"] in dropped else "")
+        if p["name"] in false:
+            role += f" (unproven recovery partials in iteration {', '.join(map(str, false[p['name']]))}: left out)"
         saving = (p["cost_alone"] - p["cost_shared"]) if p["cost_alone"] is not None and p["cost_shared"] is not None else None
         pay = p["payment"]["tokens"] if p["payment"] else None
         body.append([p["name"], role, num(p["cost_alone"]), num(p["cost_shared"]), num(saving),

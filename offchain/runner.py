@@ -328,7 +328,8 @@ def _round(label: str, out) -> Round:
     names = [q.name for q in out.setup.participants]
     return Round(label, t.kind, t.chain_info.round_id if t.chain_info else None, out.converged, out.reason,
                  len(out.iterations), out.settled, payments, matches,
-                 {names[i]: k for i, k in sorted(t.dropped_at.items())})
+                 {names[i]: k for i, k in sorted(t.dropped_at.items())},
+                 {names[i]: ks for i, ks in sorted(t.false_partials.items())})
 
 
 def _lines(chain, main, gas, timings) -> list[tuple[str, str]]:

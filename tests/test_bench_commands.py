@@ -75,7 +75,7 @@ def test_bench_registration_reports_gas_degree_and_threshold(tmp_path):
     r = json.loads(out.read_text())["sizes"]["4"]
     assert (r["degree"], r["threshold"], r["complete_graph"]) == (3, 2, True)
     assert r["register_gas"]["count"] == 4 and r["share_gas"]["count"] == 4 and r["phase_after_sharing"] == "Iterating"
-    assert r["share_material_bytes"]["mean"] == 33 + 64 * 3
+    assert r["share_material_bytes"]["mean"] == 33 * (1 + 2 * 2) + 64 * 3  # point, commitments to a and b, shares
 
 
 @pytest.mark.anvil

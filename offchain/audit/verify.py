@@ -223,8 +223,9 @@ class RoundAudit:
         return out
 
     def check_sharing(self) -> None:
-        """Rounds with dropout recovery: each sharer posted its first mask point and one sealed
-        share pair per neighbour; the non-sharers were dropped."""
+        """Rounds with dropout recovery: each sharer posted its first mask point, the commitments
+        to its two sharing polynomials and one sealed share pair per neighbour; the non-sharers
+        were dropped."""
         if self.plan is None:
             return
         index = {a.lower(): i for i, a in enumerate(self.participants)}
@@ -232,12 +233,12 @@ class RoundAudit:
         self.points[0] = {}
         for e in self._named("Shared"):
             i = index[e.args["participant"].lower()]
-            material = e.args["material"]
-            if len(material) != secagg.POINT_BYTES + 64 * len(self.plan.graph[i]) or not secagg.is_point(material[:33]):
+            point = self.plan.read_material(i, e.args["material"])
+            if point is None:
                 bad = bad or e
-            self.points[0][i] = material[:secagg.POINT_BYTES]
-        self._add("shares", bad is None, f"{len(self.points[0])} participants posted a mask point and "
-                  f"{self.plan.degree} sealed shares each (threshold {self.threshold})", 0, where=bad)
+            self.points[0][i] = bytes(e.args["material"][:secagg.POINT_BYTES])
+        self._add("shares", bad is None, f"{len(self.points[0])} participants posted a mask point, the commitments "
+                  f"to their sharing and {self.plan.degree} sealed shares each (threshold {self.threshold})", 0, where=bad)
         for i in self._dropped(0, "sharing"):
             self.active.discard(i)
 
@@ -356,13 +357,19 @@ class RoundAudit:
         """Recomputes the coordinator's mask corrections from the survivors' public partials."""
         index = {a.lower(): i for i, a in enumerate(self.participants)}
         senders = sorted(index[e.args["participant"].lower()] for e in subs)
-        posts = {index[e.args["participant"].lower()]: e.args["partials"] for e in self._named("Recovered", k)}
+        recovered = {index[e.args["participant"].lower()]: e for e in self._named("Recovered", k)}
+        posts = {holder: e.args["partials"] for holder, e in recovered.items()}
         self.points[k + 1] = {index[e.args["participant"].lower()]: e.args["point"] for e in self._named("MaskPoint", k + 1)}
         if decryption is None:
             return None
         try:
-            expected = self.plan.corrections(k, active, set(senders), posts, self.points.get(k, {}),
-                                             self.params["slots"], self.params["slotBits"])
+            checked = self.plan.check(k, active, set(senders), posts, self.points.get(k, {}))
+            for holder, item in checked.false.items():
+                what = "an ill-formed post" if item is None else f"the {item[0]} mask partial of participant {item[1] + 1}"
+                self._add("recovery partials", False, f"iteration {k}: {self.participants[holder]} posted a partial its "
+                          f"dealer's commitment does not prove ({what}); left out of the recovery", k,
+                          where=recovered[holder])
+            expected = self.plan.corrections(k, active, set(senders), checked, self.params["slots"], self.params["slotBits"])
         except (ValueError, KeyError) as exc:
             self._add("mask recovery", False, f"iteration {k}: the partials posted do not recover the masks ({exc})",
                       k, where=decryption)

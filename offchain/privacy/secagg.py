@@ -21,6 +21,14 @@ known is one iteration's masks, never another iteration's (the points of differe
 are unrelated). For each participant and iteration the survivors release either its self mask
 or its pair masks, never both (the chain decides who submitted), so a participant whose
 ciphertext arrives late (on chain in a reverted transaction) stays hidden by its self mask.
+
+The sharing is verifiable (Feldman): with its shares, ``i`` publishes ``c_l G`` for every
+coefficient ``c_l`` of its two polynomials, so that everyone knows ``sigma G`` for every share
+``sigma`` it dealt, and each holder checks the shares sealed to it. Every recovery partial
+``sigma P`` comes with a Chaum-Pedersen proof that it uses the committed share (the same
+logarithm of ``sigma G`` to ``G`` as of the partial to ``P``). The coordinator and the audit
+combine only proven partials, so a survivor that posts a false one cannot spoil the sums while a
+threshold of honest neighbours remains, and it is named.
 """
 from __future__ import annotations
 
@@ -36,6 +44,10 @@ from coincurve import PublicKey
 P = 2**256 - 2**32 - 977
 Q = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 POINT_BYTES = 33  # compressed
+PROOF_BYTES = 64  # a Chaum-Pedersen proof: challenge || response
+PARTIAL_BYTES = POINT_BYTES + PROOF_BYTES  # a recovery partial and its proof
+SHARE_BYTES = 64  # a sealed (share of a, share of b) pair
+GENERATOR = PublicKey.from_secret((1).to_bytes(32, "big"))
 
 
 def random_scalar() -> int:
@@ -76,11 +88,52 @@ def mask_seed(point: bytes, context: bytes) -> bytes:
     return hashlib.sha256(b"gridshare/secagg/mask/" + context + bytes(point)).digest()
 
 
-# ------------------------------------------------------------------ Shamir over the group order
-def split(secret: int, threshold: int, xs: Sequence[int]) -> dict[int, int]:
-    """Shares of ``secret`` at the points ``xs`` (non-zero, distinct); any ``threshold`` recover it."""
-    coefficients = [secret % Q] + [secrets.randbelow(Q) for _ in range(threshold - 1)]
-    return {x: sum(c * pow(x, e, Q) for e, c in enumerate(coefficients)) % Q for x in xs}
+# ------------------------------------------------------------------ Shamir over the group order, Feldman commitments
+def deal(secret: int, threshold: int, xs: Sequence[int]) -> tuple[dict[int, int], list[bytes]]:
+    """Shares of ``secret`` at the points ``xs`` (non-zero, distinct), any ``threshold`` of which
+    recover it, and the commitments ``c_l G`` to the polynomial's coefficients."""
+    coefficients = [secret % Q] + [random_scalar() for _ in range(threshold - 1)]
+    shares = {x: sum(c * pow(x, e, Q) for e, c in enumerate(coefficients)) % Q for x in xs}
+    return shares, [multiply(GENERATOR, c) for c in coefficients]
+
+
+def committed_share(commitments: Sequence[bytes], x: int) -> PublicKey:
+    """``sigma_x G`` for the share at ``x`` of the polynomial committed to by ``commitments``."""
+    terms = [PublicKey(bytes(c)).multiply(pow(x, e, Q).to_bytes(32, "big")) for e, c in enumerate(commitments)]
+    return PublicKey.combine_keys(terms)
+
+
+# ------------------------------------------------------------------ Chaum-Pedersen proofs of equal logarithms
+def _challenge(*points: bytes) -> int:
+    return int.from_bytes(hashlib.sha256(b"gridshare/secagg/dleq/" + b"".join(points)).digest(), "big") % Q
+
+
+def prove(secret: int, base: PublicKey | bytes) -> tuple[bytes, bytes]:
+    """``(secret base, proof)``: the proof that the partial has the logarithm to ``base`` that
+    ``secret G`` has to ``G``."""
+    base = base if isinstance(base, PublicKey) else PublicKey(bytes(base))
+    partial = multiply(base, secret)
+    # the nonce from the secret and the statement (as RFC 6979 does): a resumed run posts the same proof
+    w = 1 + int.from_bytes(hashlib.sha256(b"gridshare/secagg/dleq-nonce/" + (secret % Q).to_bytes(32, "big")
+                                          + base.format() + partial).digest(), "big") % (Q - 1)
+    c = _challenge(multiply(GENERATOR, secret), base.format(), partial, multiply(GENERATOR, w), multiply(base, w))
+    return partial, c.to_bytes(32, "big") + ((w - c * secret) % Q).to_bytes(32, "big")
+
+
+def verify(public: PublicKey, base: PublicKey | bytes, partial: bytes, proof: bytes) -> bool:
+    """Whether ``proof`` shows that ``partial`` = ``sigma base`` for the ``sigma`` of ``public`` = ``sigma G``."""
+    if len(proof) != PROOF_BYTES or not is_point(partial):
+        return False
+    base = base if isinstance(base, PublicKey) else PublicKey(bytes(base))
+    c, s = int.from_bytes(proof[:32], "big"), int.from_bytes(proof[32:], "big")
+    if not 0 < c < Q or not 0 < s < Q:
+        return False
+    try:  # T1 = s G + c public, T2 = s base + c partial (a sum at infinity: no valid proof)
+        t1 = PublicKey.combine_keys([PublicKey.from_secret(s.to_bytes(32, "big")), public.multiply(c.to_bytes(32, "big"))])
+        t2 = PublicKey.combine_keys([base.multiply(s.to_bytes(32, "big")), PublicKey(bytes(partial)).multiply(c.to_bytes(32, "big"))])
+    except ValueError:
+        return False
+    return c == _challenge(public.format(), base.format(), bytes(partial), t1.format(), t2.format())
 
 
 def lagrange_at_zero(xs: Sequence[int]) -> dict[int, int]:
@@ -143,10 +196,20 @@ def positions(items: Iterable[int]) -> list[int]:
 
 
 # ------------------------------------------------------------------ one round's plan
+class Checked:
+    """An iteration's recovery posts, checked: the proven partials per item ({item: {x: point}})
+    and the holders whose post (or some partial of it) failed (``{holder: first bad item}``)."""
+
+    def __init__(self) -> None:
+        self.proven: dict[tuple[str, int, int], dict[int, bytes]] = {}
+        self.false: dict[int, tuple[str, int, int] | None] = {}
+
+
 class Plan:
     """The public side of a round's recovery: who neighbours whom, the threshold, the iteration
-    points, and how recovery partials are laid out and combined. ``addresses`` in registration
-    order; ``context`` binds everything to the market, chain and round."""
+    points, every dealer's commitments, and how recovery partials are laid out, checked and
+    combined. ``addresses`` in registration order; ``context`` binds everything to the market,
+    chain and round."""
 
     def __init__(self, addresses: Sequence[str], threshold: int, context: bytes, degree: int | None = None) -> None:
         self.addresses = [a.lower() for a in addresses]
@@ -156,6 +219,9 @@ class Plan:
         self.context = context
         self.graph = neighbours(n, self.degree, context)
         self._points: dict[int, tuple[PublicKey, PublicKey]] = {}
+        self.commitments: dict[int, tuple[list[bytes], list[bytes]]] = {}  # dealer -> (to a's, to b's coefficients)
+        self._committed: dict[tuple[str, int, int], PublicKey] = {}
+        self._read: dict[int, tuple[bytes, bytes]] = {}  # dealer -> (its material, its mask point of iteration 0)
 
     def points(self, k: int) -> tuple[PublicKey, PublicKey]:
         if k not in self._points:
@@ -166,6 +232,41 @@ class Plan:
         """+1 if participant i adds the pair mask it shares with j, -1 if it subtracts it."""
         return 1 if self.addresses[i] < self.addresses[j] else -1
 
+    # -- the sharing step: mask point of iteration 0 || commitments to a || to b || sealed shares
+    def material_length(self, dealer: int) -> int:
+        return POINT_BYTES * (1 + 2 * self.threshold) + SHARE_BYTES * len(self.graph[dealer])
+
+    def read_material(self, dealer: int, material: bytes) -> bytes | None:
+        """Takes ``dealer``'s commitments from its sharing post; its mask point of iteration 0
+        (None: an ill-formed post)."""
+        material = bytes(material)
+        if self._read.get(dealer, (None,))[0] == material:
+            return self._read[dealer][1]
+        t = self.threshold
+        points = [material[POINT_BYTES * n:POINT_BYTES * (n + 1)] for n in range(1 + 2 * t)]
+        if len(material) != self.material_length(dealer) or not all(is_point(p) for p in points):
+            return None
+        self.commitments[dealer] = (points[1:1 + t], points[1 + t:])
+        self._read[dealer] = (material, points[0])
+        return points[0]
+
+    def sealed_share(self, dealer: int, holder: int, material: bytes) -> bytes:
+        at = POINT_BYTES * (1 + 2 * self.threshold) + SHARE_BYTES * self.graph[dealer].index(holder)
+        return bytes(material[at:at + SHARE_BYTES])
+
+    def share_key(self, kind: str, dealer: int, holder: int) -> PublicKey:
+        """``sigma G`` of ``holder``'s share of ``dealer``'s pair (``kind`` "pair") or self secret."""
+        key = (kind, dealer, holder)
+        if key not in self._committed:
+            self._committed[key] = committed_share(self.commitments[dealer][kind == "self"], holder + 1)
+        return self._committed[key]
+
+    def holds(self, dealer: int, holder: int, pair_share: int, self_share: int) -> bool:
+        """Whether the shares ``holder`` unsealed are the ones ``dealer`` committed to."""
+        return (multiply(GENERATOR, pair_share) == self.share_key("pair", dealer, holder).format()
+                and multiply(GENERATOR, self_share) == self.share_key("self", dealer, holder).format())
+
+    # -- the recovery step
     def layout(self, holder: int, active: set[int], submitted: set[int]) -> list[tuple[str, int, int]]:
         """What ``holder``'s recovery post holds, in order: ("self", i, -1) for each submitting
         neighbour i, ("pair", d, j) for each neighbour d that dropped out now and each submitting
@@ -178,37 +279,56 @@ class Plan:
                 out.extend(("pair", i, j) for j in self.graph[i] if j in submitted)
         return out
 
-    def parse(self, holder: int, blob: bytes, active: set[int], submitted: set[int]) -> dict[tuple[str, int, int], bytes]:
-        """A recovery post as {item: point}; an ill-formed post gives nothing."""
+    def parse(self, holder: int, blob: bytes, active: set[int], submitted: set[int]) -> dict[tuple[str, int, int], tuple[bytes, bytes]]:
+        """A recovery post as {item: (partial, proof)}; an ill-formed post gives nothing."""
         items = self.layout(holder, active, submitted)
-        if len(blob) != POINT_BYTES * len(items):
+        if len(blob) != PARTIAL_BYTES * len(items):
             return {}
-        return {item: blob[POINT_BYTES * n:POINT_BYTES * (n + 1)] for n, item in enumerate(items)}
+        out = {}
+        for n, item in enumerate(items):
+            at = PARTIAL_BYTES * n
+            out[item] = (bytes(blob[at:at + POINT_BYTES]), bytes(blob[at + POINT_BYTES:at + PARTIAL_BYTES]))
+        return out
 
-    def corrections(self, k: int, active: set[int], submitted: set[int], posts: dict[int, bytes],
-                    points: dict[int, bytes], periods: int, slot_bits: int) -> list[int]:
+    def check(self, k: int, active: set[int], submitted: set[int], posts: dict[int, bytes],
+              points: dict[int, bytes]) -> Checked:
+        """Every partial of ``posts`` ({holder: recovery post}) against its dealer's commitment
+        (``points``: the iteration's mask points {participant: Y_j(k)})."""
+        out = Checked()
+        self_base = self.points(k)[1]
+        for holder, blob in sorted(posts.items()):
+            items = self.parse(holder, blob, active, submitted)
+            if not items and self.layout(holder, active, submitted):
+                out.false[holder] = None
+            for (kind, i, j), (partial, proof) in items.items():
+                base = self_base if kind == "self" else points.get(j)
+                if base is not None and verify(self.share_key(kind, i, holder), base, partial, proof):
+                    out.proven.setdefault((kind, i, j), {})[holder + 1] = partial
+                else:
+                    out.false.setdefault(holder, (kind, i, j))
+        return out
+
+    def corrections(self, k: int, active: set[int], submitted: set[int], checked: Checked,
+                    periods: int, slot_bits: int) -> list[int]:
         """Per slot, the masks left in the sum of the submitted vectors (mod 2^B): every
         submitter's self mask and, for each participant that dropped out now, the pair masks its
-        submitting neighbours added for it. ``posts``: {holder: recovery post}; ``points``: the
-        iteration's mask points {participant: Y_j(k)}."""
+        submitting neighbours added for it, from the proven partials of ``checked``."""
         from .masks import stream
 
-        collected: dict[tuple[str, int, int], dict[int, bytes]] = {}
-        for holder, blob in posts.items():
-            for item, point in self.parse(holder, blob, active, submitted).items():
-                collected.setdefault(item, {})[holder + 1] = point
+        needed = {("self", i, -1) for i in submitted} | {
+            ("pair", d, j) for d in active - submitted for j in self.graph[d] if j in submitted}
+        short = sorted(item for item in needed if len(checked.proven.get(item, {})) < self.threshold)
+        if short:
+            kind, i, j = short[0]
+            got = len(checked.proven.get(short[0], {}))
+            raise ValueError(f"{got} proven partials of the {kind} mask {(i, j)}, {self.threshold} needed")
         modulus = 1 << slot_bits
         total = [0] * periods
-        for (kind, i, j), partials in sorted(collected.items()):
-            seed = mask_seed(combine(partials, self.threshold), self.context)
+        for kind, i, j in sorted(needed):
+            seed = mask_seed(combine(checked.proven[(kind, i, j)], self.threshold), self.context)
             sign = 1 if kind == "self" else self.sign(j, i)
             for t, v in enumerate(stream(seed, k, periods, slot_bits)):
                 total[t] += sign * v
-        needed = {("self", i, -1) for i in submitted} | {
-            ("pair", d, j) for d in active - submitted for j in self.graph[d] if j in submitted}
-        if needed - set(collected):
-            missing = sorted(needed - set(collected))[0]
-            raise ValueError(f"no recovery partials for {missing[0]} mask {missing[1:]}")
         return [v % modulus for v in total]
 
 
@@ -227,12 +347,13 @@ class Secrets:
         """Y_i(k) = a_i H_k."""
         return multiply(self.plan.points(k)[0], self.pair)
 
-    def shares(self) -> dict[int, tuple[int, int]]:
-        """Fresh Shamir shares of (a, b) for each neighbour (by position)."""
+    def deal(self) -> tuple[dict[int, tuple[int, int]], tuple[list[bytes], list[bytes]]]:
+        """Fresh Shamir shares of (a, b) for each neighbour (by position) and the commitments to
+        the two polynomials."""
         xs = positions(self.plan.graph[self.position])
-        a = split(self.pair, self.plan.threshold, xs)
-        b = split(self.own, self.plan.threshold, xs)
-        return {x - 1: (a[x], b[x]) for x in xs}
+        a, commit_a = deal(self.pair, self.plan.threshold, xs)
+        b, commit_b = deal(self.own, self.plan.threshold, xs)
+        return {x - 1: (a[x], b[x]) for x in xs}, (commit_a, commit_b)
 
     def mask(self, k: int, points: dict[int, bytes], active: set[int], periods: int, slot_bits: int) -> list[int]:
         """The iteration's self mask plus a pair mask with each active neighbour (mod 2^B)."""
@@ -250,10 +371,14 @@ class Secrets:
         return [v % modulus for v in total]
 
     def partials(self, k: int, points: dict[int, bytes], active: set[int], submitted: set[int]) -> bytes:
-        """This holder's recovery post for iteration k (layout: :meth:`Plan.layout`)."""
+        """This holder's recovery post for iteration k (layout: :meth:`Plan.layout`), each
+        partial with its proof; zeros where it holds no valid share (its dealer cheated)."""
         out = []
         _, self_point = self.plan.points(k)
         for kind, i, j in self.plan.layout(self.position, active, submitted):
+            if i not in self.held:
+                out.append(bytes(PARTIAL_BYTES))
+                continue
             share_a, share_b = self.held[i]
-            out.append(multiply(self_point, share_b) if kind == "self" else multiply(points[j], share_a))
+            out.append(b"".join(prove(share_b, self_point) if kind == "self" else prove(share_a, points[j])))
         return b"".join(out)

@@ -27,9 +27,6 @@ from ..privacy.masks import MaskKey, mask_vector, seal, seal_bytes, unseal
 from ..privacy.packing import SlotLayout
 from ..privacy.paillier import PrivateKey, PublicKey, RandomnessPool, generate_keypair
 
-SHARE_BYTES = 64  # a sealed (share of a, share of b) pair
-
-
 @dataclass(frozen=True)
 class Sealed:
     """One participant's submission: public by design (but ``salt`` and ``reveal``)."""
@@ -80,28 +77,33 @@ class MemberKeys:
 
     # -- recovery shares ------------------------------------------------------------------------
     def share_material(self) -> bytes:
-        """The mask point of iteration 0 and, for each neighbour in registration order, fresh shares
-        of the two mask secrets sealed to it (`PrivateRounds.share`)."""
+        """The mask point of iteration 0, the commitments to the two sharing polynomials and, for
+        each neighbour in registration order, fresh shares of the two mask secrets sealed to it
+        (`PrivateRounds.share`; layout: :meth:`~offchain.privacy.secagg.Plan.read_material`)."""
         def fresh() -> str:
             rec = self.recovery
+            shares, (commit_a, commit_b) = rec.deal()
             sealed = [seal_bytes(a.to_bytes(32, "big") + b.to_bytes(32, "big"), self._pads[self._peers[j]], b"share")
-                      for j, (a, b) in sorted(rec.shares().items())]
-            return (rec.point(0) + b"".join(sealed)).hex()
+                      for j, (a, b) in sorted(shares.items())]
+            return (rec.point(0) + b"".join(commit_a + commit_b + sealed)).hex()
 
         return bytes.fromhex(self._keep("share material", fresh) or fresh())
 
     def take_shares(self, sender: int, material: bytes) -> bytes:
-        """Keeps the shares ``sender`` (a position) sealed for this participant; returns the
-        sender's mask point of iteration 0. Raises ProtocolViolation on an ill-formed post."""
+        """Keeps the shares ``sender`` (a position) sealed for this participant if they are the
+        ones it committed to (else it holds none of the sender's: its partials for the sender
+        cannot be proven); returns the sender's mask point of iteration 0. Raises
+        ProtocolViolation on an ill-formed post."""
         rec = self.recovery
-        graph = rec.plan.graph[sender]
-        if len(material) != secagg.POINT_BYTES + SHARE_BYTES * len(graph) or not secagg.is_point(material[:33]):
+        point = rec.plan.read_material(sender, material)
+        if point is None:
             raise ProtocolViolation(f"participant {sender + 1} posted ill-formed shares")
-        if self.position in graph:
-            at = secagg.POINT_BYTES + SHARE_BYTES * graph.index(self.position)
-            raw = seal_bytes(material[at:at + SHARE_BYTES], self._pads[self._peers[sender]], b"share")
-            rec.held[sender] = (int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
-        return material[:secagg.POINT_BYTES]
+        if self.position in rec.plan.graph[sender]:
+            raw = seal_bytes(rec.plan.sealed_share(sender, self.position, material), self._pads[self._peers[sender]], b"share")
+            a, b = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")
+            if rec.plan.holds(sender, self.position, a, b):
+                rec.held[sender] = (a, b)
+        return point
 
     def partials(self, k: int, points: dict[int, bytes], active: set[int], submitted: set[int]) -> bytes:
         """This participant's recovery post for iteration ``k``."""

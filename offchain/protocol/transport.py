@@ -81,6 +81,7 @@ class Transport(ABC):
         self.drops = {int(k): list(v) for k, v in (drops or {}).items()}
         self.active: set[int] = set()  # participant indices still in the round
         self.dropped_at: dict[int, int] = {}  # participant index -> iteration it dropped out in
+        self.false_partials: dict[int, list[int]] = {}  # survivor -> iterations its recovery post failed its proofs
 
     @abstractmethod
     def open(self, setup: RoundSetup, parent: "Transport | None" = None) -> None: ...
@@ -215,6 +216,7 @@ class _Sealing:
             m.join(key, self.layout, peers, context, self.plan)
         self.points: dict[int, dict[int, bytes]] = {}  # iteration -> {position: mask point}
         self.sealed: dict[int, Sealed] = {}  # each participant's latest accepted submission
+        self.false_partials: dict[int, list[int]] = {}  # survivor -> iterations its recovery post failed its proofs
 
     def _take_shares(self, materials: dict[int, bytes]) -> None:
         """Every participant keeps the shares sealed for it; the mask points of iteration 0."""
@@ -264,10 +266,13 @@ class _Sealing:
         return {i: self.members[i].partials(k, self.points[k], active, set(senders)) for i in senders}
 
     def _corrections(self, k: int, active: set[int], senders: list[int], posts: dict[int, bytes]) -> list[int]:
+        """The mask corrections from the proven partials (a false partial is left out)."""
         t0 = time.perf_counter()
         try:
-            return self.plan.corrections(k, active, set(senders), posts, self.points[k], self.layout.periods,
-                                         self.layout.slot_bits)
+            checked = self.plan.check(k, active, set(senders), posts, self.points[k])
+            for holder in checked.false:
+                self.false_partials.setdefault(holder, []).append(k)
+            return self.plan.corrections(k, active, set(senders), checked, self.layout.periods, self.layout.slot_bits)
         except ValueError as exc:
             raise ProtocolViolation(f"iteration {k}: the dropout recovery failed: {exc}") from None
         finally:

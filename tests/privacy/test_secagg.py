@@ -22,7 +22,9 @@ def _round(n: int, threshold: int | None = None):
     plan = secagg.Plan(addresses, threshold or secagg.default_threshold(secagg.degree_for(n)), CONTEXT)
     members = [secagg.Secrets(i, plan) for i in range(n)]
     for m in members:  # every participant hands its neighbours their shares
-        for j, pair in m.shares().items():
+        shares, plan.commitments[m.position] = m.deal()
+        for j, pair in shares.items():
+            assert plan.holds(m.position, j, *pair)
             members[j].held[m.position] = pair
     return plan, members
 
@@ -33,7 +35,9 @@ def _iteration(plan, members, k, active, submitted, values):
               for i in submitted}
     total = [sum(col) % (1 << BITS) for col in zip(*masked.values())]
     posts = {i: members[i].partials(k, points, active, set(submitted)) for i in submitted}
-    corrections = plan.corrections(k, active, set(submitted), posts, points, PERIODS, BITS)
+    checked = plan.check(k, active, set(submitted), posts, points)
+    assert not checked.false
+    corrections = plan.corrections(k, active, set(submitted), checked, PERIODS, BITS)
     return [(t - c) % (1 << BITS) for t, c in zip(total, corrections)], masked, posts
 
 
@@ -53,8 +57,8 @@ def test_the_recovery_needs_a_threshold_of_partials():
     active, submitted = set(range(6)), [0, 1, 2, 3, 4]  # 5 dropped
     points = {i: members[i].point(0) for i in active}
     posts = {i: members[i].partials(0, points, active, set(submitted)) for i in submitted[:2]}  # only two post
-    with pytest.raises(ValueError, match="no recovery partials|partial evaluations"):
-        plan.corrections(0, active, set(submitted), posts, points, PERIODS, BITS)
+    with pytest.raises(ValueError, match="2 proven partials of the pair mask"):
+        plan.corrections(0, active, set(submitted), plan.check(0, active, set(submitted), posts, points), PERIODS, BITS)
 
 
 def test_one_iterations_recovered_masks_say_nothing_of_another_iteration():
@@ -67,10 +71,49 @@ def test_one_iterations_recovered_masks_say_nothing_of_another_iteration():
         points = {i: members[i].point(k) for i in range(5)}
         posts = {i: members[i].partials(k, points, set(range(5)), {0, 1, 2, 3}) for i in range(4)}
         items = {h: plan.parse(h, posts[h], set(range(5)), {0, 1, 2, 3}) for h in posts}
-        partials = {h + 1: items[h][("pair", d, j)] for h in posts if ("pair", d, j) in items[h]}
+        partials = {h + 1: items[h][("pair", d, j)][0] for h in posts if ("pair", d, j) in items[h]}
         combined[k] = secagg.combine(partials, plan.threshold)
         assert combined[k] == secagg.multiply(points[j], members[d].pair)  # a_d Y_j(k): the iteration's pair mask
     assert combined[0] != combined[1]
+
+
+def test_a_false_partial_is_left_out_and_its_poster_named():
+    """A survivor that posts a wrong partial (here: another point, with its honest proof) cannot
+    spoil the sums while a threshold of proven partials remains."""
+    plan, members = _round(10)
+    values = {i: [i + t for t in range(PERIODS)] for i in range(10)}
+    active, submitted = set(range(10)), [i for i in range(10) if i != 3]
+    points = {i: members[i].point(1) for i in active}
+    posts = {i: members[i].partials(1, points, active, set(submitted)) for i in submitted}
+    liar = submitted[0]
+    forged = bytearray(posts[liar])
+    forged[:secagg.POINT_BYTES] = secagg.multiply(secagg.hash_to_point(b"elsewhere"), 7)
+    posts[liar] = bytes(forged)
+    checked = plan.check(1, active, set(submitted), posts, points)
+    assert list(checked.false) == [liar]
+    masked = [sum((values[i][t] + members[i].mask(1, points, active, PERIODS, BITS)[t]) for i in submitted) % (1 << BITS)
+              for t in range(PERIODS)]
+    corrections = plan.corrections(1, active, set(submitted), checked, PERIODS, BITS)
+    assert [(m - c) % (1 << BITS) for m, c in zip(masked, corrections)] == [sum(values[i][t] for i in submitted)
+                                                                            for t in range(PERIODS)]
+
+
+def test_a_proof_holds_for_its_statement_only():
+    secret, other = secagg.random_scalar(), secagg.random_scalar()
+    base = secagg.hash_to_point(b"base")
+    public = secagg.PublicKey(secagg.multiply(secagg.GENERATOR, secret))
+    partial, proof = secagg.prove(secret, base)
+    assert secagg.verify(public, base, partial, proof)
+    assert not secagg.verify(public, base, secagg.multiply(base, other), proof)  # another partial
+    assert not secagg.verify(secagg.PublicKey(secagg.multiply(secagg.GENERATOR, other)), base, partial, proof)
+    assert not secagg.verify(public, secagg.hash_to_point(b"other base"), partial, proof)
+    assert not secagg.verify(public, base, partial, proof[:32] + bytes(32))
+
+
+def test_a_holder_refuses_shares_its_dealer_did_not_commit_to():
+    plan, members = _round(5)
+    a, b = members[1].held[0]
+    assert plan.holds(0, 1, a, b) and not plan.holds(0, 1, a + 1, b) and not plan.holds(0, 1, a, b + 1)
 
 
 def test_sparse_neighbours_grow_with_log_n_and_stay_symmetric():

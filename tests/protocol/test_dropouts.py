@@ -61,3 +61,37 @@ def test_chain_round_with_dropouts_settles_and_the_audit_names_them(scenario, dr
         named = " ".join(f.detail for f in findings if "drop" in (f.check + f.detail).lower())
         addresses = {q["name"]: q["address"] for q in record["parties"]}
         assert all(addresses[name] in named for name in main["dropped"]), named
+
+
+@pytest.mark.skipif(not node_available(), reason="anvil (npm ci) not installed")
+def test_a_survivors_false_recovery_partial_is_left_out_and_the_audit_names_it(monkeypatch):
+    """The first survivor of every iteration posts a false partial (another point, its proof
+    unchanged): the proven partials still recover the masks, the round settles as in the
+    plaintext mode, and the audit flags the liar's recovery transactions, nothing else."""
+    from offchain.chain.backends import start_anvil
+    from offchain.privacy import secagg
+    from offchain.protocol.keys import MemberKeys
+
+    honest = MemberKeys.partials
+    liars = set()
+
+    def lie(self, k, points, active, submitted):
+        post = honest(self, k, points, active, submitted)
+        if self.position != min(submitted):
+            return post
+        liars.add(self.address.lower())
+        return secagg.multiply(secagg.hash_to_point(b"elsewhere"), k + 2) + post[secagg.POINT_BYTES:]
+
+    monkeypatch.setattr(MemberKeys, "partials", lie)
+    with start_anvil(accounts=4) as node:
+        p, record = _run(TARIFF, "chain", 1, chain_url=node.url)
+        main = _main(record)
+        assert main["settled"] and main["matches_mirror"]
+        assert main["false_partials"] and all(main["false_partials"].values())
+        findings, _ = run_audit(p.chain, record["chain"]["contracts"]["market"])
+    _, plain = _run(TARIFF, "plaintext", 1)
+    assert _paid(record) == _paid(plain)
+    failed = [f for f in findings if not f.ok]
+    assert failed and {f.check for f in failed} == {"recovery partials"}, failed
+    assert {f.detail.split(": ")[1].split()[0].lower() for f in failed} == liars
+    assert all(f.tx for f in failed)
