@@ -59,6 +59,7 @@ bench: install
 	$(BIN)/gridshare bench fuzz --seed 1 --json benchmarks/fuzz.json
 	$(BIN)/gridshare bench registration --json benchmarks/registration-gas.json
 	$(BIN)/gridshare bench aggregate --json benchmarks/aggregate-2000.json
+	$(BIN)/gridshare bench blame --json benchmarks/blame.json
 	$(BIN)/gridshare bench load --rounds 20 --json benchmarks/load.json
 	$(BIN)/python scripts/readme-figures --write
 

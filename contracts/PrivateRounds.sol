@@ -62,8 +62,6 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
 
     /// @notice The privacy minimum: a round starts, and goes on, with at least this many participants.
     uint256 public constant MIN_PARTICIPANTS = 3;
-    uint256 internal constant MAX_MODULUS_BYTES = 1024;
-    uint256 internal constant MAX_DATA_BYTES = 24_000; // SSTORE2 data below the 24,576-byte code limit
     uint256 internal constant POINT_BYTES = 33; // a compressed secp256k1 point
     uint256 internal constant SECP256K1_P = 2 ** 256 - 2 ** 32 - 977; // the secp256k1 field prime
 
@@ -75,8 +73,6 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
     address public immutable openings;
     /// @notice The settlement module (run by DELEGATECALL).
     address public immutable settlement;
-    /// @notice Number of rounds created; round ids are 1..roundCount.
-    uint256 public roundCount;
 
     /// @dev The modules are deployed first and passed in (created here, their code would push this
     ///      contract's creation code past EIP-3860's 49,152 bytes). The audit checks that each
@@ -84,9 +80,9 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
     /// @param token_ the ERC-20 settlement token.
     /// @param paillier_ a PaillierMath.
     /// @param openings_ a RoundOpenings created with `paillier_`.
-    /// @param settlement_ a RoundSettlement.
+    /// @param settlement_ a RoundSettlement created with `paillier_`.
     constructor(IERC20 token_, PaillierMath paillier_, RoundOpenings openings_, RoundSettlement settlement_) {
-        if (openings_.paillier() != paillier_) revert BadParameters("modules");
+        if (openings_.paillier() != paillier_ || settlement_.paillier() != paillier_) revert BadParameters("modules");
         token = token_;
         paillier = paillier_;
         openings = address(openings_);
@@ -98,47 +94,12 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
     /// @notice Creates a round; the caller becomes its coordinator. With a key, computes n^2 on
     ///         chain and stores n and n^2 as the code of a data contract; the terms likewise. The
     ///         round's rule validates the mechanism's part of the parameters (`configure`).
-    ///         Registration is open for `windows.registration` blocks.
+    ///         Registration is open for `windows.registration` blocks. Runs in RoundOpenings.
     /// @param p the round parameters.
     /// @return roundId the new round's id (1-based).
     function createRound(RoundParams calldata p) external returns (uint256 roundId) {
-        _checkParams(p);
-        roundId = ++roundCount;
-        Round storage r = _rounds[roundId];
-        if (p.n.length != 0) {
-            bytes memory n = p.n;
-            r.keyData = _storeData(abi.encodePacked(paillier.square(n), n));
-            r.nWords = uint8(n.length / 32);
-            r.slotBits = p.slotBits;
-            r.slotWidth = p.slotWidth;
-        }
-        r.exists = true;
-        r.coordinator = msg.sender;
-        r.rule = p.rule;
-        r.parentRoundId = p.parentRoundId;
-        r.slots = p.slots;
-        r.maxIterations = p.maxIterations;
-        r.pairLanes = p.pairLanes;
-        r.gridAccount = p.gridAccount;
-        r.priceFloor = p.priceFloor;
-        r.priceCap = p.priceCap;
-        r.threshold = p.threshold;
-        r.windows = p.windows;
-        r.signedMembers = p.signedMembers;
-        if (p.terms.length != 0) r.termsData = _storeData(p.terms);
-        uint256 m = p.members.length;
-        if (m != 0) {
-            r.allowList = true;
-            mapping(address => uint256) storage allowed = r.allowedPlusOne;
-            for (uint256 i = 0; i < m; ++i) {
-                address a = p.members[i];
-                if (a == address(0) || allowed[a] != 0) revert BadParameters("members");
-                allowed[a] = i + 1;
-            }
-        }
-        p.rule.configure(p, msg.sender);
-        emit RoundCreated(roundId, msg.sender, p.parentRoundId, r.keyData, p);
-        _beginStep(r, roundId, Step.Submitting, p.windows.registration);
+        (p, roundId);
+        _delegate(openings);
     }
 
     /// @notice Joins a round that is still registering: open rounds and allow-listed members
@@ -224,6 +185,8 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
         if (material.length > MAX_DATA_BYTES) revert SharesLength(material.length, MAX_DATA_BYTES);
         if (material.length < POINT_BYTES || !_isCurvePoint(material[:POINT_BYTES])) revert MaskPointInvalid(msg.sender);
         m.shared = true;
+        m.materialHash = bytes16(keccak256(material)); // a blame opening proves against its commitments
+        m.nextPointHash = bytes16(keccak256(material[:POINT_BYTES]));
         uint16 shared = r.submissions + 1;
         r.submissions = shared;
         emit Shared(roundId, msg.sender, material);
@@ -447,6 +410,25 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
         bytes32[] calldata ciphertextHashes
     ) external nonReentrant {
         (roundId, values, salts, ciphertextHashes);
+        _delegate(settlement);
+    }
+
+    /// @notice After a sum mismatch at settlement (rounds with dropout recovery): the caller, a
+    ///         participant that stayed to the end, opens its final ciphertext and proves its masks
+    ///         of that iteration, before the blame deadline (`BlameStarted`). Whoever does not
+    ///         clear itself is slashed at settlement. The opening is challengeable like an
+    ///         aggregate's (`challengeOpening` with iteration 2^31 + position). Runs in RoundSettlement.
+    /// @param roundId the round.
+    /// @param values its reveal (the final commitment's values).
+    /// @param salt the commitment's salt.
+    /// @param opened its final ciphertext || its decryption (masked, packed, len(n) bytes) || rho
+    ///        (0 < rho < n), as `challengeOpening`'s `published`.
+    /// @param masks its keys, its mask point, its self mask and one pair mask per neighbour, each
+    ///        with its proof (docs/protocol.md, "Blame").
+    function openBlame(uint256 roundId, int256[] calldata values, bytes32 salt, bytes calldata opened, bytes calldata masks)
+        external
+    {
+        (roundId, values, salt, opened, masks);
         _delegate(settlement);
     }
 
@@ -718,43 +700,6 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
         if (phase == Phase.Closed) revert RoundClosed(roundId);
     }
 
-    function _checkParams(RoundParams calldata p) internal view {
-        if (address(p.rule).code.length == 0) revert BadParameters("rule");
-        uint256 L = p.n.length;
-        if (L != 0) {
-            if (L % 32 != 0 || L > MAX_MODULUS_BYTES) revert BadParameters("modulus length");
-            if (uint8(p.n[L - 1]) & 1 == 0) revert BadParameters("modulus even");
-            if (bytes32(p.n[0:32]) == bytes32(0)) revert BadParameters("modulus leading word zero");
-            if (p.slots == 0) revert BadParameters("slots");
-            if (p.slotBits == 0 || p.slotBits > 64) revert BadParameters("slot bits");
-            if (p.slotWidth <= p.slotBits) revert BadParameters("slot width");
-            if (uint256(p.slots) * p.slotWidth + 8 > 8 * L) revert BadParameters("slots exceed plaintext");
-        } else if (p.windows.challenge != 0 || p.slotBits != 0 || p.slotWidth != 0 || p.threshold != 0) {
-            revert BadParameters("no key: no slot layout, openings or recovery");
-        }
-        Windows calldata w = p.windows;
-        if (w.registration == 0 || w.submission == 0 || w.coordinator == 0) revert BadParameters("windows");
-        if (p.threshold != 0 && w.recovery == 0) revert BadParameters("recovery window");
-        if (p.signedMembers && p.members.length != 0) revert BadParameters("members and signatures");
-        if (p.maxIterations == 0) revert BadParameters("iteration cap");
-        uint256 n = p.priceFloor.length;
-        if (n == 0 || p.priceCap.length != n) revert BadParameters("price band length");
-        for (uint256 t = 0; t < n; ++t) {
-            if (p.priceFloor[t] > p.priceCap[t]) revert BadParameters("price floor above cap");
-        }
-        if (p.gridAccount == address(0)) revert BadParameters("grid account");
-        if (p.terms.length > MAX_DATA_BYTES) revert BadParameters("terms length");
-        uint256 parent = p.parentRoundId;
-        if (parent != 0) {
-            Round storage pr = _rounds[parent];
-            if (!pr.exists) revert BadParameters("parent round");
-            if (pr.coordinator != msg.sender && pr.members[msg.sender].position == 0) {
-                revert BadParameters("not a party of the parent round");
-            }
-        }
-    }
-
-
     /// @dev Checks and emits submit's pair messages (one block per other active participant) and,
     ///      in rounds with recovery, its next mask point.
     function _acceptExtras(
@@ -770,7 +715,11 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
         if (expected != 0) emit PairMessages(roundId, iteration, msg.sender, pairMessages);
         bool recovery = r.threshold != 0;
         if (recovery ? !_isCurvePoint(nextPoint) : nextPoint.length != 0) revert MaskPointInvalid(msg.sender);
-        if (recovery) emit MaskPoint(roundId, iteration + 1, msg.sender, nextPoint);
+        if (recovery) {
+            Member storage m = r.members[msg.sender];
+            (m.pointHash, m.nextPointHash) = (m.nextPointHash, bytes16(keccak256(nextPoint)));
+            emit MaskPoint(roundId, iteration + 1, msg.sender, nextPoint);
+        }
     }
 
     /// @dev X25519 public keys that are zero or of small order (libsodium's list, top bit cleared)
@@ -854,17 +803,6 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
         if (!below) revert CiphertextOutOfRange(msg.sender);
         if (one) revert CiphertextIsOne(msg.sender);
         if (multiple) revert CiphertextMultipleOfN(msg.sender);
-    }
-
-    /// @dev Stores `data` as the code of a new contract, 0x00 || data (SSTORE2: read back with
-    ///      EXTCODECOPY, one cold account access instead of a storage slot per word).
-    function _storeData(bytes memory data) internal returns (address at) {
-        uint256 codeLen = 1 + data.length;
-        bytes memory init = abi.encodePacked(hex"61", uint16(codeLen), hex"80600a3d393df300", data);
-        assembly ("memory-safe") {
-            at := create(0, add(init, 32), mload(init))
-        }
-        if (at == address(0)) revert DataStoreFailed();
     }
 
     function _loadN(address keyData, uint256 L) internal view returns (bytes memory n) {

@@ -3,7 +3,7 @@ pragma solidity ^0.8.24;
 
 import {PaillierMath} from "./PaillierMath.sol";
 import {RoundStorage} from "./RoundStorage.sol";
-import {CloseReason, Member, Phase, Round, Step} from "./RoundTypes.sol";
+import {CloseReason, Member, Phase, Round, RoundParams, Step, Windows} from "./RoundTypes.sol";
 
 /// @title RoundOpenings
 /// @notice Aggregation, publication and opening challenges of PrivateRounds' rounds: a module that
@@ -22,6 +22,49 @@ contract RoundOpenings is RoundStorage {
     /// @param paillier_ PrivateRounds' PaillierMath.
     constructor(PaillierMath paillier_) {
         paillier = paillier_;
+    }
+
+    /// @notice PrivateRounds.createRound.
+    /// @param p the round parameters.
+    /// @return roundId the new round's id.
+    function createRound(RoundParams calldata p) external returns (uint256 roundId) {
+        _checkParams(p);
+        roundId = ++roundCount;
+        Round storage r = _rounds[roundId];
+        if (p.n.length != 0) {
+            bytes memory n = p.n;
+            r.keyData = _storeData(abi.encodePacked(paillier.square(n), n));
+            r.nWords = uint8(n.length / 32);
+            r.slotBits = p.slotBits;
+            r.slotWidth = p.slotWidth;
+        }
+        r.exists = true;
+        r.coordinator = msg.sender;
+        r.rule = p.rule;
+        r.parentRoundId = p.parentRoundId;
+        r.slots = p.slots;
+        r.maxIterations = p.maxIterations;
+        r.pairLanes = p.pairLanes;
+        r.gridAccount = p.gridAccount;
+        r.priceFloor = p.priceFloor;
+        r.priceCap = p.priceCap;
+        r.threshold = p.threshold;
+        r.windows = p.windows;
+        r.signedMembers = p.signedMembers;
+        if (p.terms.length != 0) r.termsData = _storeData(p.terms);
+        uint256 m = p.members.length;
+        if (m != 0) {
+            r.allowList = true;
+            mapping(address => uint256) storage allowed = r.allowedPlusOne;
+            for (uint256 i = 0; i < m; ++i) {
+                address a = p.members[i];
+                if (a == address(0) || allowed[a] != 0) revert BadParameters("members");
+                allowed[a] = i + 1;
+            }
+        }
+        p.rule.configure(p, msg.sender);
+        emit RoundCreated(roundId, msg.sender, p.parentRoundId, r.keyData, p);
+        _beginStep(r, roundId, Step.Submitting, p.windows.registration);
     }
 
     /// @notice PrivateRounds.aggregate: the next chunk of the iteration's submissions.
@@ -137,6 +180,55 @@ contract RoundOpenings is RoundStorage {
 
     // ------------------------------------------------------------------ internals
 
+    function _checkParams(RoundParams calldata p) internal view {
+        if (address(p.rule).code.length == 0) revert BadParameters("rule");
+        uint256 L = p.n.length;
+        if (L != 0) {
+            if (L % 32 != 0 || L > MAX_MODULUS_BYTES) revert BadParameters("modulus length");
+            if (uint8(p.n[L - 1]) & 1 == 0) revert BadParameters("modulus even");
+            if (bytes32(p.n[0:32]) == bytes32(0)) revert BadParameters("modulus leading word zero");
+            if (p.slots == 0) revert BadParameters("slots");
+            if (p.slotBits == 0 || p.slotBits > 64) revert BadParameters("slot bits");
+            if (p.slotWidth <= p.slotBits) revert BadParameters("slot width");
+            if (uint256(p.slots) * p.slotWidth + 8 > 8 * L) revert BadParameters("slots exceed plaintext");
+        } else if (p.windows.challenge != 0 || p.slotBits != 0 || p.slotWidth != 0 || p.threshold != 0) {
+            revert BadParameters("no key: no slot layout, openings or recovery");
+        }
+        Windows calldata w = p.windows;
+        if (w.registration == 0 || w.submission == 0 || w.coordinator == 0) revert BadParameters("windows");
+        if (p.threshold != 0 && w.recovery == 0) revert BadParameters("recovery window");
+        if (p.signedMembers && p.members.length != 0) revert BadParameters("members and signatures");
+        if (p.maxIterations == 0) revert BadParameters("iteration cap");
+        uint256 n = p.priceFloor.length;
+        if (n == 0 || p.priceCap.length != n) revert BadParameters("price band length");
+        for (uint256 t = 0; t < n; ++t) {
+            if (p.priceFloor[t] > p.priceCap[t]) revert BadParameters("price floor above cap");
+        }
+        if (p.gridAccount == address(0)) revert BadParameters("grid account");
+        if (p.terms.length > MAX_DATA_BYTES) revert BadParameters("terms length");
+        uint256 parent = p.parentRoundId;
+        if (parent != 0) {
+            Round storage pr = _rounds[parent];
+            if (!pr.exists) revert BadParameters("parent round");
+            if (pr.coordinator != msg.sender && pr.members[msg.sender].position == 0) {
+                revert BadParameters("not a party of the parent round");
+            }
+        }
+    }
+
+
+    /// @dev Stores `data` as the code of a new contract, 0x00 || data (SSTORE2: read back with
+    ///      EXTCODECOPY, one cold account access instead of a storage slot per word).
+    function _storeData(bytes memory data) internal returns (address at) {
+        uint256 codeLen = 1 + data.length;
+        bytes memory init = abi.encodePacked(hex"61", uint16(codeLen), hex"80600a3d393df300", data);
+        assembly ("memory-safe") {
+            at := create(0, add(init, 32), mload(init))
+        }
+        if (at == address(0)) revert DataStoreFailed();
+    }
+
+
     /// @dev Starts a challenge of iteration `iteration`'s opening (hash `h`), or checks that this
     ///      call continues the one in progress from accumulator `acc`.
     function _admitChallenge(Round storage r, uint256 roundId, uint32 iteration, bytes32 h, bytes calldata acc) internal {
@@ -179,7 +271,8 @@ contract RoundOpenings is RoundStorage {
         return paillier.openingHolds(keyData, published[:2 * L], published[2 * L:3 * L], rhoN);
     }
 
-    /// @dev Ends a challenge: a false opening closes the round.
+    /// @dev Ends a challenge: a false opening of an aggregate closes the round; a false blame
+    ///      opening leaves its participant uncleared.
     function _judge(Round storage r, uint256 roundId, uint32 iteration, bool holds) internal {
         address challenger = r.challenger;
         r.challengeIterationPlusOne = 0;
@@ -188,7 +281,8 @@ contract RoundOpenings is RoundStorage {
             emit OpeningConfirmed(roundId, iteration);
         } else {
             emit OpeningDisproved(roundId, iteration, challenger);
-            _close(r, roundId, CloseReason.OpeningDisproved);
+            if (iteration >= BLAME_KEY) r.members[r.participants[iteration - BLAME_KEY - 1]].cleared = false;
+            else _close(r, roundId, CloseReason.OpeningDisproved);
         }
     }
 

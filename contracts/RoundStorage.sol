@@ -9,7 +9,14 @@ import {CloseReason, IPrivateRounds, Phase, Round, Step} from "./RoundTypes.sol"
 ///         storage layout: every phase change passes through `_setPhase`, every ledger move
 ///         through `_update`.
 abstract contract RoundStorage is IPrivateRounds {
+    uint256 internal constant MAX_MODULUS_BYTES = 1024;
+    uint256 internal constant MAX_DATA_BYTES = 24_000; // SSTORE2 data below the 24,576-byte code limit
+    /// @dev openings[BLAME_KEY + position]: a participant's blame opening (challengeable as an iteration's).
+    uint32 internal constant BLAME_KEY = 1 << 31;
+
     mapping(uint256 => Round) internal _rounds;
+    /// @notice Number of rounds created; round ids are 1..roundCount.
+    uint256 public roundCount;
 
     function _round(uint256 roundId) internal view returns (Round storage r) {
         r = _rounds[roundId];
@@ -77,6 +84,26 @@ abstract contract RoundStorage is IPrivateRounds {
         assembly ("memory-safe") {
             extcodecopy(at, add(data, 32), 1, len)
         }
+    }
+
+    /// @dev keccak256 of a reveal's 32-byte words (abi.encodePacked(int256[])), each checked to be a
+    ///      sign-extended int64 (`RevealOutOfRange`). One pass, no per-element decoding.
+    function _valuesHash(int256[] calldata v, address who) internal pure returns (bytes32 h) {
+        uint256 bad = type(uint256).max;
+        assembly ("memory-safe") {
+            let p := mload(0x40)
+            let n := mul(v.length, 32)
+            calldatacopy(p, v.offset, n)
+            for { let i := 0 } lt(i, n) { i := add(i, 32) } {
+                let x := mload(add(p, i))
+                if iszero(eq(signextend(7, x), x)) {
+                    bad := div(i, 32)
+                    break
+                }
+            }
+            h := keccak256(p, n)
+        }
+        if (bad != type(uint256).max) revert RevealOutOfRange(who, bad);
     }
 
     /// @dev A price vector of the band's length, each price inside its band.

@@ -137,6 +137,11 @@ struct Member {
     uint32 recoveredIterationPlusOne; // the latest iteration it posted recovery partials for, plus one
     uint32 memberIndexPlusOne; // its index in the allow-list or the creator's signature, plus one
     bool shared; // posted its shares (rounds with dropout recovery)
+    bool cleared; // in a blame step: opened its final ciphertext and masks consistently
+    bytes16 materialHash; // keccak256 of its sharing post (whose commitments start with a G and b G)
+    // slot 2 (rounds with dropout recovery): bytes16(keccak256(point)) of its mask points
+    bytes16 pointHash; // of the current iteration (posted one iteration ahead)
+    bytes16 nextPointHash; // of the next iteration
 }
 
 /// @dev A round's state (PrivateRounds and its modules share it through RoundStorage).
@@ -174,6 +179,7 @@ struct Round {
     // slot 5: chunked aggregation
     uint16 absorbed; // submissions multiplied in so far
     uint16 cursor; // registration index the next chunk starts from
+    uint64 blameUntil; // after a sum mismatch at settlement: last block for the blame openings (0: none)
     // slot 6: an opening challenge in progress (one at a time)
     bytes28 challengeAcc; // hash of the accumulator rho^(prefix of n) mod n^2
     uint32 challengeIterationPlusOne;
@@ -202,7 +208,8 @@ enum CloseReason {
     ByCoordinator, // the coordinator closed it (e.g. its run did not converge)
     CoordinatorLate, // the coordinator missed a deadline; anyone cancelled
     TooFewParticipants, // dropouts left fewer than the privacy minimum
-    OpeningDisproved // a challenge showed a published decryption false
+    OpeningDisproved, // a challenge showed a published decryption false
+    BlameUnresolved // after a sum mismatch no participant opened its final ciphertext consistently
 }
 
 /// @title IPrivateRounds
@@ -263,6 +270,14 @@ interface IPrivateRounds {
     event Payment(uint256 indexed roundId, uint32 indexed iteration, address indexed account, int256 amount);
     event Settled(uint256 indexed roundId, uint32 indexed iteration);
     event Withdrawn(uint256 indexed roundId, address indexed account, uint256 amount);
+    /// @notice The revealed sums differ from the decrypted ones: every participant that stayed to
+    ///         the end must open its final ciphertext and masks until `until`.
+    event BlameStarted(uint256 indexed roundId, uint32 indexed iteration, uint64 until);
+    event BlameOpened(uint256 indexed roundId, address indexed participant);
+    /// @notice A participant that did not clear itself in the blame step, its deposit slashed and
+    ///         shared among those that did; or, when every participant cleared itself, the
+    ///         coordinator (whose corrections were wrong), with nothing slashed.
+    event Blamed(uint256 indexed roundId, address indexed culprit, uint256 slashed);
 
     error UnknownRound(uint256 roundId);
     error NotCoordinator(address caller, address coordinator);
@@ -320,6 +335,13 @@ interface IPrivateRounds {
     error RevealOutOfRange(address participant, uint256 index);
     error CommitmentMismatch(address participant);
     error RevealedSumMismatch(uint256 slot, int256 revealed, int256 decrypted);
+    error NoBlame(uint256 roundId);
+    error NotInBlame(address participant);
+    error AlreadyCleared(address participant);
+    error MasksLength(uint256 given, uint256 expected);
+    /// @notice A blame opening that does not hold: `part` 0 the commitment, 1 the keys, 2 its mask
+    ///         point, 3 its self mask, 4 + k its k-th pair mask, 4 + degree the masked plaintext.
+    error BlameOpeningInvalid(address participant, uint256 part);
     error SettlementImbalance(int256 sum);
     error SettlementShape(uint256 participants, uint256 amounts, uint256 payees, uint256 payeeAmounts, uint256 bills);
     error RoundClosed(uint256 roundId);

@@ -330,3 +330,9 @@ def bench_load_command(args, console: Console) -> int:
     from .benchmarks_load import load_command
 
     return load_command(args, console)
+
+
+def bench_blame_command(args, console: Console) -> int:
+    from .benchmarks_chain import blame_command
+
+    return blame_command(args, console)

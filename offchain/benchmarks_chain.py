@@ -394,3 +394,60 @@ def aggregate_command(args, console: Console) -> int:
         out.print(f"[bold red]aggregation did not fit the cap or did not decode on {', '.join(failed)}[/bold red]")
         return 1
     return 0
+
+
+# ----------------------------------------------------------------------------- blame
+def blame(args, console: Console) -> dict[str, Any]:
+    """One round of the demo scenario with ``--cheat 1`` on an anvil node at its default hardfork
+    and on the embedded chain (Prague): the gas of the blame step's transactions."""
+    from .chain.backends import start_anvil
+    from .runner import RunOptions, execute, prepare
+
+    _check_json(args.json)
+    out: dict[str, Any] = {"scenario": str(args.scenario), "key_bits": 2048, "cheats": 1, "chains": {}}
+
+    def one(label: str, url: str | None) -> None:
+        t0 = time.perf_counter()
+        with console.status(f"a round with one cheat on {label}"):
+            p = prepare(args.scenario, RunOptions(mode="chain", key_bits=2048, chain_url=url, settle_unconverged=True,
+                                                  cheat=1))
+            record = execute(p).to_dict()
+        main = [r for r in record["rounds"] if r["transport"] == "chain"][-1]
+        gas: dict[str, list[int]] = {}
+        for t in record["transactions"]:
+            gas.setdefault(t["kind"], []).append(int(t["gas"]))
+        settles = gas.get("settle", [])
+        out["chains"][label] = {
+            "hardfork": record["chain"]["hardfork"], "participants": len(main["payments"]) - 1,
+            "settled": main["settled"], "matches_mirror": main["matches_mirror"], "blamed": main["blamed"],
+            "open_blame_gas": _stats(gas.get("open blame", [])),
+            "settle_starting_blame_gas": settles[0] if len(settles) > 1 else None,
+            "settle_after_blame_gas": settles[-1] if settles else None,
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+    with start_anvil() as node:
+        one("anvil", node.url)
+    one("embedded", None)
+    return out
+
+
+def blame_command(args, console: Console) -> int:
+    result = blame(args, console)
+    table = Table(title="bench blame: one participant encrypts other values than it commits to (2048-bit key)")
+    table.add_column("figure")
+    runs = result["chains"]
+    for label, run in runs.items():
+        table.add_column(f"{label} ({run['hardfork']})", justify="right")
+    rows = [("blamed (slashed, tokens)", lambda r: ", ".join(f"{k} ({int(v) / 1e18:g})" for k, v in r["blamed"].items())),
+            ("settled, as the Python mirror", lambda r: f"{r['settled']}, {r['matches_mirror']}"),
+            ("openings", lambda r: str(r["open_blame_gas"]["count"])),
+            ("gas per opening, mean", lambda r: f"{r['open_blame_gas']['mean']:,.0f}"),
+            ("gas per opening, max", lambda r: f"{r['open_blame_gas']['max']:,}"),
+            ("settle that starts the blame step", lambda r: f"{r['settle_starting_blame_gas']:,}"),
+            ("settle after it (slashing)", lambda r: f"{r['settle_after_blame_gas']:,}"),
+            ("wall time (s)", lambda r: f"{r['seconds']}")]
+    for label, fn in rows:
+        table.add_row(label, *(fn(run) for run in runs.values()))
+    Console().print(table)
+    _write(args.json, result, console)
+    return 0

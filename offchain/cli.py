@@ -59,6 +59,10 @@ def _add_run_options(p: argparse.ArgumentParser, mechanism_options: bool = True)
                         "goes on without them, their masks recovered by the others (default: none)")
     p.add_argument("--drop-at", type=_int_at_least(0), default=1, metavar="ITERATION",
                    help="the iteration in which the --drop participants go silent (default: %(default)s)")
+    p.add_argument("--cheat", type=_int_at_least(0), default=0, metavar="K",
+                   help="simulate K participants (drawn with the seed, none of the --drop ones) that encrypt other "
+                        "values than they commit to: at settlement the blame step names them, slashes their "
+                        "deposits and settles everyone else (chain mode; default: none)")
     p.add_argument("--prosumers", type=_int_at_least(1), help="scale (tariff) or cut (storage-p2p) the scenario to N prosumers")
     p.add_argument("--seed", type=_int_at_least(0), help="seed for profiles and scaling (default: the scenario's)")
     p.add_argument("--settle-unconverged", action="store_true",
@@ -228,6 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ciphertexts per aggregation transaction (default: the chain's, 400 from Osaka on, 800 before)")
     agg.add_argument("--key-bits", type=_integer, default=2048, help="Paillier modulus size (default: %(default)s)")
     agg.add_argument("--json", type=Path, help="write the figures to this JSON file")
+    blm = bench_sub.add_parser("blame", help="gas of the blame step after a cheat, at the default hardfork and Prague",
+                               description="Run the demo scenario with one participant that encrypts other values "
+                                           "than it commits to (--cheat 1), on an anvil node started here (its "
+                                           "default hardfork) and on the embedded chain (Prague): every other "
+                                           "participant opens its final ciphertext and proves its masks, the cheat "
+                                           "is slashed; report the gas of each step.")
+    blm.add_argument("--scenario", type=Path, default=DEMO_SCENARIO, help="scenario TOML (default: %(default)s)")
+    blm.add_argument("--json", type=Path, help="write the figures to this JSON file")
     lod = bench_sub.add_parser("load", help="many prosumers through back-to-back rounds with random dropouts",
                                description="Run the tariff scenario scaled to N prosumers through back-to-back private "
                                            "rounds on one market of an anvil node started here, with a random share "
@@ -300,7 +312,8 @@ def _dispatch(args) -> int:
     return {"round": bench.bench_round_command, "audit": bench.bench_audit_command,
             "admm": bench.bench_admm_command, "settle": bench.bench_settle_command,
             "fuzz": bench.bench_fuzz_command, "registration": bench.bench_registration_command,
-            "aggregate": bench.bench_aggregate_command, "load": bench.bench_load_command}[args.bench_command](args, console)
+            "aggregate": bench.bench_aggregate_command, "load": bench.bench_load_command,
+            "blame": bench.bench_blame_command}[args.bench_command](args, console)
 
 
 def _run(args) -> int:
@@ -322,7 +335,7 @@ def _run(args) -> int:
     options = RunOptions(mode=args.mode, chain_url=args.chain, key_bits=args.key_bits,
                          verify_openings=False if args.no_verify_openings else None, deployment=args.deployment,
                          settle_unconverged=args.settle_unconverged, prosumers=args.prosumers, seed=args.seed,
-                         drop=args.drop, drop_at=args.drop_at)
+                         drop=args.drop, drop_at=args.drop_at, cheat=args.cheat)
     prepared = prepare(scenario, options)
     mechanism = prepared.mechanism
     from .errors import UsageError

@@ -1252,7 +1252,8 @@ class Rounds(RuleBasedStateMachine):
         for position, who in enumerate(r.participants, 1):
             m, last = v[f"member {who}"], r.last_sub(who)
             want = (position, last.iteration + 1 if last else 0, r.dropped.get(who, 0), 0, r.member_index[who], False)
-            assert tuple(m[1:]) == want, f"round {rid}: member {who}: chain {tuple(m[1:])}, model {want}"
+            assert tuple(m[1:7]) == want, f"round {rid}: member {who}: chain {tuple(m[1:7])}, model {want}"
+            assert not m[7] and set(m[8]) | set(m[9]) | set(m[10]) == {0}, f"round {rid}: member {who}: blame state"
             if last:
                 assert bytes(m[0]) == keccak(keccak(last.ct) + last.commitment)[:26], f"round {rid}: submission of {who}"
 

@@ -75,6 +75,7 @@ class Round:
     matches_mirror: bool | None  # chain only: the contract's payments equal the Python mirror's
     dropped: dict[str, int] = field(default_factory=dict)  # participant -> iteration it dropped out in
     false_partials: dict[str, list[int]] = field(default_factory=dict)  # survivor -> iterations of its unproven partials
+    blamed: dict[str, str] = field(default_factory=dict)  # after a blame step: culprit -> deposit slashed (base units)
 
 
 @dataclass

@@ -119,11 +119,14 @@ def party_rows(record: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     main = [r for r in record.get("rounds", []) if r.get("transport") == mode][-1:] or [{}]
     dropped = main[0].get("dropped", {})  # in the main round
     false = main[0].get("false_partials", {})
+    blamed = main[0].get("blamed", {})
     body = []
     for p in record["parties"]:
         role = p["role"] + (f" (dropped in iteration {dropped[p['name']]})" if p["name"] in dropped else "")
         if p["name"] in false:
             role += f" (unproven recovery partials in iteration {', '.join(map(str, false[p['name']]))}: left out)"
+        if p["name"] in blamed:
+            role += f" (blamed: encrypted other values than it committed to, {int(blamed[p['name']]) / 1e18:g} tokens slashed)"
         saving = (p["cost_alone"] - p["cost_shared"]) if p["cost_alone"] is not None and p["cost_shared"] is not None else None
         pay = p["payment"]["tokens"] if p["payment"] else None
         body.append([p["name"], role, num(p["cost_alone"]), num(p["cost_shared"]), num(saving),
@@ -139,9 +142,11 @@ def _item_order(record):
 def party_table(record: dict[str, Any]) -> Table:
     head, body = party_rows(record)
     gone = [f"{row[0]} ({row[1].split('(')[1].rstrip(')')})" for row in body if "(dropped" in row[1]]
+    caught = [row[0] for row in body if "(blamed" in row[1]]
     table = Table(title=record["title"], caption="costs per day in the scenario's currency; payments and bill "
                   "items in tokens, + paid by the party, - received" +
-                  (f"; dropped out: {', '.join(gone)}" if gone else ""))
+                  (f"; dropped out: {', '.join(gone)}" if gone else "") +
+                  (f"; blamed and slashed (encrypted other values than committed): {', '.join(caught)}" if caught else ""))
     for col in head:
         table.add_column(col, justify="left" if col in ("party", "role") else "right")
     for row in body:

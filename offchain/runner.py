@@ -36,9 +36,10 @@ class RunOptions:
     executor: Any = None
     drop: int = 0  # participants that go silent (simulated crashes) ...
     drop_at: int = 1  # ... from this iteration on
+    cheat: int = 0  # participants that encrypt other values than they commit to (found by the blame step)
 
     KEPT = ("mode", "chain_url", "key_bits", "verify_openings", "deployment", "settle_unconverged", "prosumers",
-            "seed", "mechanism_options", "drop", "drop_at")  # what run-options.json keeps for a resume
+            "seed", "mechanism_options", "drop", "drop_at", "cheat")  # what run-options.json keeps for a resume
 
 
 @dataclass
@@ -105,6 +106,12 @@ def _check_drops(o: RunOptions, participants: int) -> None:
                          f"the scenario has {participants}")
     if o.drop < 0 or o.drop_at < 0:
         raise UsageError(f"--drop and --drop-at must not be negative, got {o.drop} and {o.drop_at}")
+    if o.cheat < 0:
+        raise UsageError(f"--cheat must not be negative, got {o.cheat}")
+    if o.cheat and (o.mode != "chain" or o.verify_openings is False):
+        raise UsageError("--cheat needs the chain mode with checked openings: the blame step runs on chain")
+    if o.cheat and participants - o.drop - o.cheat < 1:
+        raise UsageError(f"--cheat {o.cheat} with --drop {o.drop} leaves no honest participant of {participants}")
     if o.drop and participants - o.drop < MIN_PARTICIPANTS:
         raise UsageError(f"--drop {o.drop} leaves {participants - o.drop} of {participants} participants; a round "
                          f"needs at least {MIN_PARTICIPANTS}")
@@ -128,7 +135,20 @@ def _drops(o: RunOptions, setup) -> dict[int, list[str]]:
     return {o.drop_at: [n for n in names if n in chosen]}
 
 
-def _transport(p: Prepared, drops: dict[int, list[str]], index: int):
+def _cheats(o: RunOptions, setup, drops: dict[int, list[str]]) -> list[str]:
+    """Who encrypts other values than it commits to: ``--cheat`` participants, drawn with the
+    run's seed, none of the dropped."""
+    if not o.cheat:
+        return []
+    import random
+
+    gone = {n for names in drops.values() for n in names}
+    names = [q.name for q in setup.participants if q.name not in gone]
+    chosen = set(random.Random((o.seed or 0) + 1).sample(names, o.cheat))
+    return [n for n in names if n in chosen]
+
+
+def _transport(p: Prepared, drops: dict[int, list[str]], index: int, cheats: list[str] = ()):
     from .protocol.transport import ChainTransport, PrivateTransport
 
     o = p.options
@@ -136,7 +156,7 @@ def _transport(p: Prepared, drops: dict[int, list[str]], index: int):
         kept = (lambda party: p.store.party(f"round{index}-{party}")) if p.store is not None else None
         announce = (lambda where: p.log({"round index": index, "created": where})) if p.log is not None else None
         return ChainTransport(p.chain, key_bits=o.key_bits, verify_openings=o.verify_openings, market=p.market,
-                              rules=p.rules, drops=drops, windows=p.scenario.chain.windows, kept=kept,
+                              rules=p.rules, drops=drops, windows=p.scenario.chain.windows, kept=kept, cheats=cheats,
                               announce=announce)
     return PrivateTransport(o.key_bits, drops=drops)
 
@@ -215,7 +235,7 @@ def execute(p: Prepared, progress=None) -> RunRecord:
         if job.plaintext_check and o.mode != "plaintext":
             plain.append(run_round(factory(), PlainTransport(drops), executor=o.executor,
                                    progress=_bar(progress, f"{label}, plaintext mode")))
-        transport = PlainTransport(drops) if o.mode == "plaintext" else _transport(p, drops, i)
+        transport = PlainTransport(drops) if o.mode == "plaintext" else _transport(p, drops, i, _cheats(o, setup, drops))
         out = run_round(setup, transport, executor=o.executor, settle_unconverged=o.settle_unconverged,
                         progress=_logged(p.log, label, _bar(progress, f"{label}, {o.mode} mode")))
         if o.mode == "chain":  # later rounds reuse the market and the rule contracts
@@ -329,7 +349,8 @@ def _round(label: str, out) -> Round:
     return Round(label, t.kind, t.chain_info.round_id if t.chain_info else None, out.converged, out.reason,
                  len(out.iterations), out.settled, payments, matches,
                  {names[i]: k for i, k in sorted(t.dropped_at.items())},
-                 {names[i]: ks for i, ks in sorted(t.false_partials.items())})
+                 {names[i]: ks for i, ks in sorted(t.false_partials.items())},
+                 {who: str(v) for who, v in t.blamed.items()})
 
 
 def _lines(chain, main, gas, timings) -> list[tuple[str, str]]:

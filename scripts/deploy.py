@@ -116,7 +116,7 @@ def deploy(path: Path | None = None) -> tuple[dict, Path]:
     token = loaded[TOKEN].deploy(owner, {"from": sender})
     paillier = loaded["PaillierMath"].deploy({"from": sender})
     openings = loaded["RoundOpenings"].deploy(paillier.address, {"from": sender})
-    settlement = loaded["RoundSettlement"].deploy({"from": sender})
+    settlement = loaded["RoundSettlement"].deploy(paillier.address, {"from": sender})
     market = loaded[MARKET].deploy(token.address, paillier.address, openings.address, settlement.address,
                                    {"from": sender})
     rule = loaded[rule_name].deploy({"from": sender})

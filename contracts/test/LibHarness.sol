@@ -3,10 +3,30 @@ pragma solidity ^0.8.24;
 
 import {BigMod} from "../lib/BigMod.sol";
 import {PackedSlots} from "../lib/PackedSlots.sol";
+import {Secp256k1} from "../lib/Secp256k1.sol";
 
 /// @title LibHarness
-/// @notice Test-only entry points to the BigMod and PackedSlots libraries (not deployed in production).
+/// @notice Test-only entry points to the BigMod, PackedSlots and Secp256k1 libraries (not deployed in production).
 contract LibHarness {
+    /// @notice Secp256k1.hashToPoint.
+    /// @param tag the tag. @return point the compressed point.
+    function hashToPoint(bytes memory tag) external view returns (bytes memory point) {
+        return Secp256k1.hashToPoint(tag);
+    }
+
+    /// @notice Secp256k1.verifyDleq and its gas.
+    /// @param S sigma G. @param B the base. @param Q sigma B. @param proof the expanded proof.
+    /// @return ok whether it holds. @return used gas.
+    function verifyDleq(bytes memory S, bytes memory B, bytes memory Q, bytes calldata proof)
+        external
+        view
+        returns (bool ok, uint256 used)
+    {
+        uint256 before = gasleft();
+        ok = Secp256k1.verifyDleq(S, B, Q, proof);
+        used = before - gasleft();
+    }
+
     /// @notice a * b mod N.
     /// @param a first factor (< N). @param b second factor (< N). @param N odd modulus.
     /// @return r the product.

@@ -54,12 +54,14 @@ ALLOWED = {
     "Iterating": {"Submitted", "MaskPoint", "PairMessages", "Dropped", "Recovered", "AggregationProgress", "Aggregated",
                   "Published", "Deposited", "PhaseChanged", "StepChanged", "Challenged", "OpeningConfirmed",
                   "OpeningDisproved"},
-    "Concluded": {"Concluded", "Deposited", "PhaseChanged", "Challenged", "OpeningConfirmed", "OpeningDisproved"},
+    "Concluded": {"Concluded", "Deposited", "PhaseChanged", "Challenged", "OpeningConfirmed", "OpeningDisproved",
+                  "BlameStarted", "BlameOpened", "Blamed"},
     "Settled": {"Bill", "Payment", "Settled", "Withdrawn"},
     "Closed": {"Closed", "Withdrawn"},
 }
 OTHER_ITERATION = {"MaskPoint", "Challenged", "OpeningConfirmed", "OpeningDisproved"}  # name another iteration
 FINAL, DROPPED_REVEALED, DROPPED_SILENT = 0, 1, 2
+BLAME_KEY = 1 << 31  # a blame opening's challenges name iteration BLAME_KEY + position
 
 
 class RoundAudit:
@@ -152,8 +154,7 @@ class RoundAudit:
         return [members.index(p.lower()) if p.lower() in members else -1 for p in participants]
 
     def _plan(self, participants: list[str]) -> secagg.Plan:
-        context = self.h.address.encode() + self.rid.to_bytes(32, "big") + self.chain.chain_id.to_bytes(32, "big")
-        return secagg.Plan(participants, self.threshold, context)
+        return secagg.Plan(participants, self.threshold, secagg.round_context(self.h.address, self.rid, self.chain.chain_id))
 
     def check_order(self) -> None:
         """Events follow the round's state machine: nothing early, late or out of turn."""
@@ -394,8 +395,13 @@ class RoundAudit:
             self._note("challenge", f"iteration {e.args['iteration']}: an opening challenged and confirmed on chain",
                        e.args["iteration"], where=e)
         for e in self._named("OpeningDisproved"):
-            self._note("challenge", f"iteration {e.args['iteration']}: {e.args['challenger']} disproved the "
-                       f"coordinator's opening on chain: the round was closed", e.args["iteration"], where=e)
+            k = e.args["iteration"]
+            if k >= BLAME_KEY:
+                self._note("challenge", f"{e.args['challenger']} disproved the blame opening of "
+                           f"{self.participants[k - BLAME_KEY - 1]} on chain: it stays a culprit", where=e)
+            else:
+                self._note("challenge", f"iteration {k}: {e.args['challenger']} disproved the coordinator's opening "
+                           "on chain: the round was closed", k, where=e)
 
     def check_settlement(self, params: dict, participants: list[str], concluded: Event | None, rules) -> None:
         settled = self._one("Settled")
@@ -417,7 +423,9 @@ class RoundAudit:
             self._add("billed as committed", False, f"{address}'s settled reveal does not open its commitment",
                       k, where=settled)
         ok = len(values) == len(participants)
-        if self.key is not None:  # the first `slots` revealed values of those that stayed are the encrypted ones
+        if self._blamed:
+            self._check_blame(participants, settled)
+        elif self.key is not None:  # the first `slots` revealed values of those that stayed are the encrypted ones
             finals = [v[:params["slots"]] for v, s in zip(values, standing) if s == FINAL]
             totals = [sum(col) for col in zip(*finals)] if finals else []
             ok = ok and totals == list(concluded.args["sums"])
@@ -434,6 +442,64 @@ class RoundAudit:
         self._add("zero sum", sum(paid.values()) == 0, f"payments sum to {sum(paid.values())}", k, where=settled)
         self.series["payments"] = {a: v / 1e18 for a, v in paid.items()}
 
+    @property
+    def _blamed(self) -> bool:
+        return self._one("BlameStarted") is not None
+
+    def _cleared(self) -> set[str]:
+        """Who opened its final ciphertext consistently in a blame step (and was not disproved)."""
+        disproved = {e.args["iteration"] - BLAME_KEY - 1 for e in self._named("OpeningDisproved")
+                     if e.args["iteration"] >= BLAME_KEY}
+        return {e.args["participant"] for e in self._named("BlameOpened")
+                if self.participants.index(e.args["participant"]) not in disproved}
+
+    def _check_blame(self, participants: list[str], settled: Event) -> None:
+        """After a sum mismatch: each blame opening's Paillier opening holds (the contract checked
+        the commitment and the mask proofs; the opening only when challenged), every participant
+        that stayed and did not clear itself is named at its final submission and slashed, its
+        balance shared among those that did."""
+        started = self._one("BlameStarted")
+        self._note("blame", f"the revealed sums differ from the decrypted ones: blame step until block "
+                   f"{started.args['until']}", started.args["iteration"], where=started)
+        L = self.key.nbytes
+        for call in self.calls:
+            if call.name == "openBlame" and call.tx.status == 1:
+                opened = call.args["opened"]
+                c, m, rho = (int.from_bytes(x, "big") for x in (opened[:2 * L], opened[2 * L:3 * L], opened[3 * L:]))
+                self._add("blame opening", self.key.verify_opening(c, m, rho), f"{call.tx.sender} opened its final "
+                          "ciphertext" + ("" if self.key.verify_opening(c, m, rho) else " falsely (never challenged)"),
+                          where=call)
+        cleared, blamed = self._cleared(), {e.args["culprit"]: e.args["slashed"] for e in self._named("Blamed")}
+        culprits = [a for i, a in enumerate(participants) if i in self.active and a not in cleared]
+        coordinator = self._one("RoundCreated").args["coordinator"]
+        for address in culprits:
+            self._add("blame", False, f"{address} encrypted other values than it committed to (no consistent "
+                      f"opening): slashed {blamed.get(address, 0) / 1e18:g} tokens, shared among the "
+                      f"{len(cleared)} that opened", where=self.finals.get(address))
+        expected = set(culprits) or {coordinator}
+        self._add("blame outcome", set(blamed) == expected, f"the settlement named {', '.join(sorted(blamed))}"
+                  if set(blamed) == expected else f"the settlement named {sorted(blamed)}, the openings {sorted(expected)}",
+                  where=settled)
+        if not culprits:
+            self._add("blame", False, f"every participant opened consistently: the coordinator {coordinator}'s "
+                      "corrections were wrong", where=settled)
+
+    def _slashes(self) -> dict[str, int]:
+        """Ledger moves of a blame step: each culprit's balance, shared equally among the cleared
+        (the remainder to the first in registration order)."""
+        moves: dict[str, int] = {}
+        cleared = [a for a in self.participants if a in self._cleared()]
+        total = 0
+        for e in self._named("Blamed"):
+            if e.args["slashed"]:
+                moves[e.args["culprit"]] = moves.get(e.args["culprit"], 0) + e.args["slashed"]
+                total += e.args["slashed"]
+        if cleared and total:
+            each = total // len(cleared)
+            for n, a in enumerate(cleared):
+                moves[a] = moves.get(a, 0) - each - (total - each * len(cleared) if n == 0 else 0)
+        return moves
+
     def _standings(self, participants: list[str], call: Call) -> tuple[list[int], list[str]]:
         """Each participant's standing in a settle call and those whose reveal opens no commitment."""
         reveals = _reveals(call, len(participants))
@@ -446,6 +512,11 @@ class RoundAudit:
                 out.append(FINAL)
                 continue
             stayed = i in self.active
+            if stayed and self._blamed and address not in self._cleared():  # a culprit: its reveal void
+                out.append(DROPPED_SILENT)
+                if any(values) or salt != b"\0" * 32:
+                    wrong.append(address)
+                continue
             sub = self.finals.get(address)
             if not stayed and (salt == b"\0" * 32 or sub is None):
                 out.append(DROPPED_SILENT)
@@ -460,7 +531,7 @@ class RoundAudit:
 
     def _check_ledger(self, where: Event | None) -> None:
         """deposits - payments - withdrawals = balance, for every account of the round."""
-        paid: dict[str, int] = {}
+        paid: dict[str, int] = self._slashes()
         for e in self._named("Payment"):
             paid[e.args["account"]] = paid.get(e.args["account"], 0) + e.args["amount"]
         bad = None
@@ -498,7 +569,9 @@ class RoundAudit:
         text = {"ByCoordinator": "the coordinator closed it",
                 "CoordinatorLate": f"the coordinator missed its deadline; {closed.args['by']} cancelled it",
                 "TooFewParticipants": "dropouts left fewer participants than the privacy minimum",
-                "OpeningDisproved": "a challenge disproved the coordinator's opening"}.get(reason, reason)
+                "OpeningDisproved": "a challenge disproved the coordinator's opening",
+                "BlameUnresolved": "after a sum mismatch nobody opened its final ciphertext consistently",
+                }.get(reason, reason)
         self._note("conclusion", f"closed at iteration {closed.args['iteration']} without trading ({text}): every "
                    "deposit is withdrawable", closed.args["iteration"], where=closed)
 

@@ -462,10 +462,13 @@ class Chain:
     # -------------------------------------------------------------- transactions
 
     def transact(self, fn: Any, sender: LocalAccount) -> Any:
-        """Sends a contract call signed by ``sender``; returns the receipt or raises ContractRevert."""
-        return self.transact_many([(fn, sender)])[0]
+        """Sends a contract call signed by ``sender``; returns the receipt or raises ContractRevert.
+        Its gas is not taken from an earlier call of its shape: one call's gas may depend on the
+        state (a settle that begins a blame step costs a third of the one that ends it), and a
+        call resent after running out of gas would leave a failed transaction on chain."""
+        return self.transact_many([(fn, sender)], fresh=True)[0]
 
-    def transact_many(self, items: Sequence[tuple[Any, LocalAccount]]) -> list[Any]:
+    def transact_many(self, items: Sequence[tuple[Any, LocalAccount]], fresh: bool = False) -> list[Any]:
         """Sends many contract calls as fast as the backend allows; receipts in order.
 
         Embedded: sequential, each call gets the block gas limit (no estimate; unused gas is
@@ -503,7 +506,7 @@ class Chain:
             to = fn.address
             data = HexBytes(fn._encode_transaction_data())
             key = (to, bytes(data[:4]), len(data))
-            gas = self._fixed_gas if sequential else self._gas_cache.get(key)
+            gas = self._fixed_gas if sequential else None if fresh else self._gas_cache.get(key)
             if gas is None and self._fixed_gas:
                 # dev RPC chain: the first call of a shape goes alone with the block gas limit and
                 # its receipt sizes the limit of the next ones, which then fit many to a block

@@ -16,7 +16,7 @@ from .backends import Chain, ContractRevert, _revert_data
 
 PHASES = ("Registering", "Sharing", "Iterating", "Concluded", "Settled", "Closed")
 STEPS = ("Submitting", "Recovering", "Aggregating")
-CLOSE_REASONS = ("ByCoordinator", "CoordinatorLate", "TooFewParticipants", "OpeningDisproved")
+CLOSE_REASONS = ("ByCoordinator", "CoordinatorLate", "TooFewParticipants", "OpeningDisproved", "BlameUnresolved")
 MARKET_CONTRACT = "PrivateRounds"
 TOKEN_CONTRACT = "SettlementToken"
 MODULES = ("PaillierMath", "RoundOpenings", "RoundSettlement")  # deployed before PrivateRounds
@@ -179,7 +179,7 @@ class Market:
             token_address = chain.deploy(TOKEN_CONTRACT, operator.address, sender=operator).address
         paillier = chain.deploy("PaillierMath", sender=operator).address
         openings = chain.deploy("RoundOpenings", paillier, sender=operator).address
-        settlement = chain.deploy("RoundSettlement", sender=operator).address
+        settlement = chain.deploy("RoundSettlement", paillier, sender=operator).address
         market = chain.deploy(MARKET_CONTRACT, token_address, paillier, openings, settlement, sender=operator)
         return cls(chain, market.address, token_address)
 
@@ -346,6 +346,19 @@ class Market:
                  for ev in self.chain.events(receipt, self.contract, "Bill")}
         return Settlement(payments, bills, receipt)
 
+    def open_blame_many(self, items: Sequence[tuple[LocalAccount, int, Sequence[int], bytes, bytes, bytes]]) -> list[Any]:
+        """items: (participant, round_id, reveal values, salt, ciphertext || plaintext || rho, masks)."""
+        return self.chain.transact_many([(self._fn().openBlame(r, [int(v) for v in vals], bytes(salt), bytes(opened),
+                                                               bytes(masks)), p) for p, r, vals, salt, opened, masks in items])
+
+    def blame_started(self, receipt: Any) -> bool:
+        """Whether a `settle` transaction found a sum mismatch and began a blame step."""
+        return bool(self.chain.events(receipt, self.contract, "BlameStarted"))
+
+    def blamed(self, receipt: Any) -> dict[str, int]:
+        """The culprits a settlement after a blame step named, and what each was slashed."""
+        return {ev["args"]["culprit"]: int(ev["args"]["slashed"]) for ev in self.chain.events(receipt, self.contract, "Blamed")}
+
     def withdraw_many(self, accounts: Sequence[LocalAccount], round_id: int) -> list[Any]:
         return self.chain.transact_many([(self._fn().withdraw(round_id), a) for a in accounts])
 
@@ -406,9 +419,11 @@ class Market:
     def member(self, round_id: int, account: Any) -> dict:
         """A participant's stored state (PrivateRounds.member)."""
         keys = ("submission_hash", "position", "submitted_iteration_plus_one", "dropped_before_plus_one",
-                "recovered_iteration_plus_one", "member_index_plus_one", "shared")
+                "recovered_iteration_plus_one", "member_index_plus_one", "shared", "cleared", "material_hash",
+                "point_hash", "next_point_hash")
         out = dict(zip(keys, self._fn().member(round_id, _addr(account)).call()))
-        out["submission_hash"] = bytes(out["submission_hash"])
+        for k in ("submission_hash", "material_hash", "point_hash", "next_point_hash"):
+            out[k] = bytes(out[k])
         return out
 
 

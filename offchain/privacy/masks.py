@@ -5,7 +5,7 @@ then seal the pair messages and the recovery shares only.
 
 Each participant registers an X25519 public key on chain. Participants ``i`` and ``j`` derive the
 same pair seed with HKDF-SHA256 from their Diffie-Hellman secret, bound to the market, the round
-and both addresses; the per-iteration mask is expanded from it with SHAKE-256. The lower address
+and both addresses; the per-iteration mask is expanded from it with keccak256. The lower address
 adds the mask and the higher one subtracts it, so all masks cancel in the sum modulo 2^B while
 each single masked vector is uniform.
 """
@@ -15,6 +15,7 @@ import hashlib
 from collections.abc import Sequence
 
 from cryptography.hazmat.primitives import hashes
+from eth_utils import keccak
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -48,8 +49,11 @@ class MaskKey:
 
 
 def stream(seed: bytes, iteration: int, count: int, slot_bits: int) -> list[int]:
+    """``count`` values mod 2^B from keccak256(seed || iteration || counter) blocks (the contract
+    expands a mask the same way in the blame step)."""
     width = -(-slot_bits // 8)
-    raw = hashlib.shake_256(seed + iteration.to_bytes(8, "big")).digest(count * width)
+    raw = b"".join(keccak(seed + iteration.to_bytes(8, "big") + c.to_bytes(4, "big"))
+                   for c in range(-(-count * width // 32)))
     modulus = 1 << slot_bits
     return [int.from_bytes(raw[k * width:(k + 1) * width], "big") % modulus for k in range(count)]
 

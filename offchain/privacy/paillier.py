@@ -42,18 +42,19 @@ class PublicKey:
     def ciphertext_bytes(self) -> int:
         return 2 * self.nbytes
 
-    def random_rn(self) -> int:
-        """``r^n mod n^2`` for a fresh uniform ``r`` in Z*_n (the offline part of an encryption)."""
+    def random_r(self) -> tuple[int, int]:
+        """A fresh uniform ``r`` in Z*_n and ``r^n mod n^2`` (the offline part of an encryption;
+        ``r`` opens the ciphertext, as a blame step asks)."""
         while True:
             r = secrets.randbelow(self.n - 1) + 1
             if gmpy2.gcd(r, self.n) == 1:
-                return int(gmpy2.powmod(r, self.n, self.n_sq))
+                return r, int(gmpy2.powmod(r, self.n, self.n_sq))
 
     def encrypt(self, m: int, rn: int | None = None) -> int:
         """Encrypt ``0 <= m < n``; ``rn`` is a precomputed ``r^n mod n^2`` used exactly once."""
         if not 0 <= m < self.n:
             raise ValueError("plaintext out of range [0, n)")
-        rn = self.random_rn() if rn is None else rn
+        rn = self.random_r()[1] if rn is None else rn
         return int(gmpy2.f_mod(gmpy2.mpz(1 + m * self.n) * rn, self.n_sq))
 
     def add(self, *ciphertexts: int) -> int:
@@ -106,9 +107,9 @@ def generate_keypair(bits: int = DEFAULT_KEY_BITS) -> tuple[PublicKey, PrivateKe
     return public, PrivateKey(public, priv.p, priv.q)
 
 
-def _random_rn_batch(n: int, count: int) -> list[int]:
+def _random_r_batch(n: int, count: int) -> list[tuple[int, int]]:
     key = PublicKey(n)
-    return [key.random_rn() for _ in range(count)]
+    return [key.random_r() for _ in range(count)]
 
 
 _precompute_executor: ProcessPoolExecutor | None = None
@@ -149,7 +150,7 @@ def start_worker() -> None:
 
 @dataclass
 class RandomnessPool:
-    """Precomputed ``r^n mod n^2`` values: the offline part of every encryption.
+    """Precomputed ``(r, r^n mod n^2)`` pairs: the offline part of every encryption.
 
     A background process keeps ``ahead`` values in flight, off the critical path; ``take`` hands
     each value out once (reusing randomness would leak plaintext differences), orders a
@@ -166,18 +167,19 @@ class RandomnessPool:
             self._order()
 
     def _order(self) -> None:
-        self._pending.append(_executor().submit(_random_rn_batch, self.key.n, 1))
+        self._pending.append(_executor().submit(_random_r_batch, self.key.n, 1))
 
     def fill(self, count: int) -> None:
         """Precompute ``count`` values now, in this process."""
-        self._ready.extend(_random_rn_batch(self.key.n, count))
+        self._ready.extend(_random_r_batch(self.key.n, count))
 
-    def take(self) -> int:
+    def take(self) -> tuple[int, int]:
+        """``(r, r^n mod n^2)``."""
         if not self._ready and self._pending:
             self._ready.extend(self._pending.popleft().result())
         if self.ahead:
             self._order()
-        return self._ready.popleft() if self._ready else self.key.random_rn()
+        return self._ready.popleft() if self._ready else self.key.random_r()
 
     def close(self) -> None:
         """Cancel the values still on order."""

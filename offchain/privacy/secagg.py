@@ -34,11 +34,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-import random
 import secrets
 from collections.abc import Iterable, Sequence
 
 from coincurve import PublicKey
+from eth_utils import keccak
 
 # secp256k1: field prime and group order
 P = 2**256 - 2**32 - 977
@@ -104,19 +104,26 @@ def committed_share(commitments: Sequence[bytes], x: int) -> PublicKey:
 
 
 # ------------------------------------------------------------------ Chaum-Pedersen proofs of equal logarithms
-def _challenge(*points: bytes) -> int:
-    return int.from_bytes(hashlib.sha256(b"gridshare/secagg/dleq/" + b"".join(points)).digest(), "big") % Q
+# The challenge hashes the statement and the Ethereum addresses of the two commitments, so that the
+# contract (contracts/lib/Secp256k1.sol) checks a proof with ecrecover: see ``expand``.
+def _address(point: PublicKey) -> bytes:
+    return keccak(point.format(compressed=False)[1:])[12:]
+
+
+def _challenge(public: bytes, base: bytes, partial: bytes, t1: PublicKey, t2: PublicKey) -> int:
+    return int.from_bytes(keccak(b"gridshare/secagg/dleq/" + public + base + partial + _address(t1) + _address(t2)), "big") % Q
 
 
 def prove(secret: int, base: PublicKey | bytes) -> tuple[bytes, bytes]:
-    """``(secret base, proof)``: the proof that the partial has the logarithm to ``base`` that
-    ``secret G`` has to ``G``."""
+    """``(secret base, proof)``: the proof (challenge || response, 64 bytes) that the partial has
+    the logarithm to ``base`` that ``secret G`` has to ``G``."""
     base = base if isinstance(base, PublicKey) else PublicKey(bytes(base))
     partial = multiply(base, secret)
     # the nonce from the secret and the statement (as RFC 6979 does): a resumed run posts the same proof
     w = 1 + int.from_bytes(hashlib.sha256(b"gridshare/secagg/dleq-nonce/" + (secret % Q).to_bytes(32, "big")
                                           + base.format() + partial).digest(), "big") % (Q - 1)
-    c = _challenge(multiply(GENERATOR, secret), base.format(), partial, multiply(GENERATOR, w), multiply(base, w))
+    wb = w.to_bytes(32, "big")
+    c = _challenge(multiply(GENERATOR, secret), base.format(), partial, PublicKey.from_secret(wb), base.multiply(wb))
     return partial, c.to_bytes(32, "big") + ((w - c * secret) % Q).to_bytes(32, "big")
 
 
@@ -129,11 +136,20 @@ def verify(public: PublicKey, base: PublicKey | bytes, partial: bytes, proof: by
     if not 0 < c < Q or not 0 < s < Q:
         return False
     try:  # T1 = s G + c public, T2 = s base + c partial (a sum at infinity: no valid proof)
-        t1 = PublicKey.combine_keys([PublicKey.from_secret(s.to_bytes(32, "big")), public.multiply(c.to_bytes(32, "big"))])
-        t2 = PublicKey.combine_keys([base.multiply(s.to_bytes(32, "big")), PublicKey(bytes(partial)).multiply(c.to_bytes(32, "big"))])
+        t1 = PublicKey.combine_keys([PublicKey.from_secret(proof[32:]), public.multiply(proof[:32])])
+        t2 = PublicKey.combine_keys([base.multiply(proof[32:]), PublicKey(bytes(partial)).multiply(proof[:32])])
     except ValueError:
         return False
-    return c == _challenge(public.format(), base.format(), bytes(partial), t1.format(), t2.format())
+    return c == _challenge(public.format(), base.format(), bytes(partial), t1, t2)
+
+
+def expand(base: PublicKey | bytes, partial: bytes, proof: bytes) -> bytes:
+    """A proof as the contract checks it: challenge, response, then U = s base and V = c partial
+    (x and y, 32 bytes each), which anyone computes from public data."""
+    base = base if isinstance(base, PublicKey) else PublicKey(bytes(base))
+    u = base.multiply(proof[32:]).format(compressed=False)[1:]
+    v = PublicKey(bytes(partial)).multiply(proof[:32]).format(compressed=False)[1:]
+    return bytes(proof) + u + v
 
 
 def lagrange_at_zero(xs: Sequence[int]) -> dict[int, int]:
@@ -172,22 +188,22 @@ def default_threshold(degree: int) -> int:
     return degree // 2 + 1
 
 
-def neighbours(n: int, degree: int, seed: bytes) -> list[list[int]]:
-    """A public, symmetric neighbour graph on positions 0..n-1: the complete graph when
-    ``degree >= n - 1``, else a ring of a seeded random permutation where each participant is linked
-    to the ``degree / 2`` nearest on either side (Harary graph, as in SecAgg+)."""
+def neighbours(n: int, degree: int) -> list[list[int]]:
+    """A public, symmetric neighbour graph on registration positions 0..n-1: the complete graph
+    when ``degree >= n - 1``, else the ring where each participant is linked to the ``degree / 2``
+    nearest on either side (Harary graph, as in SecAgg+), which the contract computes too. (A
+    shuffled ring would add nothing: its seed would be public before registration.)"""
     if degree >= n - 1:
         return [[j for j in range(n) if j != i] for i in range(n)]
     if degree % 2:
         raise ValueError("a sparse neighbour graph needs an even degree")
-    order = list(range(n))
-    random.Random(hashlib.sha256(b"gridshare/secagg/graph/" + seed).digest()).shuffle(order)
-    place = {p: i for i, p in enumerate(order)}
-    graph = []
-    for p in range(n):
-        i = place[p]
-        graph.append(sorted(order[(i + d) % n] for d in range(-degree // 2, degree // 2 + 1) if d))
-    return graph
+    return [sorted((i + d) % n for d in range(-degree // 2, degree // 2 + 1) if d) for i in range(n)]
+
+
+def round_context(market: str, round_id: int, chain_id: int) -> bytes:
+    """What binds a round's masks and seals to it: the market's address, the round and the chain
+    (``abi.encodePacked(address, uint256, uint256)``, as the contract forms it)."""
+    return bytes.fromhex(market[2:]) + round_id.to_bytes(32, "big") + chain_id.to_bytes(32, "big")
 
 
 def positions(items: Iterable[int]) -> list[int]:
@@ -217,7 +233,7 @@ class Plan:
         self.degree = degree_for(n) if degree is None else degree
         self.threshold = threshold
         self.context = context
-        self.graph = neighbours(n, self.degree, context)
+        self.graph = neighbours(n, self.degree)
         self._points: dict[int, tuple[PublicKey, PublicKey]] = {}
         self.commitments: dict[int, tuple[list[bytes], list[bytes]]] = {}  # dealer -> (to a's, to b's coefficients)
         self._committed: dict[tuple[str, int, int], PublicKey] = {}

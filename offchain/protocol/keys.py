@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_utils import keccak
@@ -36,18 +36,22 @@ class Sealed:
     salt: bytes  # kept by the participant until settlement
     reveal: list[int]
     next_point: bytes = b""  # its mask point of the next iteration (rounds with recovery)
+    plaintext: int = 0  # what the ciphertext encrypts (masked, packed) and its randomness r: the
+    rho: int = 0  # opening a blame step asks for (kept by the participant only)
 
 
 class MemberKeys:
     """A participant's keys and, once joined, its seeds, recovery secrets, randomness and salts."""
 
-    def __init__(self, address: str, kept: PartySecrets | None = None) -> None:
+    def __init__(self, address: str, kept: PartySecrets | None = None, cheat: bool = False) -> None:
         self.address = address
         self._kept = kept
+        self.cheat = cheat  # a simulated cheat (--cheat): it encrypts its values plus 1, commits to the true ones
         private = self._keep("mask key", lambda: X25519PrivateKey.generate().private_bytes_raw().hex())
         self.mask_key = MaskKey(X25519PrivateKey.from_private_bytes(bytes.fromhex(private)) if private else None)
         self._pool: RandomnessPool | None = None
         self.recovery: secagg.Secrets | None = None
+        self._material: bytes | None = None  # its sharing post, once made
 
     def _keep(self, key: str, make):
         """``make()``'s value, kept in (or, on a resumed run, read from) the key store; None without one."""
@@ -87,7 +91,9 @@ class MemberKeys:
                       for j, (a, b) in sorted(shares.items())]
             return (rec.point(0) + b"".join(commit_a + commit_b + sealed)).hex()
 
-        return bytes.fromhex(self._keep("share material", fresh) or fresh())
+        if self._material is None:
+            self._material = bytes.fromhex(self._keep("share material", fresh) or fresh())
+        return self._material
 
     def take_shares(self, sender: int, material: bytes) -> bytes:
         """Keeps the shares ``sender`` (a position) sealed for this participant if they are the
@@ -122,17 +128,19 @@ class MemberKeys:
             if kept["reveal"] != list(c.committed):
                 raise ProtocolViolation(f"{self.address}: the resumed run differs from the killed one in iteration {k}")
             return Sealed(*(bytes.fromhex(kept[f]) for f in ("ciphertext", "commitment", "pairs", "salt")),
-                          kept["reveal"], bytes.fromhex(kept["next_point"]))
+                          kept["reveal"], bytes.fromhex(kept["next_point"]), int(kept["plaintext"]), int(kept["rho"]))
         sealed = self._seal(round_id, k, c, partners, points, active)
         if self._kept is not None:
             self._kept.put(f"submission {round_id}/{k}", {
                 **{f: getattr(sealed, f).hex() for f in ("ciphertext", "commitment", "pairs", "salt", "next_point")},
-                "reveal": list(sealed.reveal)})
+                "reveal": list(sealed.reveal), "plaintext": str(sealed.plaintext), "rho": str(sealed.rho)})
         return sealed
 
     def _seal(self, round_id: int, k: int, c: Contribution, partners: dict[str, list[int]],
               points: dict[int, bytes] | None, active: set[int] | None) -> Sealed:
-        ciphertext, next_point = b"", b""
+        ciphertext, next_point, plaintext, rho = b"", b"", 0, 0
+        if self.cheat:
+            c = replace(c, sums=[v + 1 for v in c.sums], reveal=list(c.committed))
         if self._key is not None:
             periods, bits = self._layout.periods, self._layout.slot_bits
             if self.recovery is not None:
@@ -141,13 +149,38 @@ class MemberKeys:
             else:
                 mask = mask_vector(self.address, self._masks, k, periods, bits)
             plaintext = self._layout.pack(c.sums, mask)
-            ciphertext = self._key.to_bytes(self._key.encrypt(plaintext, self._pool.take()))
+            rho, rn = self._pool.take()
+            ciphertext = self._key.to_bytes(self._key.encrypt(plaintext, rn))
         others = self._others(active)
         pairs = b"".join(seal(partners[other], self._pads[other], k, self.address, other)
                          for other in others) if partners else b""
         salt = secrets.token_bytes(32)
         reveal = c.committed
-        return Sealed(ciphertext, commitment(round_id, k, self.address, reveal, salt), pairs, salt, reveal, next_point)
+        return Sealed(ciphertext, commitment(round_id, k, self.address, reveal, salt), pairs, salt, reveal, next_point,
+                      plaintext, rho)
+
+    def blame_opening(self, sealed: Sealed, k: int, points: dict[int, bytes], layout: SlotLayout) -> tuple[bytes, bytes] | None:
+        """What this participant posts in a blame step (`PrivateRounds.openBlame`): its final
+        ciphertext with its plaintext and randomness, and its masks of iteration ``k`` proven
+        against its sharing post (``points``: the iteration's mask points {position: Y_j(k)},
+        posted by exactly those in the iteration). None if its ciphertext does not encrypt its
+        reveal under those masks (a cheat: the chain would reject the opening)."""
+        rec, plan = self.recovery, self.recovery.plan
+        mask = rec.mask(k, points, set(points), layout.periods, layout.slot_bits)
+        if layout.unpack_sums(sealed.plaintext, mask) != list(sealed.reveal[:layout.periods]):
+            return None
+        nbytes = self._key.nbytes
+        opened = sealed.ciphertext + sealed.plaintext.to_bytes(nbytes, "big") + sealed.rho.to_bytes(nbytes, "big")
+        pair_base, self_base = plan.points(k)
+        own, own_proof = secagg.prove(rec.pair, pair_base)
+        self_mask, self_proof = secagg.prove(rec.own, self_base)
+        masks = [self.share_material(), own, secagg.expand(pair_base, own, own_proof),
+                 self_mask, secagg.expand(self_base, self_mask, self_proof)]
+        for j in plan.graph[self.position]:
+            if j in points:
+                pair, proof = secagg.prove(rec.pair, points[j])
+                masks += [points[j], pair, secagg.expand(points[j], pair, proof)]
+        return opened, b"".join(masks)
 
     def _others(self, active: set[int] | None) -> list[str]:
         return [a for j, a in enumerate(self._peers) if a != self.address.lower() and (active is None or j in active)]

@@ -29,7 +29,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from eth_utils import to_checksum_address
 
@@ -82,6 +82,7 @@ class Transport(ABC):
         self.active: set[int] = set()  # participant indices still in the round
         self.dropped_at: dict[int, int] = {}  # participant index -> iteration it dropped out in
         self.false_partials: dict[int, list[int]] = {}  # survivor -> iterations its recovery post failed its proofs
+        self.blamed: dict[str, int] = {}  # after a blame step: culprit (or the coordinator) -> deposit slashed
 
     @abstractmethod
     def open(self, setup: RoundSetup, parent: "Transport | None" = None) -> None: ...
@@ -344,9 +345,11 @@ class ChainTransport(_Sealing, Transport):
     def __init__(self, chain, key_bits: int = 2048, verify_openings: bool = True, market=None,
                  rules: dict[str, str] | None = None, hardfork: str | None = None, account_offset: int = 0,
                  drops: dict[int, list[str]] | None = None, recovery: bool = True,
-                 windows: dict[str, int | None] | None = None, kept=None, announce=None) -> None:
+                 windows: dict[str, int | None] | None = None, kept=None, announce=None,
+                 cheats: Sequence[str] = ()) -> None:
         super().__init__(drops)
         self.kept = kept
+        self.cheats = list(cheats)  # participants (names) that encrypt other values than they commit to
         self.announce = announce  # called with the round's market and id once it is created
         self.chain, self.key_bits, self.verify_openings = chain, key_bits, verify_openings
         self.account_offset, self.recovery = account_offset, recovery
@@ -426,7 +429,8 @@ class ChainTransport(_Sealing, Transport):
         if self.announce is not None:  # before any deposit: where a refund would look
             self.announce({"market": self.market.address, "token": self.market.token.address, "round_id": self.round_id,
                            "url": chain.url, "chain_id": chain.chain_id})
-        self.members = [MemberKeys(a.address, self._kept(a.address)) for a in parts]
+        self.members = [MemberKeys(a.address, self._kept(a.address), cheat=p.name in self.cheats)
+                        for p, a in zip(setup.participants, parts)]
         # one by one: the registration order is the participants' order (and the allow-list's)
         for i, (p, account, m) in enumerate(zip(setup.participants, parts, self.members)):
             item = (account, self.round_id, m.public_bytes)
@@ -443,7 +447,7 @@ class ChainTransport(_Sealing, Transport):
         peers = self.market.participants(self.round_id)
         if [a.lower() for a, _ in peers] != [a.address.lower() for a in parts]:
             raise ProtocolViolation("the chain's registration order differs from the order registered")
-        self.context = self.market.address.encode() + self.round_id.to_bytes(32, "big") + chain.chain_id.to_bytes(32, "big")
+        self.context = secagg.round_context(self.market.address, self.round_id, chain.chain_id)
         self.seconds["chain"] += time.perf_counter() - t0
         self._join(peers, self.context)
         self.chain_info = ChainInfo(kind=chain.kind, url=chain.url, chain_id=chain.chain_id, hardfork=self.hardfork,
@@ -534,6 +538,8 @@ class ChainTransport(_Sealing, Transport):
         reveals += [None] * (len(self.setup.participants) - len(reveals))
         result = self._timed("chain", self.market.settle, self.coordinator_account, self.round_id, reveals)
         self._record("settle", result.receipt, self.setup.coordinator_role)
+        if self.market.blame_started(result.receipt):
+            result = self._blame(reveals)
         names = [p.name for p in self.setup.participants]
         paid = result.payments
         by_address = {self.addresses[r].lower(): r for r in (*self.setup.payees, self.setup.coordinator_role)}
@@ -545,6 +551,32 @@ class ChainTransport(_Sealing, Transport):
                 payees[role] = payees.get(role, 0) + amount
         return MirrorSettlement([paid.get(self.addresses[n], 0) for n in names], payees,
                                 [result.bills[self.addresses[n]] for n in names] if result.bills else [])
+
+    def _blame(self, reveals: list) -> Any:
+        """The revealed sums differ from the decrypted ones: every participant that stayed to the
+        end opens its final ciphertext and masks (one that cannot, a cheat, posts nothing), the
+        challenge window passes, and the round settles without the culprits, whose deposits are
+        shared among the others."""
+        k = self.market.round_info(self.round_id)["iteration"]
+        items, culprits = [], []
+        for i in sorted(self.active):
+            opened = self.members[i].blame_opening(self.sealed[i], k, self.points[k], self.layout)
+            if opened is None:
+                culprits.append(i)
+            else:
+                items.append((self.accounts[self.setup.participants[i].name], self.round_id, self.sealed[i].reveal,
+                              self.sealed[i].salt, *opened))
+        self._record("open blame", self._timed("chain", self.market.open_blame_many, items),
+                     [self.setup.participants[i].name for i in sorted(self.active) if i not in culprits])
+        self._timed("chain", self.chain.mine_until, int(self.market.round_info(self.round_id)["challenge_until"]) + 1)
+        for i in culprits:  # settled as dropped without a reveal, their reveals void
+            self.active.discard(i)
+            reveals[i] = None
+        result = self._timed("chain", self.market.settle, self.coordinator_account, self.round_id, reveals)
+        self._record("settle", result.receipt, self.setup.coordinator_role)
+        names = {self.addresses[p.name].lower(): p.name for p in self.setup.participants}
+        self.blamed = {names.get(a.lower(), a): v for a, v in self.market.blamed(result.receipt).items()}
+        return result
 
     def close_round(self) -> None:
         receipt = self._timed("chain", self.market.close, self.coordinator_account, self.round_id)

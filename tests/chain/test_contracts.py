@@ -180,11 +180,11 @@ def test_modules_called_directly_see_no_rounds(w):
 
 
 def test_code_sizes_stay_under_the_eip170_and_eip3860_limits(w):
-    """The Paillier arithmetic lives in PaillierMath, aggregation, publication and challenges in
-    RoundOpenings, the settlement in RoundSettlement and each mechanism's arithmetic in its rule
-    contract, so PrivateRounds' runtime code stays below EIP-170's 24,576 bytes (23,923 when this
-    test was written) and its creation code with the constructor's four arguments below EIP-3860's
-    49,152; the helpers are far below."""
+    """The Paillier arithmetic lives in PaillierMath, round creation, aggregation, publication and
+    challenges in RoundOpenings, the settlement and the blame step in RoundSettlement and each
+    mechanism's arithmetic in its rule contract, so every runtime code stays below EIP-170's 24,576
+    bytes with at least 4 KB to grow (PrivateRounds had 668 bytes left before round creation moved
+    out) and every creation code below EIP-3860's 49,152."""
     f = w.market.contract.functions
     addresses = {"PrivateRounds": w.market.address, "PaillierMath": f.paillier().call(),
                  "RoundOpenings": f.openings().call(), "RoundSettlement": f.settlement().call(),
@@ -193,9 +193,8 @@ def test_code_sizes_stay_under_the_eip170_and_eip3860_limits(w):
     init = {name: len(bytes.fromhex(w.chain.artifacts[name].bytecode[2:])) for name in addresses}
     init["PrivateRounds"] += 4 * 32  # token, paillier, openings, settlement
     print("runtime code bytes:", size, "initcode bytes:", init)
-    assert size["PrivateRounds"] < EIP170_LIMIT, size
+    assert all(v <= EIP170_LIMIT - 4096 for v in size.values()), size
     assert all(v < EIP3860_LIMIT for v in init.values()), init
-    assert all(size[n] <= EIP170_LIMIT // 2 for n in addresses if n != "PrivateRounds"), size
 
 
 # ----------------------------------------------------------------------------- round set-up
@@ -469,7 +468,8 @@ def test_submission_stores_one_hash_and_emits_event(w):
     receipt = w.market.submit(s["p"], w.rid, 0, s["ct"], s["cm"])
     assert w.market.member(w.rid, s["p"]) == dict(
         submission_hash=keccak(keccak(s["ct"]) + s["cm"])[:26], position=1, submitted_iteration_plus_one=1,
-        dropped_before_plus_one=0, recovered_iteration_plus_one=0, member_index_plus_one=1, shared=False)
+        dropped_before_plus_one=0, recovered_iteration_plus_one=0, member_index_plus_one=1, shared=False,
+        cleared=False, material_hash=bytes(16), point_hash=bytes(16), next_point_hash=bytes(16))  # no recovery
     assert events(w, receipt, "Submitted") == [{"roundId": w.rid, "iteration": 0, "participant": s["p"].address,
                                                  "ciphertextHash": keccak(s["ct"]), "commitment": s["cm"]}]
     assert events(w, receipt, "PairMessages") == [] and events(w, receipt, "MaskPoint") == []

@@ -86,8 +86,10 @@ def test_precomputed_randomness_gives_valid_ciphertexts_used_once(keys):
     public, private = keys
     pool = RandomnessPool(public)
     pool.fill(3)
-    a, b = public.encrypt(7, pool.take()), public.encrypt(7, pool.take())
+    (ra, rna), (rb, rnb) = pool.take(), pool.take()
+    a, b = public.encrypt(7, rna), public.encrypt(7, rnb)
     assert a != b and private.decrypt(a) == private.decrypt(b) == 7
+    assert public.verify_opening(a, 7, ra) and public.verify_opening(b, 7, rb)  # r opens its ciphertext
     assert len(pool) == 1
 
 
