@@ -574,7 +574,10 @@ class ChainTransport(_Sealing, Transport):
             reveals[i] = None
         result = self._timed("chain", self.market.settle, self.coordinator_account, self.round_id, reveals)
         self._record("settle", result.receipt, self.setup.coordinator_role)
-        names = {self.addresses[p.name].lower(): p.name for p in self.setup.participants}
+        if self.market.round_info(self.round_id)["phase"] == "Closed":
+            raise ProtocolViolation("the revealed sums differ from the decrypted ones and no participant opened its "
+                                    "final ciphertext consistently: the round closed, every deposit withdrawable")
+        names = {self.addresses[r].lower(): r for r in (*(p.name for p in self.setup.participants), self.setup.coordinator_role)}
         self.blamed = {names.get(a.lower(), a): v for a, v in self.market.blamed(result.receipt).items()}
         return result
 

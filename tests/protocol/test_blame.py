@@ -75,3 +75,43 @@ def test_a_false_blame_opening_is_rejected_and_changes_nothing(monkeypatch):
     assert tried == {"a false proof": "BlameOpeningInvalid", "short masks": "MasksLength",
                      "another's masks": "BlameOpeningInvalid"}
     assert main["settled"] and main["matches_mirror"] and len(main["blamed"]) == 1
+
+
+@pytest.mark.skipif(not node_available(), reason="anvil (npm ci) not installed")
+def test_wrong_corrections_blame_the_coordinator_and_slash_nobody(monkeypatch):
+    """The coordinator publishes corrections off by one: every participant clears itself, so the
+    settlement names the coordinator, slashes nobody and pays everyone as in an honest round."""
+    from offchain.chain.backends import start_anvil
+    from offchain.privacy import secagg
+
+    honest = secagg.Plan.corrections
+    monkeypatch.setattr(secagg.Plan, "corrections", lambda self, *a, **kw: [v + 1 for v in honest(self, *a, **kw)])
+    with start_anvil(accounts=4) as node:
+        p = prepare(TARIFF, RunOptions(mode="chain", key_bits=2048, chain_url=node.url, settle_unconverged=True))
+        record = execute(p).to_dict()
+        monkeypatch.setattr(secagg.Plan, "corrections", honest)  # the auditor recomputes them honestly
+        findings, _ = run_audit(p.chain, record["chain"]["contracts"]["market"])
+    main = [r for r in record["rounds"] if r["transport"] == "chain"][-1]
+    assert main["settled"] and main["matches_mirror"] and main["blamed"] == {"coordinator": "0"}
+    failed = {f.check for f in findings if not f.ok}
+    assert failed == {"mask recovery", "blame"}, failed
+
+
+def test_nobody_clearing_itself_closes_the_round_and_returns_every_deposit(monkeypatch):
+    """Every participant cheats (none can open consistently): the round closes, nobody is
+    slashed, and the run says so and exits non-zero."""
+    from offchain.errors import ProtocolViolation
+    from offchain.protocol.keys import MemberKeys
+
+    from offchain.protocol.transport import ChainTransport
+
+    monkeypatch.setattr(MemberKeys, "blame_opening", lambda self, *a: None)
+    seen, blame = [], ChainTransport._blame
+    monkeypatch.setattr(ChainTransport, "_blame", lambda self, reveals: seen.append(self.market) or blame(self, reveals))
+    p = prepare(TARIFF, RunOptions(mode="chain", key_bits=2048, settle_unconverged=True, cheat=1))
+    with pytest.raises(ProtocolViolation, match="no participant opened"):
+        execute(p)
+    market = seen[0]
+    assert market.round_info(1)["phase"] == "Closed"
+    closed = market.contract.events.Closed().get_logs(from_block=0)
+    assert [e["args"]["reason"] for e in closed] == [4]  # BlameUnresolved
