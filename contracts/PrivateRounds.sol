@@ -9,6 +9,7 @@ import {MessageHashUtils} from "@openzeppelin/contracts/utils/cryptography/Messa
 import {PaillierMath} from "./PaillierMath.sol";
 import {RoundOpenings} from "./RoundOpenings.sol";
 import {RoundSettlement} from "./RoundSettlement.sol";
+import {Secp256k1} from "./lib/Secp256k1.sol";
 import {RoundStorage} from "./RoundStorage.sol";
 import {CloseReason, ISettlementRule, Member, Phase, Round, RoundParams, Step, Windows} from "./RoundTypes.sol";
 
@@ -63,7 +64,6 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
     /// @notice The privacy minimum: a round starts, and goes on, with at least this many participants.
     uint256 public constant MIN_PARTICIPANTS = 3;
     uint256 internal constant POINT_BYTES = 33; // a compressed secp256k1 point
-    uint256 internal constant SECP256K1_P = 2 ** 256 - 2 ** 32 - 977; // the secp256k1 field prime
 
     /// @notice The settlement token.
     IERC20 public immutable token;
@@ -183,7 +183,7 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
         if (m.position == 0) revert NotRegistered(msg.sender);
         if (m.shared) revert AlreadyShared(msg.sender);
         if (material.length > MAX_DATA_BYTES) revert SharesLength(material.length, MAX_DATA_BYTES);
-        if (material.length < POINT_BYTES || !_isCurvePoint(material[:POINT_BYTES])) revert MaskPointInvalid(msg.sender);
+        if (material.length < POINT_BYTES || !Secp256k1.isPoint(material[:POINT_BYTES])) revert MaskPointInvalid(msg.sender);
         m.shared = true;
         m.materialHash = bytes16(keccak256(material)); // a blame opening proves against its commitments
         m.nextPointHash = bytes16(keccak256(material[:POINT_BYTES]));
@@ -714,7 +714,7 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
         if (pairMessages.length != expected) revert PairMessagesLength(pairMessages.length, expected);
         if (expected != 0) emit PairMessages(roundId, iteration, msg.sender, pairMessages);
         bool recovery = r.threshold != 0;
-        if (recovery ? !_isCurvePoint(nextPoint) : nextPoint.length != 0) revert MaskPointInvalid(msg.sender);
+        if (recovery ? !Secp256k1.isPoint(nextPoint) : nextPoint.length != 0) revert MaskPointInvalid(msg.sender);
         if (recovery) {
             Member storage m = r.members[msg.sender];
             (m.pointHash, m.nextPointHash) = (m.nextPointHash, bytes16(keccak256(nextPoint)));
@@ -734,28 +734,6 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
                 || u == 0xedffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f
                 || u == 0xeeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f
         ) revert MaskKeyRejected(key);
-    }
-
-    /// @dev A compressed secp256k1 point: prefix 2 or 3 and x with x^3 + 7 a square mod p (one small MODEXP).
-    function _isCurvePoint(bytes calldata point) internal view returns (bool ok) {
-        if (point.length != POINT_BYTES || (point[0] != 0x02 && point[0] != 0x03)) return false;
-        uint256 x = uint256(bytes32(point[1:]));
-        if (x >= SECP256K1_P) return false;
-        uint256 rhs = addmod(mulmod(mulmod(x, x, SECP256K1_P), x, SECP256K1_P), 7, SECP256K1_P);
-        uint256 e = (SECP256K1_P - 1) / 2;
-        uint256 result;
-        assembly ("memory-safe") {
-            let p := mload(0x40)
-            mstore(p, 32)
-            mstore(add(p, 32), 32)
-            mstore(add(p, 64), 32)
-            mstore(add(p, 96), rhs)
-            mstore(add(p, 128), e)
-            mstore(add(p, 160), SECP256K1_P)
-            ok := staticcall(gas(), 0x05, p, 192, p, 32)
-            result := mload(p)
-        }
-        ok = ok && (result == 1 || rhs == 0);
     }
 
     /// @dev A keyed round's ciphertext: 1 < c < n^2 and c not a multiple of n (such c are no units

@@ -22,10 +22,18 @@ library Secp256k1 {
     function hashToPoint(bytes memory tag) internal view returns (bytes memory point) {
         for (uint32 counter = 0;; ++counter) {
             uint256 x = uint256(sha256(abi.encodePacked(POINT_TAG, tag, counter)));
-            if (x < P && _modexp(addmod(mulmod(mulmod(x, x, P), x, P), 7, P), (P - 1) / 2) == 1) {
-                return abi.encodePacked(bytes1(0x02), x);
-            }
+            if (_isX(x)) return abi.encodePacked(bytes1(0x02), x);
         }
+    }
+
+    /// @notice A compressed point: prefix 2 or 3 and an x of the curve.
+    function isPoint(bytes calldata point) internal view returns (bool) {
+        return point.length == 33 && (point[0] == 0x02 || point[0] == 0x03) && _isX(uint256(bytes32(point[1:])));
+    }
+
+    /// @dev x < p and x^3 + 7 a square mod p (Euler's criterion: one small MODEXP).
+    function _isX(uint256 x) private view returns (bool) {
+        return x < P && _modexp(addmod(mulmod(mulmod(x, x, P), x, P), 7, P), (P - 1) / 2) == 1;
     }
 
     /// @notice Whether `proof` shows that the compressed points `S` = sigma G and `Q` = sigma `B`
