@@ -57,36 +57,38 @@ contract PaillierMath {
         }
     }
 
-    /// @notice Checks a published decryption (m < n, 0 < rho < n) and decodes its slot sums,
-    ///         less the recovery's mask corrections (mod 2^B).
+    /// @notice Checks a published decryption (m < n, 0 < rho < n) and decodes its slot sums and
+    ///         its check slot (the slot after them, whose masks cancel in an honest sum), each less
+    ///         `mask` (mod 2^B; empty: none).
     /// @param keyData the round's key data contract.
     /// @param mRho the plaintext m and the opening rho, len(n) bytes each.
-    /// @param layout the slot layout.
-    /// @param corrections per slot the masks to remove (empty: none).
+    /// @param layout the slot layout (`slots` data slots; the check slot follows them).
+    /// @param mask per slot, the check slot last, a mask to remove (empty: none).
     /// @return outcome Valid, or what is wrong.
     /// @return sums the decoded slot sums (Valid only).
-    function open(address keyData, bytes calldata mRho, Layout calldata layout, uint64[] calldata corrections)
+    /// @return check the check slot, mod 2^B (Valid only).
+    function open(address keyData, bytes calldata mRho, Layout calldata layout, uint64[] calldata mask)
         external
         view
-        returns (Opening outcome, int64[] memory sums)
+        returns (Opening outcome, int64[] memory sums, uint64 check)
     {
         uint256 L = mRho.length / 2;
         bytes memory m = mRho[:L];
         bytes memory rho = mRho[L:];
         bytes memory n = _load(keyData, 1 + 2 * L, L);
-        if (!BigMod.lt(m, n)) return (Opening.PlaintextOutOfRange, sums);
-        if (BigMod.isZero(rho) || !BigMod.lt(rho, n)) return (Opening.OpeningNotCanonical, sums);
-        sums = PackedSlots.decode(m, layout.slots, layout.slotBits, layout.slotWidth);
-        if (corrections.length != 0) {
-            uint256 bits = layout.slotBits;
-            uint256 mask = (uint256(1) << bits) - 1;
-            for (uint256 t = 0; t < sums.length; ++t) {
-                uint256 v;
-                unchecked {
-                    v = (uint256(int256(sums[t])) - corrections[t]) & mask; // mod 2^256, then mod 2^B
-                }
-                sums[t] = int64(_signExtend(v, bits));
+        if (!BigMod.lt(m, n)) return (Opening.PlaintextOutOfRange, sums, 0);
+        if (BigMod.isZero(rho) || !BigMod.lt(rho, n)) return (Opening.OpeningNotCanonical, sums, 0);
+        uint256 bits = layout.slotBits;
+        int64[] memory all = PackedSlots.decode(m, uint256(layout.slots) + 1, bits, layout.slotWidth);
+        uint256 modulus = (uint256(1) << bits) - 1;
+        sums = new int64[](layout.slots);
+        for (uint256 t = 0; t < all.length; ++t) {
+            uint256 v;
+            unchecked {
+                v = (uint256(int256(all[t])) - (mask.length != 0 ? mask[t] : 0)) & modulus; // mod 2^256, then mod 2^B
             }
+            if (t < sums.length) sums[t] = int64(_signExtend(v, bits));
+            else check = uint64(v);
         }
     }
 

@@ -11,23 +11,27 @@ import {RoundOpenings} from "./RoundOpenings.sol";
 import {RoundSettlement} from "./RoundSettlement.sol";
 import {Secp256k1} from "./lib/Secp256k1.sol";
 import {RoundStorage} from "./RoundStorage.sol";
-import {CloseReason, ISettlementRule, Member, Phase, Round, RoundParams, Step, Windows} from "./RoundTypes.sol";
+import {RoundDisputes} from "./RoundDisputes.sol";
+import {CloseReason, DropReason, Fault, Member, Phase, Round, RoundParams, Step, Windows} from "./RoundTypes.sol";
 
 /// @title PrivateRounds
 /// @notice The generic private round of every gridshare mechanism: membership (an allow-list, the
-///         creator's signature per participant, or open), the sharing of mask secrets for dropout
-///         recovery, per-iteration submissions (a Paillier ciphertext, or none in rounds without a
-///         key, a hiding commitment and optional pair messages) under deadlines, the dropping of
-///         late participants and the survivors' recovery partials, on-chain homomorphic
-///         aggregation in chunks, publication of decrypted aggregates whose openings anyone may
-///         challenge, conclusion, settlement through the round's stateless rule contract,
-///         cancellation when the coordinator is late, and a per-round token ledger. Rounds may
+///         creator's signature per participant, or open) with each participant's public key and
+///         first mask point, locked collateral and a coordinator's bond, per-iteration submissions
+///         (a Paillier ciphertext, or none in rounds without a key, a hiding commitment, optional
+///         pair messages, the next mask point) under deadlines, attempts repeated without those
+///         that missed one, on-chain homomorphic aggregation in chunks, publication of decrypted
+///         aggregates whose openings anyone may challenge, disputes that name whoever submitted
+///         masks that do not cancel, conclusion, each participant's own reveal, settlement through
+///         the round's stateless rule contract (after a blame step when the reveals do not add
+///         up), cancellation when the coordinator is late, and a per-round token ledger. Rounds may
 ///         nest (a parent round id). See docs/protocol.md.
-/// @dev Every phase change passes through `_setPhase`, every ledger move through `_update`
-///      (RoundStorage). Aggregation, publication and challenges run in the RoundOpenings module,
-///      the settlement in the RoundSettlement module (both by DELEGATECALL, with the caller's
-///      calldata). Every event and error is declared once, in IPrivateRounds. Sign convention of
-///      amounts: positive = paid by the account.
+/// @dev Every phase change passes through `_setPhase`, every ledger move through `_update`, every
+///      forfeit through `_forfeit` (RoundStorage). Aggregation, publication and challenges run in
+///      the RoundOpenings module, disputes and blame openings in RoundDisputes, reveals and the
+///      settlement in RoundSettlement (each by DELEGATECALL, with the caller's calldata). Every
+///      event and error is declared once, in IPrivateRounds. Sign convention of amounts:
+///      positive = paid by the account.
 contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
 
@@ -36,6 +40,7 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
         Phase phase;
         Step step;
         uint32 iteration;
+        uint16 attempt;
         uint64 deadline;
         address coordinator;
         address gridAccount;
@@ -45,7 +50,7 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
         uint16 participantCount;
         uint16 active;
         uint16 submissions;
-        uint16 recoveries;
+        uint16 revealed;
         uint16 slots;
         uint8 slotBits;
         uint16 slotWidth;
@@ -55,14 +60,16 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
         uint16 pairLanes;
         bool allowList;
         bool signedMembers;
-        uint16 threshold;
         Windows windows;
+        uint256 collateral;
+        uint256 bond;
+        uint256 forfeited;
         uint64 challengeUntil;
-        uint32 challengeIterationPlusOne;
+        uint64 revealUntil;
+        uint64 blameUntil;
+        uint256 challengeKeyPlusOne;
     }
 
-    /// @notice The privacy minimum: a round starts, and goes on, with at least this many participants.
-    uint256 public constant MIN_PARTICIPANTS = 3;
     uint256 internal constant POINT_BYTES = 33; // a compressed secp256k1 point
 
     /// @notice The settlement token.
@@ -71,8 +78,10 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
     PaillierMath public immutable paillier;
     /// @notice The module for aggregation, publication and challenges (run by DELEGATECALL).
     address public immutable openings;
-    /// @notice The settlement module (run by DELEGATECALL).
+    /// @notice The module for reveals and the settlement (run by DELEGATECALL).
     address public immutable settlement;
+    /// @notice The module for disputes and blame openings (run by DELEGATECALL).
+    address public immutable disputes;
 
     /// @dev The modules are deployed first and passed in (created here, their code would push this
     ///      contract's creation code past EIP-3860's 49,152 bytes). The audit checks that each
@@ -80,13 +89,21 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
     /// @param token_ the ERC-20 settlement token.
     /// @param paillier_ a PaillierMath.
     /// @param openings_ a RoundOpenings created with `paillier_`.
-    /// @param settlement_ a RoundSettlement created with `paillier_`.
-    constructor(IERC20 token_, PaillierMath paillier_, RoundOpenings openings_, RoundSettlement settlement_) {
-        if (openings_.paillier() != paillier_ || settlement_.paillier() != paillier_) revert BadParameters("modules");
+    /// @param settlement_ a RoundSettlement.
+    /// @param disputes_ a RoundDisputes created with `paillier_`.
+    constructor(
+        IERC20 token_,
+        PaillierMath paillier_,
+        RoundOpenings openings_,
+        RoundSettlement settlement_,
+        RoundDisputes disputes_
+    ) {
+        if (openings_.paillier() != paillier_ || disputes_.paillier() != paillier_) revert BadParameters("modules");
         token = token_;
         paillier = paillier_;
         openings = address(openings_);
         settlement = address(settlement_);
+        disputes = address(disputes_);
     }
 
     // ------------------------------------------------------------------ round life cycle
@@ -105,33 +122,35 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
     /// @notice Joins a round that is still registering: open rounds and allow-listed members
     ///         (rounds with signed membership take `registerSigned`).
     /// @param roundId the round.
-    /// @param maskKey the participant's X25519 public key (pair seeds, sealed shares and messages);
-    ///        neither zero, nor of low order, nor used before in the round.
-    function register(uint256 roundId, bytes32 maskKey) external {
+    /// @param keys the participant's public key A = a G and, in a round with a Paillier key, its
+    ///        mask point of iteration 0, Y(0) = a H_0 (compressed secp256k1 points, x below the
+    ///        group order); only A in a round without a key but with pair lanes; else empty.
+    function register(uint256 roundId, bytes calldata keys) external {
         Round storage r = _round(roundId);
         if (r.signedMembers) revert BadSignature(msg.sender);
         uint256 indexPlusOne = r.allowList ? r.allowedPlusOne[msg.sender] : uint256(r.participantCount) + 1;
         if (indexPlusOne == 0) revert NotMember(msg.sender);
-        _register(r, roundId, maskKey, indexPlusOne);
+        _register(r, roundId, keys, indexPlusOne);
     }
 
     /// @notice Joins a round with signed membership, showing the creator's signature (EIP-191) of
     ///         keccak256(abi.encode(chainid, this contract, roundId, participant, memberIndex)).
     /// @param roundId the round.
-    /// @param maskKey the participant's X25519 public key (as in `register`).
+    /// @param keys the participant's keys (as in `register`).
     /// @param memberIndex the participant's index among the members the creator admits.
     /// @param signature the creator's signature.
-    function registerSigned(uint256 roundId, bytes32 maskKey, uint16 memberIndex, bytes calldata signature) external {
+    function registerSigned(uint256 roundId, bytes calldata keys, uint16 memberIndex, bytes calldata signature) external {
         Round storage r = _round(roundId);
         if (!r.signedMembers) revert BadSignature(msg.sender);
         bytes32 digest = MessageHashUtils.toEthSignedMessageHash(
             keccak256(abi.encode(block.chainid, address(this), roundId, msg.sender, memberIndex)));
         (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, signature);
         if (err != ECDSA.RecoverError.NoError || signer != r.coordinator) revert BadSignature(msg.sender);
-        _register(r, roundId, maskKey, uint256(memberIndex) + 1);
+        _register(r, roundId, keys, uint256(memberIndex) + 1);
     }
 
     /// @notice Deposits settlement tokens on the round's ledger (needs a prior ERC-20 approval).
+    ///         Deposits stay locked until the round is settled or closed.
     /// @param roundId the round.
     /// @param amount token base units.
     function deposit(uint256 roundId, uint256 amount) external nonReentrant {
@@ -143,9 +162,10 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
         token.safeTransferFrom(msg.sender, address(this), amount);
     }
 
-    /// @notice Closes registration and opens the sharing step (rounds with dropout recovery) or
-    ///         iteration 0 with the first public prices (coordinator only, before the registration
-    ///         deadline plus the coordinator's window).
+    /// @notice Closes registration and opens iteration 0 with the first public prices
+    ///         (coordinator only, before the registration deadline plus the coordinator's window,
+    ///         with its bond on the ledger). Participants whose deposit is below the round's
+    ///         collateral are dropped; at least MIN_PARTICIPANTS must remain.
     /// @param roundId the round.
     /// @param prices0 the first price vector, one entry per element of the price band and inside it.
     function start(uint256 roundId, uint64[] calldata prices0) external {
@@ -154,60 +174,36 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
         _requirePhase(r, roundId, Phase.Registering);
         uint64 late = r.deadline + r.windows.coordinator;
         if (block.number > late) revert DeadlinePassed(late);
-        uint256 count = r.participantCount;
+        uint256 held = r.balances[msg.sender];
+        if (held < r.bond) revert InsufficientDeposit(msg.sender, held, r.bond);
+        address[] storage parts = r.participants;
+        uint256 collateral = r.collateral;
+        for (uint256 i = 0; i < parts.length; ++i) {
+            if (r.balances[parts[i]] < collateral) _drop(r, roundId, parts[i], DropReason.NoCollateral);
+        }
+        uint256 count = r.active;
         if (count < MIN_PARTICIPANTS) revert TooFewParticipants(count, MIN_PARTICIPANTS);
-        if (r.threshold >= count) revert TooFewParticipants(count, uint256(r.threshold) + 1);
         _checkPrices(r, prices0);
         r.prices = prices0;
         emit RoundStarted(roundId, 0, count, prices0);
-        if (r.threshold != 0) {
-            _setPhase(r, roundId, Phase.Sharing);
-            _beginStep(r, roundId, Step.Submitting, r.windows.submission);
-        } else {
-            _beginIteration(r, roundId);
-        }
-    }
-
-    /// @notice Posts the caller's shares of its mask secrets, each sealed to its holder, the
-    ///         commitments to its sharing polynomials and its mask point of iteration 0 (the first
-    ///         33 bytes), in the sharing step of a round with dropout recovery. Not interpreted on
-    ///         chain beyond the point.
-    /// @param roundId the round.
-    /// @param material the mask point (33 bytes, compressed secp256k1), the Feldman commitments (2 x
-    ///        threshold compressed points) and the sealed shares (docs/protocol.md, "Dropout recovery").
-    function share(uint256 roundId, bytes calldata material) external {
-        Round storage r = _round(roundId);
-        _requirePhase(r, roundId, Phase.Sharing);
-        _requireOnTime(r);
-        Member storage m = r.members[msg.sender];
-        if (m.position == 0) revert NotRegistered(msg.sender);
-        if (m.shared) revert AlreadyShared(msg.sender);
-        if (material.length > MAX_DATA_BYTES) revert SharesLength(material.length, MAX_DATA_BYTES);
-        if (material.length < POINT_BYTES || !Secp256k1.isPoint(material[:POINT_BYTES])) revert MaskPointInvalid(msg.sender);
-        m.shared = true;
-        m.materialHash = bytes16(keccak256(material)); // a blame opening proves against its commitments
-        m.nextPointHash = bytes16(keccak256(material[:POINT_BYTES]));
-        uint16 shared = r.submissions + 1;
-        r.submissions = shared;
-        emit Shared(roundId, msg.sender, material);
-        if (shared == r.active) _beginIteration(r, roundId);
+        _beginAttempt(r, roundId);
     }
 
     /// @notice Submits this iteration's ciphertext, the commitment to the reveal vector, in rounds
     ///         with pair lanes the pad-encrypted messages to every other active participant and, in
-    ///         rounds with dropout recovery, the mask point of the next iteration. Active
-    ///         participants only, before the iteration's deadline.
+    ///         rounds with a key, the mask point of the next iteration. Active participants only,
+    ///         once per attempt, before the attempt's deadline.
     /// @param roundId the round.
     /// @param iteration the current iteration.
-    /// @param ciphertext Paillier ciphertext, len(n^2) bytes: 1 < c < n^2, not a multiple of n, never
-    ///        seen before in the round; empty in rounds without a key.
+    /// @param ciphertext Paillier ciphertext, len(n^2) bytes: 1 < c < n^2, not a multiple of n;
+    ///        empty in rounds without a key.
     /// @param commitment keccak256(abi.encode(roundId, iteration, participant, keccak256(abi.encodePacked(
     ///        int256[] values)), bytes32 salt)), values = the participant's full reveal (each within int64).
     /// @param pairMessages empty if the round has no pair lanes; else one block per other active
     ///        participant in registration order, each `pairLanes` 64-bit big-endian words, emitted in
     ///        `PairMessages` and not interpreted (nor part of the stored submission hash).
-    /// @param nextPoint the participant's compressed secp256k1 mask point of iteration + 1 (rounds with
-    ///        dropout recovery; else empty), emitted in `MaskPoint`.
+    /// @param nextPoint the participant's compressed secp256k1 mask point of iteration + 1, Y(k+1) =
+    ///        a H_{k+1} (rounds with a key; else empty), emitted in `MaskPoint`.
     function submit(
         uint256 roundId,
         uint32 iteration,
@@ -219,80 +215,32 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
         Round storage r = _rounds[roundId];
         Member storage m = _admitSubmission(r, roundId, iteration);
         bytes32 ctHash = _acceptCiphertext(r, ciphertext);
-        m.submissionHash = bytes26(keccak256(abi.encodePacked(ctHash, commitment)));
+        bool first = m.submittedIterationPlusOne != iteration + 1; // the first attempt it submits in
+        m.submissionHash = bytes24(keccak256(abi.encodePacked(ctHash, commitment)));
         m.submittedIterationPlusOne = iteration + 1;
-        emit Submitted(roundId, iteration, msg.sender, ctHash, commitment);
-        _acceptExtras(r, roundId, iteration, pairMessages, nextPoint);
+        m.submittedAttempt = r.attempt;
+        emit Submitted(roundId, iteration, msg.sender, r.attempt, ctHash, commitment);
+        _acceptExtras(r, roundId, iteration, pairMessages, nextPoint, m, first);
         uint16 submitted = r.submissions + 1;
         r.submissions = submitted;
-        if (submitted == r.active) _closeSubmissions(r, roundId);
+        if (submitted == r.active) _beginStep(r, roundId, Step.Aggregating, r.windows.coordinator);
     }
 
-    /// @notice After the deadline of the sharing step or of an iteration's submissions (anyone may
-    ///         call): drops the active participants that did not share or submit, which must be
-    ///         listed in registration order, and moves the round on. The dropped leave the round
-    ///         for good and are settled by the mechanism's fallback. Below the privacy minimum the
-    ///         round closes.
+    /// @notice After the deadline of a submission attempt or of a dispute (anyone may call): drops
+    ///         the active participants that did not submit (did not open, in a dispute), which
+    ///         must be listed in registration order, and, after a dispute, every culprit it proved;
+    ///         then the iteration is tried again by the others. The dropped leave the round for
+    ///         good and are settled by the mechanism's fallback. Below the privacy minimum the
+    ///         round closes; a dispute that named nobody closes it too. Runs in RoundOpenings.
     /// @param roundId the round.
     /// @param missing every active participant that missed the step, in registration order.
     function advance(uint256 roundId, address[] calldata missing) external {
-        Round storage r = _round(roundId);
-        Phase phase = r.phase;
-        if (phase != Phase.Sharing) _requirePhase(r, roundId, Phase.Iterating);
-        if (r.step != Step.Submitting) revert WrongStep(roundId, r.step, Step.Submitting);
-        uint64 deadline = r.deadline;
-        if (block.number <= deadline) revert DeadlineNotPassed(deadline);
-        uint32 k = r.iteration;
-        bool sharing = phase == Phase.Sharing;
-        uint256 last;
-        for (uint256 i = 0; i < missing.length; ++i) {
-            address who = missing[i];
-            Member storage m = r.members[who];
-            uint256 position = m.position;
-            if (position <= last || m.droppedBeforePlusOne != 0) revert NotMissing(who);
-            if (sharing ? m.shared : m.submittedIterationPlusOne == k + 1) revert NotMissing(who);
-            last = position;
-            m.droppedBeforePlusOne = sharing ? 1 : k + 1;
-            emit Dropped(roundId, k, who, !sharing);
-        }
-        uint256 active = uint256(r.active) - missing.length;
-        if (active != r.submissions) revert MissingCount(missing.length, uint256(r.active) - r.submissions);
-        r.active = uint16(active);
-        if (active < MIN_PARTICIPANTS || active <= r.threshold) _close(r, roundId, CloseReason.TooFewParticipants);
-        else if (sharing) _beginIteration(r, roundId);
-        else _closeSubmissions(r, roundId);
+        (roundId, missing);
+        _delegate(openings);
     }
 
-    /// @notice Posts the caller's partial evaluations for removing this iteration's masks (rounds
-    ///         with dropout recovery; participants that submitted in this iteration, before the
-    ///         recovery deadline): for each neighbour, in registration order, its self-mask
-    ///         soFar if it submitted, or its pair-mask partials if it dropped out now.
-    /// @param roundId the round.
-    /// @param iteration the current iteration.
-    /// @param partials the concatenated compressed points, each followed by its 64-byte proof
-    ///        (docs/protocol.md, "Dropout recovery").
-    function recover(uint256 roundId, uint32 iteration, bytes calldata partials) external {
-        Round storage r = _round(roundId);
-        _requirePhase(r, roundId, Phase.Iterating);
-        if (r.threshold == 0) revert NoRecovery(roundId);
-        if (r.step != Step.Recovering) revert WrongStep(roundId, r.step, Step.Recovering);
-        _requireOnTime(r);
-        uint32 k = r.iteration;
-        if (iteration != k) revert WrongIteration(iteration, k);
-        Member storage m = r.members[msg.sender];
-        if (m.submittedIterationPlusOne != k + 1) revert SubmissionMissing(msg.sender, k);
-        if (m.recoveredIterationPlusOne == k + 1) revert AlreadyRecovered(msg.sender, k);
-        if (partials.length > MAX_DATA_BYTES) revert SharesLength(partials.length, MAX_DATA_BYTES);
-        m.recoveredIterationPlusOne = k + 1;
-        uint16 done = r.recoveries + 1;
-        r.recoveries = done;
-        emit Recovered(roundId, k, msg.sender, partials);
-        if (done == r.submissions) _beginStep(r, roundId, Step.Aggregating, r.windows.coordinator);
-    }
-
-    /// @notice Multiplies the next chunk of this iteration's submissions modulo n^2 (anyone may
-    ///         call, once the submissions, and in rounds with recovery the recovery step, are over).
-    ///         Runs in the RoundOpenings module.
+    /// @notice Multiplies the next chunk of the attempt's submissions modulo n^2 (anyone may call,
+    ///         once every active participant submitted). Runs in RoundOpenings.
     /// @param roundId the round.
     /// @param soFar the product of the earlier chunks, as emitted by `AggregationProgress` (empty
     ///        for the first chunk).
@@ -307,14 +255,13 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
         _delegate(openings);
     }
 
-    /// @notice Publishes the decrypted aggregate of the current iteration and opens the next one
-    ///         with new public prices (coordinator only, before its deadline). Runs in RoundOpenings.
+    /// @notice Publishes the decrypted aggregate of the current attempt, whose check slot must be
+    ///         zero (the masks cancelled), and opens the next iteration with new public prices
+    ///         (coordinator only, before its deadline). Runs in RoundOpenings.
     /// @param roundId the round.
     /// @param agg the aggregate ciphertext emitted by `Aggregated` (empty without a key).
     /// @param plaintext the decryption m, len(n) bytes, m < n (empty without a key).
     /// @param opening rho with agg == (1 + m*n) * rho^n mod n^2, 0 < rho < n, len(n) bytes (empty without a key).
-    /// @param corrections per slot, the masks left in m (mod 2^B) that the recovery removes (rounds with
-    ///        dropout recovery; else empty).
     /// @param nextPrices the price vector of the next iteration, inside the price band.
     /// @return sums the decoded slot sums (`slots` of them; none without a key).
     function publish(
@@ -322,123 +269,170 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
         bytes calldata agg,
         bytes calldata plaintext,
         bytes calldata opening,
-        uint64[] calldata corrections,
         uint64[] calldata nextPrices
     ) external returns (int64[] memory sums) {
-        (roundId, agg, plaintext, opening, corrections, nextPrices, sums);
+        (roundId, agg, plaintext, opening, nextPrices, sums);
         _delegate(openings);
     }
 
-    /// @notice Publishes the decrypted aggregate of the current iteration and makes the current
-    ///         prices and iteration final (coordinator only, before its deadline); openings may be
-    ///         challenged for `windows.challenge` blocks. Runs in RoundOpenings.
+    /// @notice Publishes the decrypted aggregate of the current attempt (check slot zero) and makes
+    ///         the current prices and iteration final (coordinator only, before its deadline); the
+    ///         opening may be challenged for `windows.challenge` blocks, then every participant
+    ///         reveals. Runs in RoundOpenings.
     /// @param roundId the round.
     /// @param agg the aggregate ciphertext (empty without a key).
     /// @param plaintext the decryption m (empty without a key).
     /// @param opening rho, 0 < rho < n (empty without a key).
-    /// @param corrections the recovery's mask corrections (as in `publish`).
     /// @return sums the decoded slot sums (kept for settlement).
-    function conclude(
-        uint256 roundId,
-        bytes calldata agg,
-        bytes calldata plaintext,
-        bytes calldata opening,
-        uint64[] calldata corrections
-    ) external returns (int64[] memory sums) {
-        (roundId, agg, plaintext, opening, corrections, sums);
+    function conclude(uint256 roundId, bytes calldata agg, bytes calldata plaintext, bytes calldata opening)
+        external
+        returns (int64[] memory sums)
+    {
+        (roundId, agg, plaintext, opening, sums);
         _delegate(openings);
     }
 
-    /// @notice Challenges (or continues the challenge of) a published opening (anyone may call,
-    ///         until the challenge window after conclusion closes): computes rho^n mod n^2 in
-    ///         `steps` chunks of 256 exponent bits per call, which keeps every call under the
-    ///         per-transaction gas cap, and at the end checks agg == (1 + m n) rho^n. A false
-    ///         opening closes the round (every deposit returned). Runs in RoundOpenings.
+    /// @notice Publishes a decrypted aggregate whose check slot is not zero: some submission's masks
+    ///         did not cancel (a copy, a re-randomised copy, a made-up encryption, a false mask
+    ///         point). Opens the dispute in which every submitter opens its submission
+    ///         (`openCheck`) and then anyone accuses a neighbour whose check value its own proof
+    ///         contradicts (`accuse`); after it `advance` drops the culprits and the iteration is
+    ///         tried again. In a round whose openings are unchecked the round closes instead
+    ///         (coordinator only, before its deadline). Runs in RoundOpenings.
     /// @param roundId the round.
-    /// @param iteration the iteration whose opening is challenged.
-    /// @param published the iteration's aggregate || plaintext || opening (len(n^2) + 2 len(n) bytes),
-    ///        as `Aggregated` and `Published` (or `Concluded`) emitted them.
+    /// @param agg the aggregate ciphertext.
+    /// @param plaintext the decryption m.
+    /// @param opening rho, 0 < rho < n.
+    function dispute(uint256 roundId, bytes calldata agg, bytes calldata plaintext, bytes calldata opening) external {
+        (roundId, agg, plaintext, opening);
+        _delegate(openings);
+    }
+
+    /// @notice Challenges (or continues the challenge of) a posted opening (anyone may call, within
+    ///         its window): computes rho^n mod n^2 in `steps` chunks of 256 exponent bits per call,
+    ///         which keeps every call under the per-transaction gas cap, and at the end checks
+    ///         c == (1 + m n) rho^n. A false decryption of the coordinator closes the round and
+    ///         forfeits its bond; a participant's false opening makes it a culprit. Runs in RoundOpenings.
+    /// @param roundId the round.
+    /// @param key the opening challenged: (iteration << 16 | attempt) for a decryption, as
+    ///        `RoundStorage` forms the keys of dispute and blame openings.
+    /// @param published the ciphertext || plaintext || opening (len(n^2) + 2 len(n) bytes), as posted.
     /// @param acc the accumulator after the steps done so far (empty to start a challenge).
     /// @param steps the number of 256-bit steps to run now.
     /// @return next the accumulator after this call (pass it to the next call).
-    function challengeOpening(uint256 roundId, uint32 iteration, bytes calldata published, bytes calldata acc, uint8 steps)
+    function challengeOpening(uint256 roundId, uint256 key, bytes calldata published, bytes calldata acc, uint8 steps)
         external
         returns (bytes memory next)
     {
-        (roundId, iteration, published, acc, steps, next);
+        (roundId, key, published, acc, steps, next);
         _delegate(openings);
     }
 
-    /// @notice Closes a round that is not settled without trading (coordinator only): nothing is
-    ///         settled and every deposit can be withdrawn in full. Used for a run that did not
-    ///         converge, or one that cannot go on.
+    /// @notice In a dispute (openings window): the caller, a submitter of the disputed attempt,
+    ///         opens its submission: its ciphertext with its masked plaintext and rho, and the
+    ///         check-slot value of its mask with each active neighbour, which must add up (signed)
+    ///         to its plaintext's check slot. Runs in RoundDisputes.
+    /// @param roundId the round.
+    /// @param commitment its submission's commitment.
+    /// @param opened its ciphertext || plaintext || rho (len(n^2) + 2 len(n) bytes).
+    /// @param checks per active neighbour in registration order, its pair mask's check-slot value (mod 2^B).
+    function openCheck(uint256 roundId, bytes32 commitment, bytes calldata opened, uint64[] calldata checks) external {
+        (roundId, commitment, opened, checks);
+        _delegate(disputes);
+    }
+
+    /// @notice In a dispute: the caller, who opened, proves its pair mask with `accused` (who
+    ///         opened and claims another check value): its key, its mask point with its proof
+    ///         against H_k, the accused's mask point and their pair point with its proof. The
+    ///         accused becomes a culprit and forfeits its deposit. Runs in RoundDisputes.
+    /// @param roundId the round.
+    /// @param accused the neighbour whose claim differs.
+    /// @param mine the caller's check values as it opened them.
+    /// @param theirs the accused's check values as it opened them.
+    /// @param proof A || Y_i(k) || proof || Y_j(k) || P || proof (docs/protocol.md, "Disputes").
+    function accuse(uint256 roundId, address accused, uint64[] calldata mine, uint64[] calldata theirs, bytes calldata proof)
+        external
+    {
+        (roundId, accused, mine, theirs, proof);
+        _delegate(disputes);
+    }
+
+    /// @notice After conclusion (once the challenge window closed, until the reveal deadline): the
+    ///         caller reveals the values of its final commitment (a dropped participant: of its
+    ///         last one), each within int64 and its encrypted values within the slot bound. Runs
+    ///         in RoundSettlement.
+    /// @param roundId the round.
+    /// @param values its reveal (the rule's reveal length).
+    /// @param salt the commitment's salt.
+    /// @param ciphertextHash keccak256 of the ciphertext submitted with that commitment.
+    function reveal(uint256 roundId, int256[] calldata values, bytes32 salt, bytes32 ciphertextHash) external {
+        (roundId, values, salt, ciphertextHash);
+        _delegate(settlement);
+    }
+
+    /// @notice Settles a concluded round after the reveals (anyone may call; it holds no secret):
+    ///         checks every reveal against the one revealed, the reveals of those that stayed
+    ///         against the decrypted sums (a mismatch or a withheld reveal starts the blame step
+    ///         instead), asks the round's rule for the payments and books them. Runs in RoundSettlement.
+    /// @param roundId the round.
+    /// @param values the reveals, registration order, one after the other (participant i's value j
+    ///        at i * length + j); zeros for a participant that revealed nothing.
+    /// @param ciphertextHashes per participant the ciphertext hash it revealed with (zero: none).
+    function settle(uint256 roundId, int256[] calldata values, bytes32[] calldata ciphertextHashes) external nonReentrant {
+        (roundId, values, ciphertextHashes);
+        _delegate(settlement);
+    }
+
+    /// @notice In a blame step: the caller, a participant that stayed and revealed, opens its final
+    ///         ciphertext and proves its masks of the final attempt, before the blame deadline.
+    ///         Whoever does not clear itself is settled by the fallback (and, proven a cheat,
+    ///         forfeits). The opening is challengeable. Runs in RoundDisputes.
+    /// @param roundId the round.
+    /// @param values its reveal.
+    /// @param opened its final ciphertext || its decryption (masked, packed, len(n) bytes) || rho.
+    /// @param masks its key, its mask point and one pair mask per neighbour, each with its proof
+    ///        (docs/protocol.md, "Blame").
+    function openBlame(uint256 roundId, int256[] calldata values, bytes calldata opened, bytes calldata masks) external {
+        (roundId, values, opened, masks);
+        _delegate(disputes);
+    }
+
+    /// @notice Closes a round that has not concluded without trading (coordinator only): nothing is
+    ///         settled and every deposit can be withdrawn, less what culprits forfeited. Used for a
+    ///         run that did not converge, or one that cannot go on.
     /// @param roundId the round.
     function close(uint256 roundId) external {
         Round storage r = _round(roundId);
         _requireCoordinator(r);
         _requireOpen(roundId, r);
+        if (r.phase == Phase.Concluded) revert WrongPhase(roundId, Phase.Concluded, Phase.Iterating);
         _close(r, roundId, CloseReason.ByCoordinator);
     }
 
-    /// @notice Cancels a round whose coordinator missed its deadline (anyone may call): not
-    ///         started in time, not published or concluded in time, or not settled in time.
-    ///         Nothing is settled and every deposit can be withdrawn in full.
+    /// @notice Cancels a round whose coordinator missed its deadline (anyone may call): not started
+    ///         in time or not published, concluded or disputed in time (the coordinator forfeits its
+    ///         bond), or concluded and not settled in time. Nothing is settled and every deposit
+    ///         can be withdrawn.
     /// @param roundId the round.
     function cancel(uint256 roundId) external {
         Round storage r = _round(roundId);
         _requireOpen(roundId, r);
         uint64 late = coordinatorDeadline(roundId);
         if (block.number <= late) revert DeadlineNotPassed(late);
+        if (r.phase == Phase.Concluded) {
+            _close(r, roundId, CloseReason.NotSettled);
+            return;
+        }
+        if (r.participantCount != 0) _forfeit(r, roundId, r.coordinator, Fault.CoordinatorLate); // it kept someone waiting
         _close(r, roundId, CloseReason.CoordinatorLate);
     }
 
-    /// @notice Settles a concluded round once its challenge window has closed (anyone may call):
-    ///         checks every participant's reveal against its final commitment (a dropped
-    ///         participant's against its last one, or none) and, with a key, the first `slots`
-    ///         revealed values of those that stayed against the decrypted sums; asks the round's
-    ///         rule for the payments and books them. Runs in the RoundSettlement module.
-    /// @param roundId the round.
-    /// @param values the reveals of all participants, registration order, one after the other, each
-    ///        of the rule's reveal length (participant i's value j at i * length + j), within int64;
-    ///        zeros for a dropped participant without a reveal.
-    /// @param salts the salt of each participant's commitment (zero: a dropped participant without a reveal).
-    /// @param ciphertextHashes keccak256 of each participant's ciphertext of that commitment (of "" without a key).
-    function settle(
-        uint256 roundId,
-        int256[] calldata values,
-        bytes32[] calldata salts,
-        bytes32[] calldata ciphertextHashes
-    ) external nonReentrant {
-        (roundId, values, salts, ciphertextHashes);
-        _delegate(settlement);
-    }
-
-    /// @notice After a sum mismatch at settlement (rounds with dropout recovery): the caller, a
-    ///         participant that stayed to the end, opens its final ciphertext and proves its masks
-    ///         of that iteration, before the blame deadline (`BlameStarted`). Whoever does not
-    ///         clear itself is slashed at settlement. The opening is challengeable like an
-    ///         aggregate's (`challengeOpening` with iteration 2^31 + position). Runs in RoundSettlement.
-    /// @param roundId the round.
-    /// @param values its reveal (the final commitment's values).
-    /// @param salt the commitment's salt.
-    /// @param opened its final ciphertext || its decryption (masked, packed, len(n) bytes) || rho
-    ///        (0 < rho < n), as `challengeOpening`'s `published`.
-    /// @param masks its keys, its mask point, its self mask and one pair mask per neighbour, each
-    ///        with its proof (docs/protocol.md, "Blame").
-    function openBlame(uint256 roundId, int256[] calldata values, bytes32 salt, bytes calldata opened, bytes calldata masks)
-        external
-    {
-        (roundId, values, salt, opened, masks);
-        _delegate(settlement);
-    }
-
-    /// @notice Takes the caller's whole ledger balance out of the round (before the round starts,
-    ///         after settlement or after the round was closed or cancelled).
+    /// @notice Takes the caller's whole ledger balance out of a settled or closed round.
     /// @param roundId the round.
     function withdraw(uint256 roundId) external nonReentrant {
         Round storage r = _round(roundId);
         Phase phase = r.phase;
-        if (phase != Phase.Settled && phase != Phase.Closed) _requirePhase(r, roundId, Phase.Registering);
+        if (phase != Phase.Settled && phase != Phase.Closed) revert WrongPhase(roundId, phase, Phase.Settled);
         uint256 amount = r.balances[msg.sender];
         if (amount == 0) revert ZeroAmount();
         _update(r, msg.sender, int256(amount));
@@ -453,38 +447,42 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
     /// @return info phase, step, deadline, iteration, coordinator, rule and parameters.
     function roundInfo(uint256 roundId) external view returns (RoundInfo memory info) {
         Round storage r = _round(roundId);
-        info = RoundInfo({
-            phase: r.phase,
-            step: r.step,
-            iteration: r.iteration,
-            deadline: r.deadline,
-            coordinator: r.coordinator,
-            gridAccount: r.gridAccount,
-            rule: address(r.rule),
-            parentRoundId: r.parentRoundId,
-            keyData: r.keyData,
-            participantCount: r.participantCount,
-            active: r.active,
-            submissions: r.submissions,
-            recoveries: r.recoveries,
-            slots: r.slots,
-            slotBits: r.slotBits,
-            slotWidth: r.slotWidth,
-            maxIterations: r.maxIterations,
-            aggregated: r.aggregatedIterationPlusOne == r.iteration + 1,
-            modulusBytes: uint256(r.nWords) * 32,
-            pairLanes: r.pairLanes,
-            allowList: r.allowList,
-            signedMembers: r.signedMembers,
-            threshold: r.threshold,
-            windows: r.windows,
-            challengeUntil: r.challengeUntil,
-            challengeIterationPlusOne: r.challengeIterationPlusOne
-        });
+        info.phase = r.phase;
+        info.step = r.step;
+        info.iteration = r.iteration;
+        info.attempt = r.attempt;
+        info.deadline = r.deadline;
+        info.coordinator = r.coordinator;
+        info.gridAccount = r.gridAccount;
+        info.rule = address(r.rule);
+        info.parentRoundId = r.parentRoundId;
+        info.keyData = r.keyData;
+        info.participantCount = r.participantCount;
+        info.active = r.active;
+        info.submissions = r.submissions;
+        info.revealed = r.revealed;
+        info.slots = r.slots;
+        info.slotBits = r.slotBits;
+        info.slotWidth = r.slotWidth;
+        info.maxIterations = r.maxIterations;
+        info.aggregated = r.aggregatedAttempt;
+        info.modulusBytes = uint256(r.nWords) * 32;
+        info.pairLanes = r.pairLanes;
+        info.allowList = r.allowList;
+        info.signedMembers = r.signedMembers;
+        info.windows = r.windows;
+        info.collateral = r.collateral;
+        info.bond = r.bond;
+        info.forfeited = r.forfeited;
+        info.challengeUntil = r.challengeUntil;
+        info.revealUntil = r.revealUntil;
+        info.blameUntil = r.blameUntil;
+        info.challengeKeyPlusOne = r.challengeKeyPlusOne;
     }
 
     /// @notice The last block at which the coordinator's next move is on time; after it anyone may
-    ///         `cancel` (never, while participants are the ones to act).
+    ///         `cancel` (never, while participants are the ones to act). After conclusion: the
+    ///         settlement's (anyone may settle; after the reveals, or a blame step and its challenges).
     /// @param roundId the round.
     /// @return late the block number.
     function coordinatorDeadline(uint256 roundId) public view returns (uint64 late) {
@@ -492,19 +490,19 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
         Phase phase = r.phase;
         uint64 window = r.windows.coordinator;
         if (phase == Phase.Registering) return r.deadline + window;
-        if (phase == Phase.Concluded) return r.challengeUntil + window;
+        if (phase == Phase.Concluded) {
+            uint64 ready = r.blameUntil != 0 ? r.challengeUntil + r.windows.challenge : r.revealUntil;
+            return ready + window;
+        }
         if (phase == Phase.Iterating && r.step == Step.Aggregating) return r.deadline;
-        if (phase == Phase.Iterating && r.step == Step.Recovering) return r.deadline + window;
         return type(uint64).max;
     }
 
-    /// @notice Registered participants in registration order with their mask keys.
+    /// @notice Registered participants in registration order (their keys are in `Registered`).
     /// @param roundId the round.
     /// @return accounts participant addresses.
-    /// @return maskKeys their X25519 public keys.
-    function participants(uint256 roundId) external view returns (address[] memory accounts, bytes32[] memory maskKeys) {
-        Round storage r = _round(roundId);
-        return (r.participants, r.maskKeys);
+    function participants(uint256 roundId) external view returns (address[] memory accounts) {
+        return _round(roundId).participants;
     }
 
     /// @notice The current (after conclusion: final) public price vector.
@@ -558,8 +556,9 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
     /// @param roundId the round.
     /// @param account the participant.
     /// @return m its submission hash, position (0: not registered), latest iteration submitted plus
-    ///         one, first iteration missed plus one (0: active), latest iteration recovered plus one,
-    ///         member index plus one and whether it shared.
+    ///         one and its attempt, the iteration it left in plus one (0: active), member index plus
+    ///         one, the dispute it opened in, whether it is a culprit, revealed or cleared, and the
+    ///         hashes of its mask points, key, check values and reveal.
     function member(uint256 roundId, address account) external view returns (Member memory m) {
         return _rounds[roundId].members[account];
     }
@@ -627,15 +626,23 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
         }
     }
 
-    function _register(Round storage r, uint256 roundId, bytes32 maskKey, uint256 indexPlusOne) internal {
+    function _register(Round storage r, uint256 roundId, bytes calldata keys, uint256 indexPlusOne) internal {
         _requirePhase(r, roundId, Phase.Registering);
         _requireOnTime(r);
         if (msg.sender == r.gridAccount) revert GridAccountCannotRegister(msg.sender);
+        if (msg.sender == r.coordinator) revert NotMember(msg.sender);
         Member storage m = r.members[msg.sender];
         if (m.position != 0) revert AlreadyRegistered(msg.sender);
-        _checkMaskKey(maskKey);
-        if (r.maskKeySeen[maskKey]) revert MaskKeyRepeated(maskKey);
-        r.maskKeySeen[maskKey] = true;
+        uint256 expected = r.keyData != address(0) ? 2 * POINT_BYTES : (r.pairLanes != 0 ? POINT_BYTES : 0);
+        if (keys.length != expected) revert KeysLength(keys.length, expected);
+        if (expected != 0) {
+            if (!Secp256k1.isPoint(keys[:POINT_BYTES])) revert MaskPointInvalid(msg.sender);
+            m.keyHash = bytes16(keccak256(keys[:POINT_BYTES]));
+        }
+        if (expected == 2 * POINT_BYTES) {
+            if (!Secp256k1.isPoint(keys[POINT_BYTES:])) revert MaskPointInvalid(msg.sender);
+            m.nextPointHash = bytes16(keccak256(keys[POINT_BYTES:]));
+        }
         uint256 count = r.participantCount;
         uint256 max = maxParticipants(roundId);
         if (count >= max) revert TooManyParticipants(max);
@@ -645,11 +652,10 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
         r.participantCount = position;
         r.active = position;
         r.participants.push(msg.sender);
-        r.maskKeys.push(maskKey);
-        emit Registered(roundId, msg.sender, position, maskKey);
+        emit Registered(roundId, msg.sender, position, keys);
     }
 
-    /// @dev The caller may submit now: an active participant, the current iteration, on time, once.
+    /// @dev The caller may submit now: an active participant, the current iteration, on time, once per attempt.
     function _admitSubmission(Round storage r, uint256 roundId, uint32 iteration) internal view returns (Member storage m) {
         if (!r.exists) revert UnknownRound(roundId);
         if (r.phase != Phase.Iterating) revert WrongPhase(roundId, r.phase, Phase.Iterating);
@@ -660,37 +666,18 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
         m = r.members[msg.sender];
         if (m.position == 0) revert NotRegistered(msg.sender);
         if (m.droppedBeforePlusOne != 0) revert NotActive(msg.sender);
-        if (m.submittedIterationPlusOne == current + 1) revert AlreadySubmitted(msg.sender, current);
+        if (_submittedNow(r, m)) revert AlreadySubmitted(msg.sender, current);
     }
 
-    /// @dev A ciphertext of the round's length; with a key a unit-candidate never seen in the round
-    ///      (remembered). Its hash.
-    function _acceptCiphertext(Round storage r, bytes calldata ciphertext) internal returns (bytes32 ctHash) {
+    /// @dev A ciphertext of the round's length; with a key a unit candidate. Its hash. (A copy of
+    ///      another's ciphertext, re-randomised or not, passes here: its masks do not cancel, which
+    ///      the decrypted check slot shows and a dispute pins on its sender.)
+    function _acceptCiphertext(Round storage r, bytes calldata ciphertext) internal view returns (bytes32 ctHash) {
         uint256 expected = uint256(r.nWords) * 64;
         if (ciphertext.length != expected) revert CiphertextLength(ciphertext.length, expected);
         ctHash = keccak256(ciphertext);
         address keyData = r.keyData;
-        if (keyData == address(0)) return ctHash;
-        _checkCiphertext(keyData, ciphertext);
-        if (r.ciphertextSeen[ctHash]) revert CiphertextRepeated(msg.sender, ctHash);
-        r.ciphertextSeen[ctHash] = true;
-    }
-
-    /// @dev Opens the current iteration's submissions (the first: from Registering or Sharing).
-    function _beginIteration(Round storage r, uint256 roundId) internal {
-        if (r.phase != Phase.Iterating) _setPhase(r, roundId, Phase.Iterating);
-        r.submissions = 0;
-        _beginStep(r, roundId, Step.Submitting, r.windows.submission);
-    }
-
-    /// @dev Every active participant submitted (or the late were dropped): recovery, or aggregation.
-    function _closeSubmissions(Round storage r, uint256 roundId) internal {
-        if (r.threshold != 0) {
-            r.recoveries = 0;
-            _beginStep(r, roundId, Step.Recovering, r.windows.recovery);
-        } else {
-            _beginStep(r, roundId, Step.Aggregating, r.windows.coordinator);
-        }
+        if (keyData != address(0)) _checkCiphertext(keyData, ciphertext);
     }
 
     /// @dev Neither settled nor closed.
@@ -701,39 +688,29 @@ contract PrivateRounds is RoundStorage, ReentrancyGuardTransient {
     }
 
     /// @dev Checks and emits submit's pair messages (one block per other active participant) and,
-    ///      in rounds with recovery, its next mask point.
+    ///      in rounds with a key, its next mask point (whose hash becomes the next iteration's,
+    ///      shifting the current one, at the first attempt it submits in).
     function _acceptExtras(
         Round storage r,
         uint256 roundId,
         uint32 iteration,
         bytes calldata pairMessages,
-        bytes calldata nextPoint
+        bytes calldata nextPoint,
+        Member storage m,
+        bool first
     ) internal {
         uint256 lanes = r.pairLanes;
         uint256 expected = lanes == 0 ? 0 : (uint256(r.active) - 1) * lanes * 8;
         if (pairMessages.length != expected) revert PairMessagesLength(pairMessages.length, expected);
         if (expected != 0) emit PairMessages(roundId, iteration, msg.sender, pairMessages);
-        bool recovery = r.threshold != 0;
-        if (recovery ? !Secp256k1.isPoint(nextPoint) : nextPoint.length != 0) revert MaskPointInvalid(msg.sender);
-        if (recovery) {
-            Member storage m = r.members[msg.sender];
-            (m.pointHash, m.nextPointHash) = (m.nextPointHash, bytes16(keccak256(nextPoint)));
+        bool keyed = r.keyData != address(0);
+        if (keyed ? !Secp256k1.isPoint(nextPoint) : nextPoint.length != 0) revert MaskPointInvalid(msg.sender);
+        if (keyed) {
+            bytes16 h = bytes16(keccak256(nextPoint));
+            if (first) (m.pointHash, m.nextPointHash) = (m.nextPointHash, h);
+            else m.nextPointHash = h;
             emit MaskPoint(roundId, iteration + 1, msg.sender, nextPoint);
         }
-    }
-
-    /// @dev X25519 public keys that are zero or of small order (libsodium's list, top bit cleared)
-    ///      make every key agreement with them fail or leak: refused.
-    function _checkMaskKey(bytes32 key) internal pure {
-        uint256 u = uint256(key) & ~uint256(0x80); // the last byte's top bit is ignored by X25519
-        if (
-            u == 0 || u == 0x0100000000000000000000000000000000000000000000000000000000000000
-                || u == 0xe0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800
-                || u == 0x5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157
-                || u == 0xecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f
-                || u == 0xedffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f
-                || u == 0xeeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f
-        ) revert MaskKeyRejected(key);
     }
 
     /// @dev A keyed round's ciphertext: 1 < c < n^2 and c not a multiple of n (such c are no units

@@ -3,15 +3,16 @@ pragma solidity ^0.8.24;
 
 import {PaillierMath} from "./PaillierMath.sol";
 import {RoundStorage} from "./RoundStorage.sol";
-import {CloseReason, Member, Phase, Round, RoundParams, Step, Windows} from "./RoundTypes.sol";
+import {CloseReason, DropReason, Fault, Member, Phase, Round, RoundParams, Step, Windows} from "./RoundTypes.sol";
 
 /// @title RoundOpenings
-/// @notice Aggregation, publication and opening challenges of PrivateRounds' rounds: a module that
-///         PrivateRounds creates and runs by DELEGATECALL on its own storage, with the caller's
-///         calldata (its functions are PrivateRounds' `aggregate`, `publish`, `conclude` and
+/// @notice Creation, moving past deadlines, aggregation, publication, disputes and opening
+///         challenges of PrivateRounds' rounds: a module that PrivateRounds runs by DELEGATECALL on
+///         its own storage, with the caller's calldata (its functions are PrivateRounds'
+///         `createRound`, `advance`, `aggregate`, `publish`, `conclude`, `dispute` and
 ///         `challengeOpening`, documented there). Called directly, it sees no rounds.
-/// @dev Openings are optimistic: `publish` and `conclude` check only that m < n and 0 < rho < n
-///      and keep keccak256(agg || m || rho); anyone may then challenge one, and the check
+/// @dev Openings are optimistic: `publish`, `conclude` and `dispute` check only that m < n and
+///      0 < rho < n and keep keccak256(agg || m || rho); anyone may then challenge one, and the check
 ///      agg == (1 + m n) rho^n mod n^2 runs in 256-bit steps of the exponent over as many
 ///      transactions as the per-transaction gas cap needs (EIP-7825; under EIP-7883's MODEXP
 ///      pricing one full check costs ~31M gas at 2048 bits).
@@ -48,8 +49,9 @@ contract RoundOpenings is RoundStorage {
         r.gridAccount = p.gridAccount;
         r.priceFloor = p.priceFloor;
         r.priceCap = p.priceCap;
-        r.threshold = p.threshold;
         r.windows = p.windows;
+        r.collateral = p.collateral;
+        r.bond = p.bond;
         r.signedMembers = p.signedMembers;
         if (p.terms.length != 0) r.termsData = _storeData(p.terms);
         uint256 m = p.members.length;
@@ -67,6 +69,33 @@ contract RoundOpenings is RoundStorage {
         _beginStep(r, roundId, Step.Submitting, p.windows.registration);
     }
 
+    /// @notice PrivateRounds.advance.
+    /// @param roundId the round.
+    /// @param missing every active participant that missed the step, in registration order.
+    function advance(uint256 roundId, address[] calldata missing) external {
+        Round storage r = _round(roundId);
+        _requirePhase(r, roundId, Phase.Iterating);
+        Step step = r.step;
+        if (step == Step.Aggregating) revert WrongStep(roundId, step, Step.Submitting);
+        uint64 deadline = r.deadline;
+        if (block.number <= deadline) revert DeadlineNotPassed(deadline);
+        bool dispute = step == Step.Disputing;
+        if (dispute && _challengeInProgress(r)) revert ChallengeInProgress(roundId, r.challengeKeyPlusOne - 1);
+        uint256 expected = uint256(r.active) - r.submissions;
+        _dropMissing(r, roundId, missing, dispute);
+        if (missing.length != expected) revert MissingCount(missing.length, expected);
+        uint256 culprits;
+        if (dispute) culprits = _dropCulprits(r, roundId);
+        if (dispute && missing.length + culprits == 0) {
+            _close(r, roundId, CloseReason.DisputeUnresolved);
+        } else if (r.active < MIN_PARTICIPANTS) {
+            _close(r, roundId, CloseReason.TooFewParticipants);
+        } else {
+            r.attempt += 1;
+            _beginAttempt(r, roundId);
+        }
+    }
+
     /// @notice PrivateRounds.aggregate: the next chunk of the iteration's submissions.
     /// @param roundId the round.
     /// @param soFar the product of the earlier chunks (empty for the first).
@@ -80,9 +109,9 @@ contract RoundOpenings is RoundStorage {
         Round storage r = _round(roundId);
         _requirePhase(r, roundId, Phase.Iterating);
         if (r.keyData == address(0)) revert NoKey(roundId);
-        _enterAggregation(r, roundId);
+        _requireStep(r, roundId, Step.Aggregating);
         uint32 k = r.iteration;
-        if (r.aggregatedIterationPlusOne == k + 1) revert AlreadyAggregated(roundId, k);
+        if (r.aggregatedAttempt) revert AlreadyAggregated(roundId, k);
         uint256 absorbed = r.absorbed;
         if (absorbed == 0 ? soFar.length != 0 : bytes28(keccak256(soFar)) != r.aggregateHash) {
             revert AggregateMismatch(roundId, k);
@@ -95,14 +124,13 @@ contract RoundOpenings is RoundStorage {
         r.cursor = uint16(_absorbAll(r, k, r.cursor, ciphertexts, commitments));
         agg = paillier.product(r.keyData, soFar, ciphertexts);
         absorbed += count;
+        r.aggregateHash = bytes28(keccak256(agg));
         if (absorbed == total) {
-            r.aggregateHash = bytes28(keccak256(agg));
-            r.aggregatedIterationPlusOne = k + 1;
+            r.aggregatedAttempt = true;
             r.absorbed = 0;
             r.cursor = 0;
             emit Aggregated(roundId, k, agg);
         } else {
-            r.aggregateHash = bytes28(keccak256(agg));
             r.absorbed = uint16(absorbed);
             emit AggregationProgress(roundId, k, absorbed, agg);
         }
@@ -113,7 +141,6 @@ contract RoundOpenings is RoundStorage {
     /// @param agg the aggregate.
     /// @param plaintext its decryption.
     /// @param opening its opening.
-    /// @param corrections the recovery's mask corrections.
     /// @param nextPrices the next prices.
     /// @return sums the decoded slot sums.
     function publish(
@@ -121,19 +148,18 @@ contract RoundOpenings is RoundStorage {
         bytes calldata agg,
         bytes calldata plaintext,
         bytes calldata opening,
-        uint64[] calldata corrections,
         uint64[] calldata nextPrices
     ) external returns (int64[] memory sums) {
         Round storage r = _round(roundId);
         uint32 k = r.iteration;
-        sums = _open(r, roundId, agg, plaintext, opening, corrections);
+        (sums,) = _open(r, roundId, agg, plaintext, opening, true);
         if (uint256(k) + 1 >= r.maxIterations) revert IterationCapReached(r.maxIterations);
         _checkPrices(r, nextPrices);
         r.prices = nextPrices;
         r.iteration = k + 1;
-        r.submissions = 0;
-        emit Published(roundId, k, plaintext, opening, corrections, sums, nextPrices);
-        _beginStep(r, roundId, Step.Submitting, r.windows.submission);
+        r.attempt = 0;
+        emit Published(roundId, k, plaintext, opening, sums, nextPrices);
+        _beginAttempt(r, roundId);
     }
 
     /// @notice PrivateRounds.conclude.
@@ -141,44 +167,95 @@ contract RoundOpenings is RoundStorage {
     /// @param agg the aggregate.
     /// @param plaintext its decryption.
     /// @param opening its opening.
-    /// @param corrections the recovery's mask corrections.
     /// @return sums the decoded slot sums.
-    function conclude(
-        uint256 roundId,
-        bytes calldata agg,
-        bytes calldata plaintext,
-        bytes calldata opening,
-        uint64[] calldata corrections
-    ) external returns (int64[] memory sums) {
+    function conclude(uint256 roundId, bytes calldata agg, bytes calldata plaintext, bytes calldata opening)
+        external
+        returns (int64[] memory sums)
+    {
         Round storage r = _round(roundId);
-        sums = _open(r, roundId, agg, plaintext, opening, corrections);
+        (sums,) = _open(r, roundId, agg, plaintext, opening, true);
         r.finalSums = sums;
-        r.challengeUntil = uint64(block.number) + r.windows.challenge;
+        Windows storage w = r.windows;
+        uint64 until = uint64(block.number) + w.challenge;
+        r.challengeUntil = until;
+        r.revealUntil = until + w.challenge + w.submission; // after a challenge in progress could end
         _setPhase(r, roundId, Phase.Concluded);
-        emit Concluded(roundId, r.iteration, plaintext, opening, corrections, sums, r.prices);
+        emit Concluded(roundId, r.iteration, plaintext, opening, sums, r.prices);
+    }
+
+    /// @notice PrivateRounds.dispute.
+    /// @param roundId the round.
+    /// @param agg the aggregate.
+    /// @param plaintext its decryption.
+    /// @param opening its opening.
+    function dispute(uint256 roundId, bytes calldata agg, bytes calldata plaintext, bytes calldata opening) external {
+        Round storage r = _round(roundId);
+        if (r.keyData == address(0)) revert NoKey(roundId);
+        (, uint64 check) = _open(r, roundId, agg, plaintext, opening, false);
+        emit Disputed(roundId, r.iteration, r.attempt, plaintext, opening, check);
+        if (r.windows.challenge == 0) {
+            _close(r, roundId, CloseReason.MasksDoNotCancel); // nobody could prove an opening false
+            return;
+        }
+        r.submissions = 0; // counts the openings
+        _beginStep(r, roundId, Step.Disputing, 2 * r.windows.submission); // openings, then accusations
     }
 
     /// @notice PrivateRounds.challengeOpening.
     /// @param roundId the round.
-    /// @param iteration the challenged iteration.
-    /// @param published the iteration's aggregate || plaintext || opening, as published.
+    /// @param key the opening challenged.
+    /// @param published the ciphertext || plaintext || opening, as posted.
     /// @param acc the accumulator so far (empty to start).
     /// @param steps 256-bit steps to run now.
     /// @return next the accumulator after this call.
-    function challengeOpening(uint256 roundId, uint32 iteration, bytes calldata published, bytes calldata acc, uint8 steps)
+    function challengeOpening(uint256 roundId, uint256 key, bytes calldata published, bytes calldata acc, uint8 steps)
         external
         returns (bytes memory next)
     {
         Round storage r = _round(roundId);
         uint256 L = uint256(r.nWords) * 32;
-        if (published.length != 4 * L || steps == 0) revert ChallengeMismatch(roundId, iteration);
-        _admitChallenge(r, roundId, iteration, keccak256(published), acc);
+        if (published.length != 4 * L || steps == 0) revert ChallengeMismatch(roundId, key);
+        _admitChallenge(r, roundId, key, keccak256(published), acc);
         bool finished;
         (next, finished) = _runChallenge(r, acc, published[3 * L:], steps);
-        if (finished) _judge(r, roundId, iteration, _holds(r.keyData, published, next));
+        if (finished) _judge(r, roundId, key, _holds(r.keyData, published, next));
     }
 
     // ------------------------------------------------------------------ internals
+
+    /// @dev The current dispute's mark (iteration << 16 | attempt, plus one).
+    function _epoch(Round storage r) internal view returns (uint48) {
+        return uint48(_aggregateKey(r.iteration, r.attempt) + 1);
+    }
+
+    /// @dev Drops `missing`: active participants, in registration order, that did not submit in
+    ///      this attempt (did not open, in a dispute).
+    function _dropMissing(Round storage r, uint256 roundId, address[] calldata missing, bool dispute) internal {
+        uint48 epoch = _epoch(r);
+        uint256 last;
+        for (uint256 i = 0; i < missing.length; ++i) {
+            address who = missing[i];
+            Member storage m = r.members[who];
+            uint256 position = m.position;
+            bool acted = dispute ? m.openedPlusOne == epoch : _submittedNow(r, m);
+            if (position <= last || m.droppedBeforePlusOne != 0 || acted) revert NotMissing(who);
+            last = position;
+            _drop(r, roundId, who, dispute ? DropReason.MissedOpening : DropReason.MissedSubmission);
+        }
+    }
+
+    /// @dev After a dispute: drops every active culprit it proved; how many.
+    function _dropCulprits(Round storage r, uint256 roundId) internal returns (uint256 count) {
+        address[] storage parts = r.participants;
+        for (uint256 i = 0; i < parts.length; ++i) {
+            Member storage m = r.members[parts[i]];
+            if (m.culprit && m.droppedBeforePlusOne == 0) {
+                _drop(r, roundId, parts[i], DropReason.Culprit);
+                ++count;
+            }
+        }
+    }
+
 
     function _checkParams(RoundParams calldata p) internal view {
         if (address(p.rule).code.length == 0) revert BadParameters("rule");
@@ -190,13 +267,12 @@ contract RoundOpenings is RoundStorage {
             if (p.slots == 0) revert BadParameters("slots");
             if (p.slotBits == 0 || p.slotBits > 64) revert BadParameters("slot bits");
             if (p.slotWidth <= p.slotBits) revert BadParameters("slot width");
-            if (uint256(p.slots) * p.slotWidth + 8 > 8 * L) revert BadParameters("slots exceed plaintext");
-        } else if (p.windows.challenge != 0 || p.slotBits != 0 || p.slotWidth != 0 || p.threshold != 0) {
-            revert BadParameters("no key: no slot layout, openings or recovery");
+            if ((uint256(p.slots) + 1) * p.slotWidth + 8 > 8 * L) revert BadParameters("slots exceed plaintext"); // + the check slot
+        } else if (p.windows.challenge != 0 || p.slotBits != 0 || p.slotWidth != 0) {
+            revert BadParameters("no key: no slot layout or openings");
         }
         Windows calldata w = p.windows;
         if (w.registration == 0 || w.submission == 0 || w.coordinator == 0) revert BadParameters("windows");
-        if (p.threshold != 0 && w.recovery == 0) revert BadParameters("recovery window");
         if (p.signedMembers && p.members.length != 0) revert BadParameters("members and signatures");
         if (p.maxIterations == 0) revert BadParameters("iteration cap");
         uint256 n = p.priceFloor.length;
@@ -229,26 +305,41 @@ contract RoundOpenings is RoundStorage {
     }
 
 
-    /// @dev Starts a challenge of iteration `iteration`'s opening (hash `h`), or checks that this
-    ///      call continues the one in progress from accumulator `acc`.
-    function _admitChallenge(Round storage r, uint256 roundId, uint32 iteration, bytes32 h, bytes calldata acc) internal {
+    /// @dev Starts a challenge of the opening under `key` (hash `h`), or checks that this call
+    ///      continues the one in progress from accumulator `acc`. Openings may be challenged while
+    ///      the round iterates and, after conclusion, until the challenge window closes.
+    function _admitChallenge(Round storage r, uint256 roundId, uint256 key, bytes32 h, bytes calldata acc) internal {
         if (r.keyData == address(0) || r.windows.challenge == 0) revert NoChallenges(roundId);
         Phase phase = r.phase;
         if (phase != Phase.Iterating && phase != Phase.Concluded) revert WrongPhase(roundId, phase, Phase.Concluded);
-        if (h != r.openings[iteration]) revert ChallengeMismatch(roundId, iteration);
-        uint32 current = r.challengeIterationPlusOne;
-        if (current == 0) {
-            if (phase == Phase.Concluded && block.number > r.challengeUntil) revert ChallengeWindowClosed(r.challengeUntil);
-            if (acc.length != 0) revert ChallengeMismatch(roundId, iteration);
-            r.challengeIterationPlusOne = iteration + 1;
-            r.challenger = msg.sender;
-            emit Challenged(roundId, iteration, msg.sender);
-        } else {
-            uint64 last = r.challengeUntil + r.windows.challenge; // a challenge in progress may finish until then
-            if (phase == Phase.Concluded && block.number > last) revert ChallengeWindowClosed(last);
-            if (current != iteration + 1) revert ChallengeInProgress(roundId, current - 1);
-            if (bytes28(keccak256(acc)) != r.challengeAcc) revert ChallengeMismatch(roundId, iteration);
+        if (h != r.openings[key] || h == bytes32(0)) revert ChallengeMismatch(roundId, key);
+        if (_challengeInProgress(r)) {
+            uint256 current = r.challengeKeyPlusOne;
+            if (current != key + 1) revert ChallengeInProgress(roundId, current - 1);
+            if (bytes28(keccak256(acc)) != r.challengeAcc) revert ChallengeMismatch(roundId, key);
+            return;
         }
+        uint64 until = _challengeWindow(r, key);
+        if (block.number > until) revert ChallengeWindowClosed(until);
+        if (acc.length != 0) revert ChallengeMismatch(roundId, key);
+        r.challengeKeyPlusOne = key + 1;
+        r.challenger = msg.sender;
+        r.challengeDeadline = uint64(block.number) + r.windows.challenge;
+        r.challengeStep = 0;
+        emit Challenged(roundId, key, msg.sender);
+    }
+
+    /// @dev The last block a challenge of the opening under `key` may start: after conclusion the
+    ///      challenge window; in a dispute its deadline (a dispute opening only in its own dispute);
+    ///      else while the round iterates.
+    function _challengeWindow(Round storage r, uint256 key) internal view returns (uint64) {
+        if (r.phase == Phase.Concluded) return r.challengeUntil;
+        bool disputing = r.step == Step.Disputing;
+        if (key >> 128 == 1) {
+            bool current = uint32(key >> 32) == r.iteration && uint16(key >> 16) == r.attempt;
+            return disputing && current ? r.deadline : 0;
+        }
+        return disputing ? r.deadline : type(uint64).max;
     }
 
     /// @dev Runs up to `steps` steps; true once all of n's words are processed.
@@ -265,104 +356,97 @@ contract RoundOpenings is RoundStorage {
         r.challengeAcc = finished ? bytes28(0) : bytes28(keccak256(next));
     }
 
-    /// @dev Whether the published aggregate and plaintext fit rho^n = `rhoN`.
+    /// @dev Whether the published ciphertext and plaintext fit rho^n = `rhoN`.
     function _holds(address keyData, bytes calldata published, bytes memory rhoN) internal view returns (bool) {
         uint256 L = published.length / 4;
         return paillier.openingHolds(keyData, published[:2 * L], published[2 * L:3 * L], rhoN);
     }
 
-    /// @dev Ends a challenge: a false opening of an aggregate closes the round; a false blame
-    ///      opening leaves its participant uncleared.
-    function _judge(Round storage r, uint256 roundId, uint32 iteration, bool holds) internal {
+    /// @dev Ends a challenge: the coordinator's false decryption closes the round and forfeits its
+    ///      bond; a participant's false opening (in a dispute or a blame step) makes it a culprit,
+    ///      which forfeits its deposit.
+    function _judge(Round storage r, uint256 roundId, uint256 key, bool holds) internal {
         address challenger = r.challenger;
-        r.challengeIterationPlusOne = 0;
+        r.challengeKeyPlusOne = 0;
         r.challenger = address(0);
         if (holds) {
-            emit OpeningConfirmed(roundId, iteration);
-        } else {
-            emit OpeningDisproved(roundId, iteration, challenger);
-            if (iteration >= BLAME_KEY) r.members[r.participants[iteration - BLAME_KEY - 1]].cleared = false;
-            else _close(r, roundId, CloseReason.OpeningDisproved);
+            emit OpeningConfirmed(roundId, key);
+            return;
         }
+        emit OpeningDisproved(roundId, key, challenger);
+        if (key >> 128 == 0) {
+            _forfeit(r, roundId, r.coordinator, Fault.CoordinatorFalseOpening);
+            _close(r, roundId, CloseReason.OpeningDisproved);
+            return;
+        }
+        Member storage m = r.members[r.participants[uint16(key) - 1]];
+        m.cleared = false;
+        if (!m.culprit) _forfeit(r, roundId, r.participants[uint16(key) - 1], Fault.FalseOpening);
     }
 
-    /// @dev Aggregation may begin once the submissions are closed and, in rounds with recovery, the
-    ///      recovery step is complete or late (the coordinator's window then runs from its deadline).
-    function _enterAggregation(Round storage r, uint256 roundId) internal {
-        Step step = r.step;
-        if (step == Step.Aggregating) return;
-        if (step != Step.Recovering) revert WrongStep(roundId, step, Step.Aggregating);
-        uint64 deadline = r.deadline;
-        if (block.number <= deadline && r.recoveries != r.submissions) revert DeadlineNotPassed(deadline);
-        uint64 late = deadline + r.windows.coordinator;
-        r.step = Step.Aggregating;
-        r.deadline = late;
-        emit StepChanged(roundId, r.iteration, Phase.Iterating, Step.Aggregating, late);
-    }
-
-    /// @dev The decoded sums of the current iteration's aggregate (coordinator only, on time), or,
-    ///      in a round without a key, none once the submissions are closed.
+    /// @dev The decoded sums of the current attempt's aggregate (coordinator only, on time), or,
+    ///      in a round without a key, none once the submissions are closed. `cancelled`: whether
+    ///      the check slot must be zero (publish, conclude) or not (dispute, which keeps it).
     function _open(
         Round storage r,
         uint256 roundId,
         bytes calldata agg,
         bytes calldata plaintext,
         bytes calldata opening,
-        uint64[] calldata corrections
-    ) internal returns (int64[] memory sums) {
-        if (!_readyToPublish(r, roundId, agg, plaintext.length, opening.length, corrections.length)) return sums;
-        sums = _decode(r, roundId, plaintext, opening, corrections);
-        if (r.windows.challenge != 0) r.openings[r.iteration] = keccak256(abi.encodePacked(agg, plaintext, opening));
+        bool cancelled
+    ) internal returns (int64[] memory sums, uint64 check) {
+        if (!_readyToPublish(r, roundId, agg, plaintext.length, opening.length)) return (sums, check);
+        (sums, check) = _decode(r, roundId, plaintext, opening);
+        if (cancelled && check != 0) revert MasksDoNotCancel(roundId, r.iteration, check);
+        if (!cancelled && check == 0) revert MasksCancel(roundId, r.iteration);
+        if (r.windows.challenge != 0) _keepOpening(r, keccak256(abi.encodePacked(agg, plaintext, opening)));
     }
 
-    /// @dev The coordinator, on time, with an aggregate of the current iteration and data of the
+    /// @dev Keeps the hash of the current attempt's decryption for a challenge.
+    function _keepOpening(Round storage r, bytes32 h) internal {
+        r.openings[_aggregateKey(r.iteration, r.attempt)] = h;
+    }
+
+    /// @dev The coordinator, on time, with an aggregate of the current attempt and data of the
     ///      round's lengths; false in a round without a key (nothing to decode).
-    function _readyToPublish(
-        Round storage r,
-        uint256 roundId,
-        bytes calldata agg,
-        uint256 plaintextLength,
-        uint256 openingLength,
-        uint256 correctionsLength
-    ) internal returns (bool keyed) {
+    function _readyToPublish(Round storage r, uint256 roundId, bytes calldata agg, uint256 plaintextLength, uint256 openingLength)
+        internal
+        view
+        returns (bool keyed)
+    {
         _requireCoordinator(r);
         _requirePhase(r, roundId, Phase.Iterating);
+        _requireStep(r, roundId, Step.Aggregating);
+        _requireOnTime(r);
         uint32 k = r.iteration;
         uint256 L = uint256(r.nWords) * 32;
         if (plaintextLength != L) revert PlaintextLength(plaintextLength, L);
         if (openingLength != L) revert OpeningLength(openingLength, L);
-        uint256 expected = r.threshold == 0 ? 0 : r.slots;
-        if (correctionsLength != expected) revert CorrectionsLength(correctionsLength, expected);
         keyed = r.keyData != address(0);
-        if (keyed) _enterAggregation(r, roundId);
-        else if (r.step != Step.Aggregating) revert WrongStep(roundId, r.step, Step.Aggregating);
-        _requireOnTime(r);
         if (!keyed) {
             if (agg.length != 0) revert AggregateMismatch(roundId, k);
             return false;
         }
-        if (r.aggregatedIterationPlusOne != k + 1) revert NotAggregated(roundId, k);
+        if (!r.aggregatedAttempt) revert NotAggregated(roundId, k);
         if (bytes28(keccak256(agg)) != r.aggregateHash) revert AggregateMismatch(roundId, k);
     }
 
-    /// @dev Checks m < n and 0 < rho < n and decodes the sums less the corrections.
-    function _decode(
-        Round storage r,
-        uint256 roundId,
-        bytes calldata plaintext,
-        bytes calldata opening,
-        uint64[] calldata corrections
-    ) internal view returns (int64[] memory sums) {
+    /// @dev Checks m < n and 0 < rho < n and decodes the sums and the check slot.
+    function _decode(Round storage r, uint256 roundId, bytes calldata plaintext, bytes calldata opening)
+        internal
+        view
+        returns (int64[] memory sums, uint64 check)
+    {
         PaillierMath.Layout memory layout = PaillierMath.Layout(r.slots, r.slotBits, r.slotWidth);
         PaillierMath.Opening outcome;
-        (outcome, sums) = paillier.open(r.keyData, bytes.concat(plaintext, opening), layout, corrections);
+        (outcome, sums, check) = paillier.open(r.keyData, bytes.concat(plaintext, opening), layout, new uint64[](0));
         if (outcome == PaillierMath.Opening.PlaintextOutOfRange) revert PlaintextOutOfRange(roundId, r.iteration);
         if (outcome == PaillierMath.Opening.OpeningNotCanonical) revert OpeningNotCanonical(roundId, r.iteration);
     }
 
     /// @dev Checks each ciphertext and commitment against the stored hash of the next participant
-    ///      (from registration index `cursor` on) that submitted in iteration `k`; returns the index
-    ///      after the last one.
+    ///      (from registration index `cursor` on) that submitted in the current attempt; returns
+    ///      the index after the last one.
     function _absorbAll(
         Round storage r,
         uint32 k,
@@ -371,17 +455,18 @@ contract RoundOpenings is RoundStorage {
         bytes32[] calldata commitments
     ) internal view returns (uint256) {
         uint256 L2 = uint256(r.nWords) * 64;
+        uint16 attempt = r.attempt;
         address[] storage parts = r.participants;
         for (uint256 i = 0; i < ciphertexts.length; ++i) {
             address who = parts[cursor];
             Member storage m = r.members[who];
-            while (m.submittedIterationPlusOne != k + 1) {
+            while (m.submittedIterationPlusOne != k + 1 || m.submittedAttempt != attempt) {
                 who = parts[++cursor];
                 m = r.members[who];
             }
             bytes calldata ct = ciphertexts[i];
             if (ct.length != L2) revert SubmissionMismatch(who, k);
-            if (bytes26(keccak256(abi.encodePacked(keccak256(ct), commitments[i]))) != m.submissionHash) {
+            if (bytes24(keccak256(abi.encodePacked(keccak256(ct), commitments[i]))) != m.submissionHash) {
                 revert SubmissionMismatch(who, k);
             }
             ++cursor;

@@ -1,21 +1,20 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
-/// @notice The deadlines of a round, in blocks (docs/protocol.md, "Deadlines"). Every phase has
+/// @notice The deadlines of a round, in blocks (docs/protocol.md, "Deadlines"). Every step has
 ///         one; after it anyone may move the round on (drop who is missing) or cancel it (when
 ///         the coordinator is late), so no party can hold the others' deposits.
 struct Windows {
     uint32 registration; // after createRound: registrations accepted (then the coordinator starts)
-    uint32 submission; // per iteration (and the sharing step): participants submit
-    uint32 recovery; // per iteration, after the submissions: survivors post recovery partials
-    uint32 coordinator; // the coordinator's time to start, publish, conclude or settle
-    uint32 challenge; // after conclusion: anyone may challenge an opening (0: openings unchecked)
+    uint32 submission; // every participants' step: a submission attempt, a dispute's openings and its accusations, the reveals, the blame openings
+    uint32 coordinator; // the coordinator's time to start, publish, conclude or dispute
+    uint32 challenge; // after an opening is posted: anyone may challenge it (0: openings unchecked)
 }
 
 /// @notice Parameters of a round (docs/protocol.md, "Life of a round").
 /// @dev `slots` is the number of values each ciphertext carries (packed, `slotBits` B and
-///      `slotWidth` W each); the public price vector has one entry per element of the price band,
-///      whose length the rule ties to its own layout.
+///      `slotWidth` W each, plus one check slot whose masks must cancel); the public price vector
+///      has one entry per element of the price band, whose length the rule ties to its own layout.
 struct RoundParams {
     ISettlementRule rule; // the mechanism's stateless settlement rule
     uint256 parentRoundId; // 0: a top-level round; else the round this one is nested in
@@ -32,7 +31,8 @@ struct RoundParams {
     bytes terms; // the mechanism's terms (ABI-encoded), validated and read by the rule
     address[] members; // who may register (position = member index); empty: `signedMembers` or anyone
     bool signedMembers; // register needs the creator's signature of (chain, contract, round, account, index)
-    uint16 threshold; // Shamir threshold of the mask secrets (0: no dropout recovery, masks without it)
+    uint256 collateral; // each participant's deposit locked from `start` to the end (less: dropped at start)
+    uint256 bond; // the coordinator's deposit locked from `start`, forfeited when it is proven at fault
     Windows windows;
 }
 
@@ -106,42 +106,69 @@ enum Standing {
     DroppedSilent // dropped out without a reveal (its values are zero)
 }
 
-/// @notice The phases of a round: Registering -> (Sharing, in rounds with dropout recovery) ->
-///         Iterating -> Concluded -> Settled, or Closed (nothing traded, every deposit
-///         withdrawable) from any phase before Settled.
+/// @notice The phases of a round: Registering -> Iterating -> Concluded -> Settled, or Closed
+///         (nothing traded, every deposit withdrawable) from any phase before Settled.
 enum Phase {
     Registering,
-    Sharing,
     Iterating,
     Concluded,
     Settled,
     Closed
 }
 
-/// @notice The steps of an iteration: submissions, then (with dropout recovery) the survivors'
-///         recovery partials, then aggregation and publication.
+/// @notice The steps of an iteration: a submission attempt, its aggregation and publication, and,
+///         when the decrypted check slot shows that the masks did not cancel, a dispute (each
+///         submitter opens its masked plaintext and its check masks; then accusations), after
+///         which the iteration is tried again without the culprits.
 enum Step {
     Submitting,
-    Recovering,
-    Aggregating
+    Aggregating,
+    Disputing
+}
+
+/// @notice Why a participant left the round (`Dropped`).
+enum DropReason {
+    MissedSubmission, // did not submit before an attempt's deadline
+    NoCollateral, // its deposit was below the round's collateral at start
+    MissedOpening, // did not open its submission in a dispute
+    Culprit // proven in a dispute to have submitted masks that do not cancel
+}
+
+/// @notice Why a party was named at fault (`Blamed`).
+enum Fault {
+    WithheldReveal, // stayed to the end and did not reveal its final values (forfeits its deposit)
+    FalseOpening, // posted an opening of its ciphertext that a challenge disproved (forfeits)
+    FalseCheck, // claimed check masks that its neighbour's proof contradicts (forfeits)
+    SumCheated, // the only one that did not open in a blame step: it encrypted other values than it revealed (forfeits)
+    NotOpened, // did not open in a blame step while others did not either: settled by the fallback, nothing forfeited
+    CoordinatorLate, // the coordinator missed its deadline (forfeits its bond)
+    CoordinatorFalseOpening, // a challenge disproved the coordinator's decryption (forfeits its bond)
+    CoordinatorFalseSums, // every participant proved its ciphertext in a blame step: the decrypted sums were false (bond)
+    Overdrawn // billed more than its deposit (it revealed more than it could pay): forfeits it, settled without its reveal
 }
 
 /// @dev A participant. Slot 0 is what `submit` writes; registration makes it non-zero so that every
 ///      later submission is a non-zero -> non-zero write.
 struct Member {
-    bytes26 submissionHash; // bytes26(keccak256(keccak256(ciphertext) || commitment))
+    bytes24 submissionHash; // bytes24(keccak256(keccak256(ciphertext) || commitment))
     uint16 position; // 1-based registration order
     uint32 submittedIterationPlusOne;
+    uint16 submittedAttempt; // the attempt of its latest submission
     // slot 1
-    uint32 droppedBeforePlusOne; // the first iteration it missed, plus one (0: active); 1 = dropped while sharing
-    uint32 recoveredIterationPlusOne; // the latest iteration it posted recovery partials for, plus one
+    uint32 droppedBeforePlusOne; // the iteration it left in, plus one (0: active)
     uint32 memberIndexPlusOne; // its index in the allow-list or the creator's signature, plus one
-    bool shared; // posted its shares (rounds with dropout recovery)
+    uint48 openedPlusOne; // the dispute (iteration << 16 | attempt, plus one) it opened its submission in
+    bool culprit; // proven at fault: its deposit forfeited
+    bool revealed; // revealed its values after conclusion
     bool cleared; // in a blame step: opened its final ciphertext and masks consistently
-    bytes16 materialHash; // keccak256 of its sharing post (whose commitments start with a G and b G)
-    // slot 2 (rounds with dropout recovery): bytes16(keccak256(point)) of its mask points
+    // slot 2: bytes16(keccak256(point)) of its mask points Y(k) = a H_k
     bytes16 pointHash; // of the current iteration (posted one iteration ahead)
     bytes16 nextPointHash; // of the next iteration
+    // slot 3
+    bytes16 keyHash; // of its public key A = a G (registration)
+    bytes16 checkHash; // of the check masks it claimed in the current dispute
+    // slot 4
+    bytes32 revealHash; // keccak256(keccak256(abi.encodePacked(values)) || ciphertext hash) of its reveal
 }
 
 /// @dev A round's state (PrivateRounds and its modules share it through RoundStorage).
@@ -155,52 +182,53 @@ struct Round {
     bool exists;
     uint16 active; // participants still in the round (not dropped)
     uint16 pairLanes;
-    uint16 submissions; // accepted submissions (or shares) in the current iteration (step)
     // slot 1
+    uint16 submissions; // accepted submissions (or a dispute's openings) in the current attempt
+    uint16 attempt; // attempts of the current iteration so far (a dropout or a dispute starts another)
     address coordinator;
     uint8 slotBits;
     uint16 slotWidth;
     uint32 maxIterations;
+    // slot 2
     uint16 slots;
     uint16 participantCount;
     bool allowList;
     bool signedMembers;
-    // slot 2
     address gridAccount;
     uint64 deadline; // the block after which the current step is late
-    uint16 threshold;
-    uint16 recoveries; // survivors that posted recovery partials this iteration
     // slot 3
     ISettlementRule rule;
-    uint64 challengeUntil; // after conclusion: last block at which an opening may be challenged
-    // slot 4: the current iteration's aggregate (while aggregating: the product so far)
+    uint64 challengeUntil; // after an opening (conclusion, a blame step): last block at which it may be challenged
+    uint16 revealed; // participants that revealed
+    // slot 4: the current attempt's aggregate (while aggregating: the product so far)
     bytes28 aggregateHash;
-    uint32 aggregatedIterationPlusOne;
+    bool aggregatedAttempt; // the aggregate is of the current attempt, complete
     // slot 5: chunked aggregation
     uint16 absorbed; // submissions multiplied in so far
     uint16 cursor; // registration index the next chunk starts from
-    uint64 blameUntil; // after a sum mismatch at settlement: last block for the blame openings (0: none)
+    uint64 revealUntil; // after conclusion: last block for the reveals
+    uint64 blameUntil; // after a failed sum check: last block for the blame openings (0: none)
     // slot 6: an opening challenge in progress (one at a time)
     bytes28 challengeAcc; // hash of the accumulator rho^(prefix of n) mod n^2
-    uint32 challengeIterationPlusOne;
-    // slot 7
-    address challenger;
     uint8 challengeStep; // 256-bit words of n processed
+    address challenger;
+    uint64 challengeDeadline; // the last block the challenge in progress may go on (then it is void)
+    uint256 challengeKeyPlusOne; // the opening being challenged (RoundStorage keys), plus one
     Windows windows;
     address termsData; // SSTORE2 data contract 0x00 || terms (address(0): no terms)
     uint256 parentRoundId;
+    uint256 collateral;
+    uint256 bond;
+    uint256 forfeited; // slashed and not yet shared out
     uint64[] priceFloor;
     uint64[] priceCap;
     uint64[] prices;
     int64[] finalSums;
     address[] participants;
-    bytes32[] maskKeys;
     mapping(address => Member) members;
     mapping(address => uint256) balances; // the round's token ledger
     mapping(address => uint256) allowedPlusOne; // member index + 1 (allow-list)
-    mapping(uint32 => bytes32) openings; // per iteration: keccak256(aggregate, plaintext, opening, corrections)
-    mapping(bytes32 => bool) ciphertextSeen; // every ciphertext hash accepted in the round
-    mapping(bytes32 => bool) maskKeySeen;
+    mapping(uint256 => bytes32) openings; // per opening key: keccak256(ciphertext || plaintext || rho)
 }
 
 /// @notice Why a round closed without trading.
@@ -209,7 +237,10 @@ enum CloseReason {
     CoordinatorLate, // the coordinator missed a deadline; anyone cancelled
     TooFewParticipants, // dropouts left fewer than the privacy minimum
     OpeningDisproved, // a challenge showed a published decryption false
-    BlameUnresolved // after a sum mismatch no participant opened its final ciphertext consistently
+    DisputeUnresolved, // a dispute found nobody whose masks failed (its openings unchallenged)
+    MasksDoNotCancel, // the masks did not cancel in a round whose openings cannot be checked
+    RevealsDoNotAddUp, // the reveals cannot be checked against the sums in a round whose openings cannot be checked
+    NotSettled // concluded but nobody settled it in time
 }
 
 /// @title IPrivateRounds
@@ -219,65 +250,64 @@ interface IPrivateRounds {
         uint256 indexed roundId, address indexed coordinator, uint256 indexed parentRoundId, address keyData, RoundParams params
     );
     event PhaseChanged(uint256 indexed roundId, Phase from, Phase to);
-    /// @notice A new step (or phase) began; `deadline` is its last block.
-    event StepChanged(uint256 indexed roundId, uint32 indexed iteration, Phase phase, Step step, uint64 deadline);
-    event Registered(uint256 indexed roundId, address indexed participant, uint16 position, bytes32 maskKey);
-    /// @notice A participant's shares of its mask secrets, each sealed to its holder, and its first mask point.
-    event Shared(uint256 indexed roundId, address indexed participant, bytes material);
+    /// @notice A new step (or attempt) began; `deadline` is its last block.
+    event StepChanged(uint256 indexed roundId, uint32 indexed iteration, Phase phase, Step step, uint16 attempt, uint64 deadline);
+    /// @notice `keys`: its public key A = a G and its mask point of iteration 0, Y(0) = a H_0
+    ///         (compressed secp256k1; only A in a round without a Paillier key but with pair lanes).
+    event Registered(uint256 indexed roundId, address indexed participant, uint16 position, bytes keys);
     event Deposited(uint256 indexed roundId, address indexed account, uint256 amount, uint256 balance);
     event RoundStarted(uint256 indexed roundId, uint32 indexed iteration, uint256 participants, uint64[] prices);
     event Submitted(
         uint256 indexed roundId,
         uint32 indexed iteration,
         address indexed participant,
+        uint16 attempt,
         bytes32 ciphertextHash,
         bytes32 commitment
     );
-    /// @notice A participant's mask point for the next iteration (rounds with dropout recovery).
+    /// @notice A participant's mask point for the next iteration.
     event MaskPoint(uint256 indexed roundId, uint32 indexed iteration, address indexed participant, bytes point);
     event PairMessages(uint256 indexed roundId, uint32 indexed iteration, address indexed participant, bytes messages);
-    /// @notice A participant missed a deadline and left the round from `iteration` on; `inMasks`:
-    ///         the iteration's masks included it (the survivors recover them).
-    event Dropped(uint256 indexed roundId, uint32 indexed iteration, address indexed participant, bool inMasks);
-    /// @notice A survivor's partial evaluations for removing the iteration's masks.
-    event Recovered(uint256 indexed roundId, uint32 indexed iteration, address indexed participant, bytes partials);
-    /// @notice A chunk of the iteration's submissions was multiplied in; `soFar` is the product so far.
+    /// @notice A participant left the round in `iteration` and is settled by the mechanism's fallback.
+    event Dropped(uint256 indexed roundId, uint32 indexed iteration, address indexed participant, DropReason reason);
+    /// @notice A chunk of the attempt's submissions was multiplied in; `soFar` is the product so far.
     event AggregationProgress(uint256 indexed roundId, uint32 indexed iteration, uint256 absorbed, bytes soFar);
     event Aggregated(uint256 indexed roundId, uint32 indexed iteration, bytes aggregate);
     event Published(
-        uint256 indexed roundId,
-        uint32 indexed iteration,
-        bytes plaintext,
-        bytes opening,
-        uint64[] corrections,
-        int64[] sums,
-        uint64[] nextPrices
+        uint256 indexed roundId, uint32 indexed iteration, bytes plaintext, bytes opening, int64[] sums, uint64[] nextPrices
     );
-    event Concluded(
-        uint256 indexed roundId,
-        uint32 indexed iteration,
-        bytes plaintext,
-        bytes opening,
-        uint64[] corrections,
-        int64[] sums,
-        uint64[] prices
+    event Concluded(uint256 indexed roundId, uint32 indexed iteration, bytes plaintext, bytes opening, int64[] sums, uint64[] prices);
+    /// @notice The decrypted check slot is not zero: the masks of this attempt did not cancel.
+    event Disputed(uint256 indexed roundId, uint32 indexed iteration, uint16 attempt, bytes plaintext, bytes opening, uint64 check);
+    /// @notice In a dispute: a submitter's masked plaintext, its opening and the check slot value of
+    ///         its mask with each active neighbour (registration order).
+    event CheckOpened(
+        uint256 indexed roundId, uint32 indexed iteration, address indexed participant, bytes plaintext, bytes opening, uint64[] checks
     );
-    event Challenged(uint256 indexed roundId, uint32 indexed iteration, address indexed challenger);
-    event OpeningConfirmed(uint256 indexed roundId, uint32 indexed iteration);
-    event OpeningDisproved(uint256 indexed roundId, uint32 indexed iteration, address indexed challenger);
+    /// @notice In a dispute: `accuser` proved its check value with `accused`, whose claim differs.
+    event Accused(uint256 indexed roundId, uint32 indexed iteration, address indexed accused, address accuser);
+    /// @notice `key`: the opening challenged (RoundStorage: an attempt's aggregate, a dispute opening, a blame opening).
+    event Challenged(uint256 indexed roundId, uint256 indexed key, address indexed challenger);
+    event OpeningConfirmed(uint256 indexed roundId, uint256 indexed key);
+    event OpeningDisproved(uint256 indexed roundId, uint256 indexed key, address indexed challenger);
     event Closed(uint256 indexed roundId, uint32 indexed iteration, CloseReason reason, address by);
+    /// @notice A participant revealed its final values (or, dropped, those of its last submission),
+    ///         opening its commitment; the values are in the call's input, where the settlement's
+    ///         caller and an auditor read them (an event would charge ~8 gas a byte more for them).
+    event Revealed(uint256 indexed roundId, address indexed participant);
     event Bill(uint256 indexed roundId, address indexed participant, int256[] items);
     event Payment(uint256 indexed roundId, uint32 indexed iteration, address indexed account, int256 amount);
     event Settled(uint256 indexed roundId, uint32 indexed iteration);
     event Withdrawn(uint256 indexed roundId, address indexed account, uint256 amount);
-    /// @notice The revealed sums differ from the decrypted ones: every participant that stayed to
-    ///         the end must open its final ciphertext and masks until `until`.
+    /// @notice The reveals cannot be checked against the decrypted sums (a mismatch, or a reveal
+    ///         withheld): every participant that revealed must open its final ciphertext and
+    ///         masks until `until`.
     event BlameStarted(uint256 indexed roundId, uint32 indexed iteration, uint64 until);
     event BlameOpened(uint256 indexed roundId, address indexed participant);
-    /// @notice A participant that did not clear itself in the blame step, its deposit slashed and
-    ///         shared among those that did; or, when every participant cleared itself, the
-    ///         coordinator (whose corrections were wrong), with nothing slashed.
-    event Blamed(uint256 indexed roundId, address indexed culprit, uint256 slashed);
+    /// @notice A party named at fault, and what it forfeited (shared among the others at the end).
+    event Blamed(uint256 indexed roundId, address indexed culprit, uint256 forfeited, Fault fault);
+    /// @notice A share of the forfeited deposits, credited to a participant at the end of the round.
+    event Compensated(uint256 indexed roundId, address indexed account, uint256 amount);
 
     error UnknownRound(uint256 roundId);
     error NotCoordinator(address caller, address coordinator);
@@ -288,30 +318,23 @@ interface IPrivateRounds {
     error NotMember(address account);
     error BadSignature(address account);
     error GridAccountCannotRegister(address gridAccount);
-    error MaskKeyRejected(bytes32 maskKey);
-    error MaskKeyRepeated(bytes32 maskKey);
+    error KeysLength(uint256 given, uint256 expected);
     error TooFewParticipants(uint256 count, uint256 minimum);
     error TooManyParticipants(uint256 maximum);
     error DeadlinePassed(uint64 deadline);
     error DeadlineNotPassed(uint64 deadline);
     error NotActive(address participant);
-    error AlreadyShared(address participant);
-    error SharesLength(uint256 given, uint256 maximum);
     error WrongIteration(uint32 given, uint32 current);
     error AlreadySubmitted(address participant, uint32 iteration);
     error CiphertextLength(uint256 given, uint256 expected);
     error CiphertextOutOfRange(address participant);
     error CiphertextIsOne(address participant);
     error CiphertextMultipleOfN(address participant);
-    error CiphertextRepeated(address participant, bytes32 ciphertextHash);
     error MaskPointInvalid(address participant);
     error PairMessagesLength(uint256 given, uint256 expected);
     error NotMissing(address participant);
     error MissingCount(uint256 given, uint256 expected);
-    error NoRecovery(uint256 roundId);
-    error AlreadyRecovered(address participant, uint32 iteration);
     error SubmissionCount(uint256 given, uint256 expected);
-    error SubmissionMissing(address participant, uint32 iteration);
     error SubmissionMismatch(address participant, uint32 iteration);
     error NoKey(uint256 roundId);
     error AlreadyAggregated(uint256 roundId, uint32 iteration);
@@ -321,26 +344,41 @@ interface IPrivateRounds {
     error PlaintextOutOfRange(uint256 roundId, uint32 iteration);
     error OpeningLength(uint256 given, uint256 expected);
     error OpeningNotCanonical(uint256 roundId, uint32 iteration);
-    error CorrectionsLength(uint256 given, uint256 expected);
+    error MasksDoNotCancel(uint256 roundId, uint32 iteration, uint64 check);
+    error MasksCancel(uint256 roundId, uint32 iteration);
     error PriceLength(uint256 given, uint256 expected);
     error PriceOutOfBand(uint256 index, uint64 price, uint64 floor, uint64 cap);
     error IterationCapReached(uint32 maxIterations);
+    error NotInDispute(address participant);
+    error AlreadyOpened(address participant);
+    error ChecksLength(uint256 given, uint256 expected);
+    /// @notice A dispute opening that does not hold: `part` 0 the submission, 1 the check masks.
+    error CheckOpeningInvalid(address participant, uint256 part);
+    error NotNeighbours(address accuser, address accused);
+    error NoMismatch(address accuser, address accused);
+    /// @notice An accusation that does not hold: `part` 0 the key, 1 the accuser's mask point,
+    ///         2 the accused's mask point or the pair point, 4 the check values.
+    error AccusationInvalid(address accuser, uint256 part);
+    error AlreadyCulprit(address participant);
     error NoChallenges(uint256 roundId);
     error ChallengeWindowOpen(uint64 until);
     error ChallengeWindowClosed(uint64 until);
-    error ChallengeInProgress(uint256 roundId, uint32 iteration);
-    error ChallengeMismatch(uint256 roundId, uint32 iteration);
+    error ChallengeInProgress(uint256 roundId, uint256 key);
+    error ChallengeMismatch(uint256 roundId, uint256 key);
+    error NothingToReveal(address participant);
+    error AlreadyRevealed(address participant);
+    error RevealWindowOpen(uint64 until);
     error RevealCount(uint256 given, uint256 expected);
     error RevealLength(address participant, uint256 given, uint256 expected);
     error RevealOutOfRange(address participant, uint256 index);
     error CommitmentMismatch(address participant);
-    error RevealedSumMismatch(uint256 slot, int256 revealed, int256 decrypted);
+    error RevealMismatch(address participant);
     error NoBlame(uint256 roundId);
     error NotInBlame(address participant);
     error AlreadyCleared(address participant);
     error MasksLength(uint256 given, uint256 expected);
-    /// @notice A blame opening that does not hold: `part` 0 the commitment, 1 the keys, 2 its mask
-    ///         point, 3 its self mask, 4 + k its k-th pair mask, 4 + degree the masked plaintext.
+    /// @notice A blame opening that does not hold: `part` 0 the reveal, 1 the key, 2 its mask point,
+    ///         3 + q its q-th neighbour's pair mask, 3 + degree the masked plaintext.
     error BlameOpeningInvalid(address participant, uint256 part);
     error SettlementImbalance(int256 sum);
     error SettlementShape(uint256 participants, uint256 amounts, uint256 payees, uint256 payeeAmounts, uint256 bills);

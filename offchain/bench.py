@@ -9,8 +9,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-TARGETS = {"embedded_seconds": 30.0, "anvil_seconds": 10.0, "private_over_plaintext": 5.0,
-           "gas_per_submission": 60_000, "gas_per_prosumer_per_iteration": 150_000}
+TARGETS = {"embedded_seconds": 30.0, "anvil_seconds": 10.0, "private_over_plaintext": 4.0,
+           "transactions_per_prosumer_per_iteration": 1.0, "gas_per_prosumer_per_iteration": 150_000}
 
 
 def _main_round(scenario_path, prosumers=None, seed=None):
@@ -23,15 +23,21 @@ def _main_round(scenario_path, prosumers=None, seed=None):
 
 
 def _gas_figures(outcome) -> dict[str, Any]:
+    """Gas by kind, and what a prosumer pays counting every transaction it sends (runner.prosumer_costs)."""
+    from .runner import prosumer_costs
+
     gas = outcome.transport.gas
     n = len(outcome.setup.participants)
     agg = float(np.mean(gas["aggregate"])) if gas.get("aggregate") else 0.0
     decryption = gas.get("publish", []) + gas.get("conclude", [])
-    sub = float(np.mean(gas["submit"]))
-    return {"gas_per_submission": sub, "gas_aggregate_per_iteration": agg,
+    costs = prosumer_costs(outcome)
+    return {"gas_per_submission": costs["submission_mean"], "gas_aggregate_per_iteration": agg,
             "gas_publish_per_iteration": float(np.mean(decryption)),
-            "gas_per_prosumer_per_iteration": sub + agg / n,
-            "gas_per_iteration": sub * n + agg + float(np.mean(decryption)),
+            "transactions_per_prosumer_per_iteration": costs["transactions_per_prosumer_per_iteration"],
+            "gas_per_prosumer_per_iteration": costs["per_prosumer_per_iteration"],
+            "gas_per_prosumer_per_round": costs["per_prosumer_per_round"],
+            "gas_per_iteration": costs["submission_mean"] * n + agg + float(np.mean(decryption)),
+            "gas_reveal": float(np.mean(gas["reveal"])) if gas.get("reveal") else 0.0,
             "gas_settle": int(sum(gas.get("settle", []))),
             "gas_total": int(sum(sum(v) for v in gas.values()))}
 
@@ -86,10 +92,14 @@ def bench_round_command(args, console: Console) -> int:
             ("private / plaintext time", "private_over_plaintext", "{:.2f}x"),
             ("iterations", "iterations", "{}"),
             ("gas per submission tx", "gas_per_submission", "{:,.0f}"),
-            ("gas per prosumer per iteration", "gas_per_prosumer_per_iteration", "{:,.0f}"),
+            ("transactions per prosumer per iteration", "transactions_per_prosumer_per_iteration", "{:.2f}"),
+            ("gas per prosumer per iteration (all it sends + aggregation share)", "gas_per_prosumer_per_iteration", "{:,.0f}"),
+            ("gas per prosumer per round besides (register, approve, deposit, reveal, withdraw)",
+             "gas_per_prosumer_per_round", "{:,.0f}"),
             ("gas aggregate per iteration", "gas_aggregate_per_iteration", "{:,.0f}"),
             ("gas publish/conclude per iteration", "gas_publish_per_iteration", "{:,.0f}"),
             ("gas per iteration, all told", "gas_per_iteration", "{:,.0f}"),
+            ("gas per reveal", "gas_reveal", "{:,.0f}"),
             ("gas of the settlement", "gas_settle", "{:,.0f}"),
             ("max price gap vs plaintext", "price_gap_vs_plaintext", "{:.1e}")]
     for label, key, fmt in rows:
@@ -290,19 +300,21 @@ def bench_fuzz_command(args, console: Console) -> int:
                         f"(seed {args.seed if args.seed is not None else 'random'})")
     table.add_column("figure")
     table.add_column("value", justify="right")
-    for label, value in (("sequences (examples)", f"{result['examples']:,}"), ("steps", f"{result['steps']:,}"),
-                         ("transactions", f"{result['transactions']:,}"),
-                         ("hostile or predicted-invalid calls rejected", f"{result['rejections']:,}"),
-                         ("withdrawal checks of finished rounds", f"{result['withdrawal_checks']:,}"),
+    for label, value in (("sequences (examples)", result["examples"]), ("steps", result["steps"]),
+                         ("transactions", result["transactions"]), ("disputes", result["disputes"]),
+                         ("accusations", result["accusations"]), ("blame steps", result["blame_steps"]),
+                         ("openings disproved by a challenge", result["openings_disproved"]),
+                         ("hostile calls (each rejected, nothing changed)", result["hostile"]),
+                         ("all calls rejected as the model predicted", result["rejections"]),
+                         ("withdrawal checks of finished rounds", result["withdrawal_checks"]),
+                         ("end checks (deadlines passed from a state end the round)", result["end_checks"]),
                          ("wall time (s)", f"{result['wall_seconds']:.1f}"),
                          ("invariants", "BROKEN" if result["failed"] else "all held")):
-        table.add_row(label, value)
-    for phase, count in sorted(result["round_outcomes"].items(), key=lambda kv: -kv[1]):
-        table.add_row(f"  rounds ending an example {phase}", f"{count:,}")
-    for reason, count in sorted(result["closed"].items(), key=lambda kv: -kv[1]):
-        table.add_row(f"  closed: {reason}", f"{count:,}")
-    for error, count in sorted(result["rejected"].items(), key=lambda kv: (-kv[1], kv[0])):
-        table.add_row(f"  rejected: {error}", f"{count:,}")
+        table.add_row(label, f"{value:,}" if isinstance(value, int) else value)
+    for title, key in (("rounds ending an example", "round_outcomes"), ("closed", "closed"), ("fault", "faults"),
+                       ("rejected", "rejected"), ("hostile", "hostile_calls")):
+        for name, count in sorted(result[key].items(), key=lambda kv: (-kv[1], kv[0])):
+            table.add_row(f"  {title}: {name}", f"{count:,}")
     out.print(table)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -1,7 +1,8 @@
-"""``gridshare bench registration`` and ``gridshare bench aggregate``: what one participant costs
-at the start of a round as rounds grow (SecAgg+'s sparse neighbours), and the chunked aggregation
-of a 2,000-participant round against EIP-7825's per-transaction gas cap, on anvil nodes started
-here."""
+"""``gridshare bench registration``, ``aggregate`` and ``blame``: what one participant costs at the
+start of a round as rounds grow (SecAgg+'s sparse neighbours), the chunked aggregation of a
+2,000-participant round against EIP-7825's per-transaction gas cap, and what a hostile participant
+costs the others (the blame step after a cheat, the dispute after garbled masks), on anvil nodes
+started here."""
 from __future__ import annotations
 
 import contextlib
@@ -18,8 +19,11 @@ from rich.table import Table
 from .chain.backends import TX_GAS_CAP
 from .errors import OutputError, UsageError
 
-BATCH = 500  # transactions per JSON-RPC batch in the 2,000-participant round
-MAX_DATA_BYTES = 24_000  # PrivateRounds.MAX_DATA_BYTES: the most a share (or recovery) post may hold
+BATCH = 500  # calls per JSON-RPC batch
+# Transactions sent at once in the 2,000-participant round: all must fit one block (60M gas at
+# ~260k gas reserved per register), because anvil's automine mines a block per transaction that
+# arrives, and a burst's overflow beyond the last of those blocks stays pending until the next one.
+TX_BATCH = 200
 
 
 def _check_json(path: Path | None) -> None:
@@ -72,7 +76,6 @@ def _sizes(text: str) -> list[int]:
 def registration(args, console: Console) -> dict[str, Any]:
     from .chain.backends import connect, start_anvil
     from .models.scenario import check_key_bits
-    from .privacy.secagg import POINT_BYTES, SHARE_BYTES, default_threshold
     from .protocol.transport import ChainTransport
     from .registry import load_scenario
 
@@ -80,7 +83,7 @@ def registration(args, console: Console) -> dict[str, Any]:
     key_bits = check_key_bits(args.key_bits, "--key-bits")
     _check_json(args.json)
     loaded = [load_scenario(args.scenario, prosumers=n) for n in sizes]  # every scenario checked first
-    out: dict[str, Any] = {"scenario": loaded[0][1].name, "key_bits": key_bits, "recovery": True, "sizes": {}}
+    out: dict[str, Any] = {"scenario": loaded[0][1].name, "key_bits": key_bits, "sizes": {}}
     with start_anvil() as node:
         chain = connect(node.url)
         prefund(chain, max(sizes) + 2)
@@ -90,69 +93,53 @@ def registration(args, console: Console) -> dict[str, Any]:
             with console.status(f"{n} participants: preparing the scenario (profiles, stand-alone solves)"):
                 job = mechanism.prepare(scenario, {o.flag.lstrip("-"): o.default for o in mechanism.options})
                 setup = job.rounds[0]()
-            transport = ChainTransport(chain, key_bits=key_bits, market=market, rules=rules, recovery=True)
-            block0 = chain.block_number
+            transport = ChainTransport(chain, key_bits=key_bits, market=market, rules=rules)
             try:
                 with console.status(f"{n} participants: create the round, register and deposit one by one"):
                     t0 = time.perf_counter()
                     transport.open(setup)
                     t_open = time.perf_counter() - t0
                 market, rules = transport.market, transport.rules
-                with console.status(f"{n} participants: start, every participant shares its mask secrets"):
+                keys = [len(k) for _, k in market.registered(transport.round_id)]
+                with console.status(f"{n} participants: start"):
                     t0 = time.perf_counter()
                     transport.start(list(setup.coordinator.start()))
-                    t_share = time.perf_counter() - t0
-                shared = [ev["args"] for ev in market.contract.events.Shared().get_logs(from_block=block0)
-                          if ev["args"]["roundId"] == transport.round_id]
+                    t_start = time.perf_counter() - t0
                 info = market.round_info(transport.round_id)
             finally:
                 transport.finish()
-            gas = transport.gas
-            plan = transport.plan
-            material = [len(bytes(a["material"])) for a in shared]
-            register, share = _stats(gas["register"]), _stats(gas["share"])
+            names, degree = {p.name for p in setup.participants}, transport.plan.degree
+            deposits = [t.gas for t in transport.transactions if t.kind == "deposit" and t.party in names]
             out["sizes"][str(n)] = {
-                "participants": n, "round_id": transport.round_id, "phase_after_sharing": info["phase"],
-                "degree": plan.degree, "threshold": transport.threshold, "complete_graph": plan.degree == n - 1,
-                "register_gas": register, "share_gas": share,
-                "deposit_gas": _stats(gas["deposit"]) if gas.get("deposit") else None,
-                "register_plus_share_gas_mean": register["mean"] + share["mean"],
-                "share_material_bytes": _stats(material),
-                "share_material_bytes_if_complete_graph":
-                    POINT_BYTES * (1 + 2 * default_threshold(n - 1)) + SHARE_BYTES * (n - 1),
-                "max_share_bytes": MAX_DATA_BYTES,
-                "seconds": {"create_register_deposit": round(t_open, 2), "start_share": round(t_share, 2)},
+                "participants": n, "round_id": transport.round_id, "phase_after_start": info["phase"],
+                "active_after_start": int(info["active"]), "degree": degree, "complete_graph": degree == n - 1,
+                # registerSigned: the creator's admission signature is checked too
+                "register_call": "registerSigned" if info["signed_members"] else "register",
+                "keys_bytes": _stats(keys), "register_gas": _stats(transport.gas["register"]),
+                "deposit_gas": _stats(deposits) if deposits else None,  # the participants' (not the grid's, the bond)
+                "start_gas": transport.gas["start"][0],
+                "seconds": {"create_register_deposit": round(t_open, 2), "start": round(t_start, 2)},
             }
-    runs = list(out["sizes"].values())
-    if len({r["share_material_bytes"]["mean"] for r in runs}) > 1:  # share gas against its bytes, a line
-        slope, base = np.polyfit([r["share_material_bytes"]["mean"] for r in runs], [r["share_gas"]["mean"] for r in runs], 1)
-        out["share_gas_per_material_byte"] = float(slope)
-        for r in runs:
-            r["share_gas_if_complete_graph_estimate"] = float(base + slope * r["share_material_bytes_if_complete_graph"])
     return out
 
 
 def registration_command(args, console: Console) -> int:
     result = registration(args, console)
     runs = result["sizes"]
-    table = Table(title=f"bench registration: {result['scenario']} tariff rounds with dropout recovery, "
-                        f"{result['key_bits']}-bit key, anvil ({result['chain']['hardfork']}), per participant")
+    table = Table(title=f"bench registration: {result['scenario']} tariff rounds, {result['key_bits']}-bit key, "
+                        f"anvil ({result['chain']['hardfork']}), per participant")
     table.add_column("figure")
     for n in runs:
         table.add_column(f"{n} participants", justify="right")
     rows = [("neighbours (SecAgg+ degree)", lambda r: f"{r['degree']}" + (" (all)" if r["complete_graph"] else "")),
-            ("Shamir threshold", lambda r: f"{r['threshold']}"),
-            ("register gas, mean", lambda r: f"{r['register_gas']['mean']:,.0f}"),
-            ("share gas, mean", lambda r: f"{r['share_gas']['mean']:,.0f}"),
-            ("share gas, min .. max", lambda r: f"{r['share_gas']['min']:,} .. {r['share_gas']['max']:,}"),
-            ("register + share gas", lambda r: f"{r['register_plus_share_gas_mean']:,.0f}"),
+            ("keys registered (bytes: A || Y(0))", lambda r: f"{r['keys_bytes']['mean']:,.0f}"),
+            ("register gas, mean", lambda r: f"{r['register_gas']['mean']:,.0f} ({r['register_call']})"),
+            ("register gas, min .. max", lambda r: f"{r['register_gas']['min']:,} .. {r['register_gas']['max']:,}"),
             ("deposit gas, mean", lambda r: f"{r['deposit_gas']['mean']:,.0f}" if r["deposit_gas"] else "-"),
-            ("share material (bytes)", lambda r: f"{r['share_material_bytes']['mean']:,.0f}"),
-            ("  with every other participant a neighbour", lambda r: f"{r['share_material_bytes_if_complete_graph']:,}"),
-            ("  its share gas (linear estimate)", lambda r: f"{r['share_gas_if_complete_graph_estimate']:,.0f}"
-             if "share_gas_if_complete_graph_estimate" in r else "-"),
+            ("start gas (the coordinator, once)", lambda r: f"{r['start_gas']:,}"),
+            ("phase after start, active", lambda r: f"{r['phase_after_start']}, {r['active_after_start']}"),
             ("create + register + deposit (s)", lambda r: f"{r['seconds']['create_register_deposit']:.1f}"),
-            ("start + share (s)", lambda r: f"{r['seconds']['start_share']:.1f}")]
+            ("start (s)", lambda r: f"{r['seconds']['start']:.1f}")]
     for label, cell in rows:
         table.add_row(label, *(cell(r) for r in runs.values()))
     out = Console(highlight=False)
@@ -177,7 +164,8 @@ def _nodes(stack: contextlib.ExitStack, hardforks: list[str]) -> dict[str, Any]:
 
 
 def _submissions(n: int, key_bits: int, console: Console) -> dict[str, Any]:
-    """A key, every participant's values (a day of 24 signed slots) and their ciphertexts."""
+    """A key, every participant's values (a day of 24 signed slots) and their ciphertexts, packed
+    without masks (what aggregation costs does not depend on them; the check slot sums to zero)."""
     from .privacy.packing import SlotLayout
     from .privacy.paillier import generate_keypair
     from .report import progress_bar
@@ -204,7 +192,7 @@ def _aggregate_on(url: str, data: dict[str, Any], chunk: int | None, console: Co
 
     from .chain.backends import connect
     from .chain.market import Market, RoundParams, Windows, commitment, deploy_rule
-    from .privacy.masks import MaskKey
+    from .privacy import secagg
     from .units import price_to_fixed
 
     chain = connect(url)
@@ -227,22 +215,29 @@ def _aggregate_on(url: str, data: dict[str, Any], chunk: int | None, console: Co
     t0 = time.perf_counter()
     with console.status(f"{label}: create a round, {n} registrations"):
         rid, _ = market.create_round(coordinator, params)
-        for i in range(0, n, BATCH):
-            market.register_many([(p, rid, MaskKey().public_bytes) for p in parts[i:i + BATCH]])
+        context = secagg.round_context(market.address, rid, chain.chain_id)
+        h0, h1 = secagg.iteration_point(context, 0), secagg.iteration_point(context, 1)
+        scalars = [secagg.random_scalar() for _ in parts]  # each participant's mask secret a
+        keys = [secagg.multiply(secagg.GENERATOR, a) + secagg.multiply(h0, a) for a in scalars]  # A || Y(0)
+        next_points = [secagg.multiply(h1, a) for a in scalars]  # Y(1), posted with the submission
+        for i in range(0, n, TX_BATCH):
+            market.register_many([(p, rid, k) for p, k in zip(parts[i:i + TX_BATCH], keys[i:i + TX_BATCH])])
         market.start(coordinator, rid, floor)
     t_register = time.perf_counter() - t0
     # a batch of registrations is mined in any order: aggregation takes registration order
-    position = {a.lower(): i for i, (a, _) in enumerate(market.participants(rid))}
+    position = {a.lower(): i for i, a in enumerate(market.participants(rid))}
     order = sorted(range(n), key=lambda i: position[parts[i].address.lower()])
     parts, values, cts = [parts[i] for i in order], [values[i] for i in order], [cts[i] for i in order]
+    next_points = [next_points[i] for i in order]
     salts = [secrets.token_bytes(32) for _ in parts]
     cms = [commitment(rid, 0, p.address, v, s) for p, v, s in zip(parts, values, salts)]
     t0 = time.perf_counter()
     with console.status(f"{label}: {n} submissions"):
         submits = []
-        for i in range(0, n, BATCH):
-            submits += market.submit_many([(p, rid, 0, c, cm) for p, c, cm in zip(parts[i:i + BATCH], cts[i:i + BATCH],
-                                                                                     cms[i:i + BATCH])])
+        for i in range(0, n, TX_BATCH):
+            window = slice(i, i + TX_BATCH)
+            submits += market.submit_many([(p, rid, 0, c, cm, b"", y) for p, c, cm, y in
+                                           zip(parts[window], cts[window], cms[window], next_points[window])])
     t_submit = time.perf_counter() - t0
     info = market.round_info(rid)
     default = chain.aggregate_chunk  # what market.aggregate sends without a chunk size
@@ -338,7 +333,7 @@ def aggregate(args, console: Console) -> dict[str, Any]:
     _check_json(args.json)
     from .privacy.packing import SlotLayout
 
-    SlotLayout.for_round(24, args.participants, key_bits)  # the day's 24 slots must fit the key
+    SlotLayout.for_round(24, args.participants, key_bits)  # the day's 24 slots and the check slot must fit
     with contextlib.ExitStack() as stack:
         nodes = _nodes(stack, hardforks)
         data = _submissions(args.participants, key_bits, console)
@@ -397,57 +392,162 @@ def aggregate_command(args, console: Console) -> int:
 
 
 # ----------------------------------------------------------------------------- blame
+HOSTILE = 2  # registration position of the hostile participant: H03 of the demo (whom `run --cheat 1` draws)
+STEPS = {"blame": "cheat", "dispute": "garble"}  # what each step takes: a participant that ...
+# ... encrypts other values than it commits to (found at settlement: the blame step), or masks
+# with made-up masks and then claims false check values (found at once: a dispute of the attempt)
+
+
+def _hostile_round(url: str, job, behaviour: str) -> dict[str, Any]:
+    """The scenario's main round with one hostile participant: its outcome and every transaction."""
+    from .chain.backends import connect
+    from .protocol.driver import run_round
+    from .protocol.transport import ChainTransport
+
+    setup = job.rounds[-1]()
+    hostile = setup.participants[HOSTILE].name
+    transport = ChainTransport(connect(url), behaviours={hostile: behaviour})
+    t0 = time.perf_counter()
+    outcome, error = None, None
+    try:
+        outcome = run_round(setup, transport, settle_unconverged=True)
+    except Exception as exc:  # noqa: BLE001 - a round that does not settle is this benchmark's finding
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    matches = None
+    if outcome is not None and outcome.settled:
+        mirror = transport.mirror(outcome.final_prices)
+        matches = mirror.amounts == outcome.settlement.amounts and mirror.payees == outcome.settlement.payees
+    return {"hostile": hostile, "behaviour": behaviour, "participants": len(setup.participants),
+            "settled": bool(outcome and outcome.settled), "matches_mirror": matches, "error": error,
+            "blamed": {who: {"fault": fault, "forfeited": str(v)} for who, (v, fault) in transport.blamed.items()},
+            "attempts": {str(k): a for k, a in sorted(transport.attempts.items()) if a > 1},
+            "seconds": round(time.perf_counter() - t0, 1), "transactions": transport.transactions}
+
+
+def _gas(txs, kind: str) -> list[int]:
+    return [t.gas for t in txs if t.kind == kind]
+
+
+def _first(txs, kind: str) -> int | None:
+    return next(iter(_gas(txs, kind)), None)
+
+
+def _stats_of(txs, kind: str) -> dict[str, float] | None:
+    gas = _gas(txs, kind)
+    return _stats(gas) if gas else None
+
+
+def _blame_figures(run: dict[str, Any]) -> dict[str, Any]:
+    """The blame step: the settle that starts it, every participant's openBlame, the settle after it."""
+    txs = run.pop("transactions")
+    settles = _gas(txs, "settle")
+    return {**run, "open_blame_gas": _stats_of(txs, "open blame"),
+            "settle_starting_blame_gas": settles[0] if len(settles) > 1 else None,
+            "settle_after_blame_gas": settles[-1] if len(settles) > 1 else None}
+
+
+def _dispute_figures(run: dict[str, Any]) -> dict[str, Any]:
+    """The dispute step: the coordinator's dispute, every submitter's openCheck, the accusations,
+    the advance that drops the culprit, and the attempt re-run without it (its submissions, its
+    aggregation and the decryption published); None where the round had no dispute."""
+    txs = run.pop("transactions")
+    kinds = [t.kind for t in txs]
+    at = kinds.index("dispute") if "dispute" in kinds else len(txs)
+    k = txs[at].iteration if at < len(txs) else None
+    end = next((i for i in range(at, len(txs)) if kinds[i] == "advance"), len(txs) - 1)
+    step, rerun = txs[at:end + 1], [t for t in txs[end + 1:] if t.iteration == k]
+    return {**run, "disputed": bool(step), "iteration": k, "dispute_gas": _first(step, "dispute"),
+            "open_check_gas": _stats_of(step, "open check"), "accuse_gas": _stats_of(step, "accuse"),
+            "advance_gas": _first(step, "advance"), "challenges": len(_gas(step, "challenge")),
+            "step_gas_total": sum(t.gas for t in step),
+            "rerun": {"submit_gas": _stats_of(rerun, "submit"), "aggregate_gas": sum(_gas(rerun, "aggregate")),
+                      "publish_gas": sum(_gas(rerun, "publish") + _gas(rerun, "conclude")),
+                      "gas_total": sum(t.gas for t in rerun)}}
+
+
 def blame(args, console: Console) -> dict[str, Any]:
-    """One round of the demo scenario with ``--cheat 1`` on an anvil node at its default hardfork
-    and on the embedded chain (Prague): the gas of the blame step's transactions."""
-    from .chain.backends import start_anvil
-    from .runner import RunOptions, execute, prepare
+    """The demo scenario's round with one hostile participant per step asked, on an anvil node at
+    its default hardfork and one at Prague: the gas of the step's transactions."""
+    from .chain.backends import connect
+    from .registry import load_scenario
 
     _check_json(args.json)
-    out: dict[str, Any] = {"scenario": str(args.scenario), "key_bits": 2048, "cheats": 1, "chains": {}}
-
-    def one(label: str, url: str | None) -> None:
-        t0 = time.perf_counter()
-        with console.status(f"a round with one cheat on {label}"):
-            p = prepare(args.scenario, RunOptions(mode="chain", key_bits=2048, chain_url=url, settle_unconverged=True,
-                                                  cheat=1))
-            record = execute(p).to_dict()
-        main = [r for r in record["rounds"] if r["transport"] == "chain"][-1]
-        gas: dict[str, list[int]] = {}
-        for t in record["transactions"]:
-            gas.setdefault(t["kind"], []).append(int(t["gas"]))
-        settles = gas.get("settle", [])
-        out["chains"][label] = {
-            "hardfork": record["chain"]["hardfork"], "participants": len(main["payments"]) - 1,
-            "settled": main["settled"], "matches_mirror": main["matches_mirror"], "blamed": main["blamed"],
-            "open_blame_gas": _stats(gas.get("open blame", [])),
-            "settle_starting_blame_gas": settles[0] if len(settles) > 1 else None,
-            "settle_after_blame_gas": settles[-1] if settles else None,
-            "seconds": round(time.perf_counter() - t0, 1)}
-
-    with start_anvil() as node:
-        one("anvil", node.url)
-    one("embedded", None)
+    steps = list(STEPS) if args.what == "both" else [args.what]
+    mechanism, scenario = load_scenario(args.scenario)
+    if not mechanism.layout(scenario)[0]:
+        raise UsageError(f"{args.scenario}: its rounds carry no encrypted sums, so they have neither disputes nor "
+                         "a blame step")
+    job = mechanism.prepare(scenario, {o.flag.lstrip("-"): o.default for o in mechanism.options})
+    out: dict[str, Any] = {"scenario": str(args.scenario), "key_bits": 2048, "steps": steps, "chains": {}}
+    figures = {"blame": _blame_figures, "dispute": _dispute_figures}
+    with contextlib.ExitStack() as stack:
+        for name, node in _nodes(stack, ["default", "prague"]).items():
+            chain = connect(node.url)
+            runs: dict[str, Any] = {"hardfork": chain.hardfork, "osaka_pricing": chain.osaka_pricing}
+            for step in steps:
+                with console.status(f"{name}: a round with a participant that does `{STEPS[step]}` ({step} step)"):
+                    runs[step] = figures[step](_hostile_round(node.url, job, STEPS[step]))
+            out["chains"][name] = runs
     return out
 
 
 def blame_command(args, console: Console) -> int:
     result = blame(args, console)
-    table = Table(title="bench blame: one participant encrypts other values than it commits to (2048-bit key)")
-    table.add_column("figure")
     runs = result["chains"]
-    for label, run in runs.items():
-        table.add_column(f"{label} ({run['hardfork']})", justify="right")
-    rows = [("blamed (slashed, tokens)", lambda r: ", ".join(f"{k} ({int(v) / 1e18:g})" for k, v in r["blamed"].items())),
+    out = Console(highlight=False)
+
+    def g(v):
+        return "-" if v is None else f"{v:,.0f}"
+
+    def stat(stats, key):
+        return g(stats[key]) if stats else "-"
+
+    def blamed(r):
+        named = [f"{k} {v['fault']} ({int(v['forfeited']) / 1e18:g})" for k, v in r["blamed"].items()]
+        return ", ".join(named) or "nobody"
+
+    tables = {
+        "blame": ("one participant encrypts other values than it commits to: the blame step at settlement", [
+            ("blamed (fault, tokens forfeited)", blamed),
             ("settled, as the Python mirror", lambda r: f"{r['settled']}, {r['matches_mirror']}"),
-            ("openings", lambda r: str(r["open_blame_gas"]["count"])),
-            ("gas per opening, mean", lambda r: f"{r['open_blame_gas']['mean']:,.0f}"),
-            ("gas per opening, max", lambda r: f"{r['open_blame_gas']['max']:,}"),
-            ("settle that starts the blame step", lambda r: f"{r['settle_starting_blame_gas']:,}"),
-            ("settle after it (slashing)", lambda r: f"{r['settle_after_blame_gas']:,}"),
-            ("wall time (s)", lambda r: f"{r['seconds']}")]
-    for label, fn in rows:
-        table.add_row(label, *(fn(run) for run in runs.values()))
-    Console().print(table)
-    _write(args.json, result, console)
-    return 0
+            ("openings (openBlame)", lambda r: stat(r["open_blame_gas"], "count")),
+            ("gas per openBlame, mean", lambda r: stat(r["open_blame_gas"], "mean")),
+            ("gas per openBlame, max", lambda r: stat(r["open_blame_gas"], "max")),
+            ("settle that starts the blame step", lambda r: g(r["settle_starting_blame_gas"])),
+            ("settle after it (slashing)", lambda r: g(r["settle_after_blame_gas"])),
+            ("wall time (s)", lambda r: f"{r['seconds']}")]),
+        "dispute": ("one participant masks with made-up masks and claims false check values: the dispute step", [
+            ("blamed (fault, tokens forfeited)", blamed),
+            ("attempts of the disputed iteration", lambda r: str(r["attempts"].get(str(r["iteration"]), 1))),
+            ("dispute (coordinator)", lambda r: g(r["dispute_gas"])),
+            ("openings (openCheck)", lambda r: stat(r["open_check_gas"], "count")),
+            ("gas per openCheck, mean", lambda r: stat(r["open_check_gas"], "mean")),
+            ("gas per openCheck, max", lambda r: stat(r["open_check_gas"], "max")),
+            ("accusations", lambda r: stat(r["accuse_gas"], "count")),
+            ("gas per accusation", lambda r: stat(r["accuse_gas"], "mean")),
+            ("advance (drops the culprit)", lambda r: g(r["advance_gas"])),
+            ("the dispute step in all", lambda r: g(r["step_gas_total"])),
+            ("re-run attempt: submissions", lambda r: stat(r["rerun"]["submit_gas"], "count")),
+            ("  gas per submission, mean", lambda r: stat(r["rerun"]["submit_gas"], "mean")),
+            ("  aggregation", lambda r: g(r["rerun"]["aggregate_gas"])),
+            ("  decryption published", lambda r: g(r["rerun"]["publish_gas"])),
+            ("settled, as the Python mirror", lambda r: f"{r['settled']}, {r['matches_mirror']}"),
+            ("wall time (s)", lambda r: f"{r['seconds']}")])}
+    for step in result["steps"]:
+        title, rows = tables[step]
+        table = Table(title=f"bench blame ({step}): {title} (2048-bit key)")
+        table.add_column("figure")
+        for name, run in runs.items():
+            default = " (anvil's default)" if name == "default" else ""
+            table.add_column(f"{run['hardfork']}{default}", justify="right")
+        for label, cell in rows:
+            table.add_row(label, *(cell(run[step]) for run in runs.values()))
+        out.print(table)
+    _write(args.json, result, out)
+    failed = [(name, step, run[step]) for name, run in runs.items() for step in result["steps"]
+              if not run[step]["settled"] or (step == "dispute" and not run[step]["disputed"])]
+    for name, step, r in failed:
+        out.print(f"[bold red]{step} on {runs[name]['hardfork']}: the round "
+                  f"{'did not settle: ' + (r['error'] or '') if not r['settled'] else 'was not disputed'}[/bold red]",
+                  soft_wrap=True)
+    return 1 if failed else 0

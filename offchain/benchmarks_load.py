@@ -1,11 +1,12 @@
 """``gridshare bench load``: many prosumers through back-to-back private rounds on one market of an
-anvil node started here, a random share of them going silent in each round (their masks
-recovered by the others), and what the chain made of it: rounds completed, transactions failed
-or lost, throughput, and where the time goes (per transaction kind and per phase).
+anvil node started here, a random share of them going silent in each round (after the deadline
+the attempt they missed is re-run by the others, masked among themselves), and what the chain
+made of it: rounds completed, transactions failed or lost, throughput, and where the time goes
+(per transaction kind and per phase).
 
 A transaction is *lost* when it was recorded as sent but the node has no receipt of it, *failed*
 when its receipt says it reverted; every mined transaction of the run's accounts (their nonces)
-must be a recorded one or a deposit's ERC-20 approval (``Market.deposit_many``)."""
+must be a recorded one (the ERC-20 approvals before the deposits included)."""
 from __future__ import annotations
 
 import json
@@ -23,10 +24,11 @@ from .benchmarks_chain import BATCH, _check_json, _write, prefund
 from .errors import UsageError
 
 # Market methods timed per kind of transaction (the kinds ChainTransport records)
-TIMED = {"create_round": "create_round", "register_many": "register", "deposit_many": "deposit", "start": "start",
-         "share_many": "share", "submit_many": "submit", "advance": "advance", "recover_many": "recover",
-         "aggregate": "aggregate", "publish": "publish", "conclude": "conclude", "settle": "settle",
-         "close": "close", "withdraw_many": "withdraw"}
+TIMED = {"create_round": "create_round", "register_many": "register", "approve_many": "approve",
+         "deposit_many": "deposit", "start": "start", "submit_many": "submit", "advance": "advance",
+         "aggregate": "aggregate", "publish": "publish", "conclude": "conclude", "dispute": "dispute",
+         "open_check_many": "open check", "accuse": "accuse", "challenge": "challenge", "reveal_many": "reveal",
+         "settle": "settle", "open_blame_many": "open blame", "close": "close", "withdraw_many": "withdraw"}
 
 
 class Clock:
@@ -58,10 +60,9 @@ class Clock:
 
 def _drop_count(args, participants: int) -> int:
     from .chain.market import MIN_PARTICIPANTS
-    from .privacy.secagg import default_threshold, degree_for
 
-    if not 0 <= args.drop_rate < 0.5:
-        raise UsageError(f"--drop-rate must be in [0, 0.5), got {args.drop_rate}")
+    if not 0 <= args.drop_rate < 1:
+        raise UsageError(f"--drop-rate must be in [0, 1), got {args.drop_rate}")
     k = round(args.drop_rate * participants)
     if k and args.drop_at >= args.iterations:
         raise UsageError(f"--drop-at {args.drop_at}: the rounds stop after --iterations {args.iterations}; "
@@ -69,10 +70,6 @@ def _drop_count(args, participants: int) -> int:
     if participants - k < MIN_PARTICIPANTS:
         raise UsageError(f"--drop-rate {args.drop_rate} leaves {participants - k} of {participants} prosumers; a round "
                          f"needs at least {MIN_PARTICIPANTS}")
-    degree = degree_for(participants)
-    if degree == participants - 1 and k > degree - default_threshold(degree):
-        raise UsageError(f"--drop-rate {args.drop_rate}: {k} of {participants} prosumers would drop out; the dropout "
-                         f"recovery needs {default_threshold(degree)} of each one's {degree} neighbours")
     return k
 
 
@@ -86,6 +83,15 @@ def _receipts(chain, hashes: list[str]) -> tuple[int, int]:
             elif int(r["status"], 16) != 1:
                 failed += 1
     return lost, failed
+
+
+def _left(market, transport) -> int | None:
+    """What is still held on the round after it (its accounts' balances and a forfeit pool nobody
+    was paid from): 0 once every deposit was withdrawn; None if no round was created."""
+    if not hasattr(transport, "round_id"):
+        return None
+    held = sum(market.balance(transport.round_id, a) for a in {a.address for a in transport.accounts.values()})
+    return held + int(market.round_info(transport.round_id)["forfeited"])
 
 
 def _nonces(chain, accounts) -> int:
@@ -119,10 +125,12 @@ def _summarise(out: dict[str, Any], rounds: list[dict[str, Any]], clock: Clock, 
         "rounds_failed": [{"round": x["round"], "error": x["error"]} for x in rounds if not x["completed"]],
         "converged_rounds": sum(1 for x in rounds if x["converged"]),
         "transactions": {"recorded": recorded, "erc20_approvals": approvals, "mined_by_the_accounts": mined,
-                         "unaccounted": mined - recorded - approvals,
+                         "unaccounted": mined - recorded,
                          "lost": sum(x["lost"] for x in rounds), "failed": sum(x["failed"] for x in rounds)},
+        "rounds_with_tokens_left": [x["round"] for x in rounds if x["tokens_left"]],
+        "reruns": sum(n - 1 for x in rounds for n in x["attempts"].values()),
         "run_seconds": round(run_seconds, 2),
-        "throughput": {"transactions_per_second": (recorded + approvals) / run_seconds,
+        "throughput": {"transactions_per_second": recorded / run_seconds,
                        "rounds_per_minute": len(completed) / (run_seconds / 60),
                        "seconds_per_round": float(np.mean([x["wall_seconds"] for x in completed])) if completed else None},
         "gas_per_round": float(np.mean([x["gas"] for x in completed])) if completed else None,
@@ -220,7 +228,9 @@ def load(args, console: Console) -> dict[str, Any]:
                     "converged": outcome.converged if outcome else None,
                     "iterations": len(outcome.iterations) if outcome else None,
                     "dropped": len(transport.dropped_at), "dropped_asked": len(dropped),
-                    "wall_seconds": round(wall, 2), "transactions": len(hashes), "approvals": by_kind.get("deposit", 0),
+                    "attempts": {str(k): a for k, a in sorted(transport.attempts.items()) if a > 1},
+                    "tokens_left": _left(market, transport),
+                    "wall_seconds": round(wall, 2), "transactions": len(hashes), "approvals": by_kind.get("approve", 0),
                     "by_kind": dict(by_kind), "lost": lost, "failed": failed,
                     "gas": int(sum(t.gas for t in transport.transactions)),
                     "phases": {k: round(v, 3) for k, v in (outcome.seconds if outcome else transport.seconds).items()},
@@ -249,7 +259,9 @@ def load_command(args, console: Console) -> int:
     table.add_column("value", justify="right")
     rows = [("rounds completed (settled)", f"{result['rounds_completed']} of {result['rounds_run']}"),
             ("  converged before the cap", f"{result['converged_rounds']}"),
-            ("transactions recorded (+ ERC-20 approvals)", f"{tx['recorded']:,} (+ {tx['erc20_approvals']:,})"),
+            ("attempts re-run without the dropped", f"{result['reruns']}"),
+            ("rounds with tokens left after withdrawals", f"{len(result['rounds_with_tokens_left'])}"),
+            ("transactions recorded (of which ERC-20 approvals)", f"{tx['recorded']:,} ({tx['erc20_approvals']:,})"),
             ("mined by the run's accounts", f"{tx['mined_by_the_accounts']:,}"),
             ("  not accounted for", f"{tx['unaccounted']:,}"),
             ("lost (no receipt)", f"{tx['lost']:,}"), ("failed (reverted)", f"{tx['failed']:,}"),
@@ -276,6 +288,8 @@ def load_command(args, console: Console) -> int:
     out.print(table)
     for f in result["rounds_failed"]:
         out.print(f"[bold red]round {f['round']} failed:[/bold red] {f['error']}", soft_wrap=True)
+    for r in result["rounds_with_tokens_left"]:
+        out.print(f"[bold red]round {r}: tokens left on the round after every withdrawal[/bold red]", soft_wrap=True)
     _write(args.json, result, out)
-    return 0 if not result["rounds_failed"] and not result["transactions"]["lost"] and not result["transactions"]["failed"] \
-        else 1
+    lost = tx["lost"] or tx["failed"] or tx["unaccounted"]
+    return 1 if result["rounds_failed"] or result["rounds_with_tokens_left"] or lost else 0

@@ -56,13 +56,13 @@ def _add_run_options(p: argparse.ArgumentParser, mechanism_options: bool = True)
                         "may challenge them on chain (default: every opening is checked and can be challenged)")
     p.add_argument("--drop", type=_int_at_least(0), default=0, metavar="K",
                    help="simulate K participants (drawn with the seed) that crash: they go silent and the round "
-                        "goes on without them, their masks recovered by the others (default: none)")
+                        "goes on without them, the others submitting that iteration again (default: none)")
     p.add_argument("--drop-at", type=_int_at_least(0), default=1, metavar="ITERATION",
                    help="the iteration in which the --drop participants go silent (default: %(default)s)")
     p.add_argument("--cheat", type=_int_at_least(0), default=0, metavar="K",
                    help="simulate K participants (drawn with the seed, none of the --drop ones) that encrypt other "
-                        "values than they commit to: at settlement the blame step names them, slashes their "
-                        "deposits and settles everyone else (chain mode; default: none)")
+                        "values than they commit to: at settlement the blame step names them (one proven cheat "
+                        "forfeits its deposit) and settles everyone else (chain mode; default: none)")
     p.add_argument("--prosumers", type=_int_at_least(1), help="scale (tariff) or cut (storage-p2p) the scenario to N prosumers")
     p.add_argument("--seed", type=_int_at_least(0), help="seed for profiles and scaling (default: the scenario's)")
     p.add_argument("--settle-unconverged", action="store_true",
@@ -196,23 +196,27 @@ def build_parser() -> argparse.ArgumentParser:
     stl.add_argument("--json", type=Path, help="write the figures to this JSON file")
     fuz = bench_sub.add_parser("fuzz", help="random honest and hostile call sequences against the round contract",
                                description="Run hypothesis' stateful test of the round contract (offchain/fuzz.py): "
-                                           "random sequences of register, deposit, start, submit, publish, challenge, "
-                                           "cancel, settle, withdraw and hostile calls on the embedded chain, every "
-                                           "invariant (token conservation, zero-sum payments, forward-only phases, "
-                                           "withdrawable deposits, the chain equal to a Python model) checked after "
-                                           "every step. Exit status 1, with the shrunk failing sequence, if one broke.")
+                                           "random sequences of register, deposit, start, submit (honest or hostile: "
+                                           "copies, made-up encryptions and masks, false mask points, cheats), "
+                                           "disputes (openings, accusations), publish, challenge, reveal, settle (with "
+                                           "a blame step), cancel, withdraw and hostile calls on the embedded chain, "
+                                           "every invariant (token conservation, zero-sum payments, forward-only "
+                                           "phases, forfeits = compensations, withdrawable deposits, no frozen round, "
+                                           "the chain equal to a Python model) checked after every step; reports "
+                                           "the counts (disputes, blame steps, hostile calls by kind). Exit status 1, "
+                                           "with the shrunk failing sequence, if one broke.")
     fuz.add_argument("--examples", type=_int_at_least(1), default=600,
-                     help="random sequences to run (hypothesis may run a few more; default: %(default)s, about 15 "
+                     help="random sequences to run (hypothesis may run a few more; default: %(default)s, about 25 "
                           "minutes on 2 cores)")
     fuz.add_argument("--steps", type=_int_at_least(1), default=40, help="calls per sequence at most (default: %(default)s)")
     fuz.add_argument("--seed", type=_int_at_least(0), help="seed: the same sequences again (default: random)")
     fuz.add_argument("--json", type=Path, help="write the report to this JSON file")
-    reg = bench_sub.add_parser("registration", help="gas per participant of registration and sharing, by round size",
-                               description="For each round size, register every participant of a tariff round with "
-                                           "dropout recovery on an anvil node started here, start it and let every "
-                                           "participant share its mask secrets with its SecAgg+ neighbours; report "
-                                           "per participant the register, share and deposit gas, the share material's "
-                                           "bytes, the neighbour degree and the Shamir threshold.")
+    reg = bench_sub.add_parser("registration", help="gas per participant of registration and deposit, by round size",
+                               description="For each round size, register every participant of a tariff round on an "
+                                           "anvil node started here (its key A and first mask point Y(0), both checked "
+                                           "on chain to be curve points), deposit and start it; report per "
+                                           "participant the register and deposit gas, the start gas and the SecAgg+ "
+                                           "neighbour degree.")
     reg.add_argument("--sizes", default="10,200", metavar="N,N,...",
                      help="round sizes, comma-separated, each at least 3 (default: %(default)s)")
     reg.add_argument("--scenario", type=Path, default=DEMO_SCENARIO, help="tariff scenario TOML scaled to each size "
@@ -229,28 +233,36 @@ def build_parser() -> argparse.ArgumentParser:
     agg.add_argument("--hardfork", action="append", metavar="NAME",
                      help="anvil hardfork to run on, repeatable; 'default' is anvil's own (default: default and prague)")
     agg.add_argument("--chunk", type=_int_at_least(1),
-                     help="ciphertexts per aggregation transaction (default: the chain's, 400 from Osaka on, 800 before)")
+                     help="ciphertexts per aggregation transaction (default: the chain's, 300 from Osaka on, 450 before)")
     agg.add_argument("--key-bits", type=_integer, default=2048, help="Paillier modulus size (default: %(default)s)")
     agg.add_argument("--json", type=Path, help="write the figures to this JSON file")
-    blm = bench_sub.add_parser("blame", help="gas of the blame step after a cheat, at the default hardfork and Prague",
-                               description="Run the demo scenario with one participant that encrypts other values "
-                                           "than it commits to (--cheat 1), on an anvil node started here (its "
-                                           "default hardfork) and on the embedded chain (Prague): every other "
-                                           "participant opens its final ciphertext and proves its masks, the cheat "
-                                           "is slashed; report the gas of each step.")
+    blm = bench_sub.add_parser("blame", help="gas of the blame and dispute steps, at the default hardfork and Prague",
+                               description="Run the scenario's round with one hostile participant on an anvil node "
+                                           "at its default hardfork and one at Prague. Blame step: it encrypts other "
+                                           "values than it commits to; at settlement every other participant opens "
+                                           "its final ciphertext and proves its masks (openBlame), the cheat is "
+                                           "slashed. Dispute step: it masks with made-up masks; the coordinator "
+                                           "disputes the attempt, every submitter opens its check values (openCheck), "
+                                           "a neighbour accuses it, advance drops it and the attempt is re-run without "
+                                           "it. Report the gas of each transaction; exit status 1 if a round does not "
+                                           "settle.")
+    blm.add_argument("--what", choices=("blame", "dispute", "both"), default="both",
+                     help="the step to measure (default: %(default)s)")
     blm.add_argument("--scenario", type=Path, default=DEMO_SCENARIO, help="scenario TOML (default: %(default)s)")
     blm.add_argument("--json", type=Path, help="write the figures to this JSON file")
     lod = bench_sub.add_parser("load", help="many prosumers through back-to-back rounds with random dropouts",
                                description="Run the tariff scenario scaled to N prosumers through back-to-back private "
                                            "rounds on one market of an anvil node started here, with a random share "
-                                           "of the prosumers going silent in each round; report rounds completed, "
-                                           "failed and lost transactions, throughput and the slowest step.")
+                                           "of the prosumers going silent in each round (the attempt they miss is "
+                                           "re-run without them); report rounds completed, failed and lost "
+                                           "transactions, throughput and the slowest step.")
     lod.add_argument("--prosumers", type=_int_at_least(3), default=200, help="prosumers per round (default: %(default)s)")
     lod.add_argument("--rounds", type=_int_at_least(1), default=50,
                      help="back-to-back rounds (default: %(default)s, about 75 minutes on 2 cores: from Prague on, "
                           "anvil's time per block grows with the chain)")
     lod.add_argument("--drop-rate", type=float, default=0.1, metavar="FRACTION",
-                     help="share of the prosumers that go silent in each round, [0, 0.5) (default: %(default)s)")
+                     help="share of the prosumers that go silent in each round, [0, 1), leaving at least 3 "
+                          "(default: %(default)s)")
     lod.add_argument("--drop-at", type=_int_at_least(0), default=1, metavar="ITERATION",
                      help="the iteration in which they go silent (default: %(default)s)")
     lod.add_argument("--iterations", type=_int_at_least(1), default=3, metavar="K",

@@ -152,7 +152,9 @@ class RoundSetup:
     ``terms(addresses)``: the ABI-encoded terms of the rule contract given every party's address
     ({participant name or payee role or "coordinator": address}); ``settlement(values, prices,
     addresses)``: the Python mirror of the rule (:class:`MirrorSettlement`); ``collateral(name)``:
-    the token base units a participant or payee deposits before the round starts.
+    the token base units a participant or payee deposits before the round starts (locked until it
+    ends; a participant that deposits less than the least of them is dropped at the start);
+    ``bond``: what the coordinator deposits, forfeited if it is proven at fault.
     """
 
     label: str
@@ -172,6 +174,7 @@ class RoundSetup:
     terms: Callable[[dict[str, str]], bytes] | None = None
     allow_list: bool = False
     encrypted: bool = True
+    bond: int | None = None  # the coordinator's bond (base units); None: the largest participant collateral
     details: dict = field(default_factory=dict)  # anything the mechanism wants back in summarise
 
 

@@ -5,9 +5,9 @@
 
 * ``accounts``: the seed of the run's accounts on a node (never a public constant);
 * ``round<i>-coordinator``: the coordinator's Paillier key of round i;
-* ``round<i>-<address>``: a participant's X25519 mask key and recovery secrets, its posted share
-  material and each submission (reveal, salt, ciphertext, next mask point), each written before
-  the transaction that makes it public is sent.
+* ``round<i>-<address>``: a participant's mask secret and each submission of each attempt (reveal,
+  salt, ciphertext, next mask point, plaintext and randomness), each written before the
+  transaction that makes it public is sent.
 
 A party's file holds that party's secrets only; the run's process holds every party's, as the
 simulated parties of a demo all live in it. Whoever reads ``keys/`` can act as every party of

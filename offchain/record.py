@@ -74,8 +74,8 @@ class Round:
     payments: dict[str, str]  # party name -> base units (positive = paid)
     matches_mirror: bool | None  # chain only: the contract's payments equal the Python mirror's
     dropped: dict[str, int] = field(default_factory=dict)  # participant -> iteration it dropped out in
-    false_partials: dict[str, list[int]] = field(default_factory=dict)  # survivor -> iterations of its unproven partials
-    blamed: dict[str, str] = field(default_factory=dict)  # after a blame step: culprit -> deposit slashed (base units)
+    attempts: dict[str, int] = field(default_factory=dict)  # iteration -> attempts, where a dropout or a dispute repeated it
+    blamed: dict[str, dict[str, str]] = field(default_factory=dict)  # party named at fault -> {"fault", "forfeited" (base units)}
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """``gridshare refund``: deposits back from a round that cannot finish, with a key store's accounts.
 
-What anyone may do after a deadline is done, in order: a submission (or sharing) step past its
-deadline is moved on (``advance``, dropping who is missing: below the privacy minimum the round
-closes); a round whose coordinator is late is cancelled (``cancel``). Then every account of the
-key store with a ledger balance in a settled, closed or cancelled round withdraws it.
+What anyone may do after a deadline is done, in order: a submission attempt or a dispute past its
+deadline is moved on (``advance``, dropping who is missing; the others would have to submit
+again, and below the privacy minimum the round closes); a round whose coordinator is late is
+cancelled (``cancel``). Then every account of the key store with a ledger balance in a settled,
+closed or cancelled round withdraws it.
 """
 from __future__ import annotations
 
@@ -55,6 +56,9 @@ def refund_command(args) -> int:
             return 1
     for account in mine:
         amount = market.balance(round_id, account)
+        if not amount:  # forfeited on the way (a late coordinator's bond)
+            print(f"round {round_id}: {account.address} holds nothing any more (forfeited)")
+            continue
         receipt = market.withdraw(account, round_id)
         print(f"round {round_id}: {account.address} withdrew {amount} token base units "
               f"(tx {receipt['transactionHash'].to_0x_hex()})")
@@ -63,7 +67,7 @@ def refund_command(args) -> int:
 
 def _move_on(chain, market: Market, round_id: int, sender) -> bool:
     """Advances and cancels while the deadlines allow; True once the round is closed."""
-    for _ in range(3):  # sharing/submission step -> coordinator's step -> cancelled
+    for _ in range(8):  # attempts without the silent -> below the minimum, or the coordinator's step -> cancelled
         info = market.round_info(round_id)
         if info["phase"] in ("Settled", "Closed"):
             return True
@@ -73,7 +77,7 @@ def _move_on(chain, market: Market, round_id: int, sender) -> bool:
             print(f"round {round_id}: cancelled, its coordinator missed the deadline "
                   f"(tx {receipt['transactionHash'].to_0x_hex()})")
             continue
-        step_open = info["phase"] == "Sharing" or (info["phase"] == "Iterating" and info["step"] == "Submitting")
+        step_open = info["phase"] == "Iterating" and info["step"] in ("Submitting", "Disputing")
         if not (step_open and now > int(info["deadline"])):
             return False
         missing = _missing(market, round_id, info)
@@ -84,13 +88,18 @@ def _move_on(chain, market: Market, round_id: int, sender) -> bool:
 
 
 def _missing(market: Market, round_id: int, info: dict) -> list[str]:
-    """The active participants that did not share (sharing step) or submit in this iteration."""
+    """The active participants that did not submit in this attempt (did not open, in a dispute)."""
+    from .chain.market import aggregate_key
+
     out = []
-    for address, _ in market.participants(round_id):
+    for address in market.participants(round_id):
         m = market.member(round_id, address)
         if m["dropped_before_plus_one"]:
             continue
-        done = m["shared"] if info["phase"] == "Sharing" else m["submitted_iteration_plus_one"] == info["iteration"] + 1
+        if info["step"] == "Disputing":
+            done = m["opened_plus_one"] == aggregate_key(info["iteration"], info["attempt"]) + 1
+        else:
+            done = m["submitted_iteration_plus_one"] == info["iteration"] + 1 and m["submitted_attempt"] == info["attempt"]
         if not done:
             out.append(address)
     return out

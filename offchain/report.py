@@ -107,6 +107,19 @@ figure{{margin:1.5em 0}}img{{max-width:100%}}figcaption{{color:#555}}</style></h
 # ------------------------------------------------------------------------------------------
 # the per-party table (CLI and HTML)
 # ------------------------------------------------------------------------------------------
+FAULT_TEXT = {
+    "WithheldReveal": "withheld its final reveal",
+    "FalseOpening": "posted an opening a challenge disproved",
+    "FalseCheck": "claimed check masks a neighbour's proof contradicts",
+    "SumCheated": "encrypted other values than it revealed",
+    "NotOpened": "did not open in the blame step, settled by the fallback",
+    "CoordinatorLate": "missed its deadline",
+    "CoordinatorFalseOpening": "published a false decryption",
+    "CoordinatorFalseSums": "published sums that every participant's proven ciphertext contradicts",
+    "Overdrawn": "revealed values whose bill exceeds its deposit, settled without them",
+}
+
+
 def party_rows(record: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the per-party table: costs alone and with sharing, payment and bill."""
     items = sorted({k for p in record["parties"] for k in p["bill"]}, key=_item_order(record))
@@ -118,15 +131,13 @@ def party_rows(record: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     mode = record.get("parameters", {}).get("mode")
     main = [r for r in record.get("rounds", []) if r.get("transport") == mode][-1:] or [{}]
     dropped = main[0].get("dropped", {})  # in the main round
-    false = main[0].get("false_partials", {})
     blamed = main[0].get("blamed", {})
     body = []
     for p in record["parties"]:
         role = p["role"] + (f" (dropped in iteration {dropped[p['name']]})" if p["name"] in dropped else "")
-        if p["name"] in false:
-            role += f" (unproven recovery partials in iteration {', '.join(map(str, false[p['name']]))}: left out)"
         if p["name"] in blamed:
-            role += f" (blamed: encrypted other values than it committed to, {int(blamed[p['name']]) / 1e18:g} tokens slashed)"
+            b = blamed[p["name"]]
+            role += f" (at fault: {FAULT_TEXT.get(b['fault'], b['fault'])}; forfeited {int(b['forfeited']) / 1e18:g} tokens)"
         saving = (p["cost_alone"] - p["cost_shared"]) if p["cost_alone"] is not None and p["cost_shared"] is not None else None
         pay = p["payment"]["tokens"] if p["payment"] else None
         body.append([p["name"], role, num(p["cost_alone"]), num(p["cost_shared"]), num(saving),

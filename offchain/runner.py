@@ -115,13 +115,6 @@ def _check_drops(o: RunOptions, participants: int) -> None:
     if o.drop and participants - o.drop < MIN_PARTICIPANTS:
         raise UsageError(f"--drop {o.drop} leaves {participants - o.drop} of {participants} participants; a round "
                          f"needs at least {MIN_PARTICIPANTS}")
-    from .privacy.secagg import default_threshold, degree_for
-
-    degree = degree_for(participants)
-    most = degree - default_threshold(degree)
-    if o.drop > most and degree == participants - 1:
-        raise UsageError(f"--drop {o.drop}: the dropout recovery of {participants} participants needs "
-                         f"{default_threshold(degree)} of each one's {degree} neighbours, so at most {most} may drop")
 
 
 def _drops(o: RunOptions, setup) -> dict[int, list[str]]:
@@ -156,8 +149,8 @@ def _transport(p: Prepared, drops: dict[int, list[str]], index: int, cheats: lis
         kept = (lambda party: p.store.party(f"round{index}-{party}")) if p.store is not None else None
         announce = (lambda where: p.log({"round index": index, "created": where})) if p.log is not None else None
         return ChainTransport(p.chain, key_bits=o.key_bits, verify_openings=o.verify_openings, market=p.market,
-                              rules=p.rules, drops=drops, windows=p.scenario.chain.windows, kept=kept, cheats=cheats,
-                              announce=announce)
+                              rules=p.rules, drops=drops, windows=p.scenario.chain.windows, kept=kept,
+                              behaviours=dict.fromkeys(cheats, "cheat"), announce=announce)
     return PrivateTransport(o.key_bits, drops=drops)
 
 
@@ -304,11 +297,7 @@ def _record(p: Prepared, job, summary, outcomes, plain, timings) -> RunRecord:
     gas = {"per_kind": {k: {"count": len(v), "total": int(sum(v)), "mean": sum(v) / len(v)} for k, v in gas_kinds.items() if v},
            "main_round": outcome_gas(main), "total": int(sum(sum(v) for v in gas_kinds.values()))}
     if main.transport.gas.get("submit"):
-        n = len(setup.participants)
-        sub = sum(main.transport.gas["submit"]) / len(main.transport.gas["submit"])
-        agg = main.transport.gas.get("aggregate", [])
-        gas["submission_mean"] = sub
-        gas["per_prosumer_per_iteration"] = sub + (sum(agg) / len(agg) / n if agg else 0.0)
+        gas.update(prosumer_costs(main))
     chain = None
     if transport.chain_info is not None:
         info = transport.chain_info
@@ -334,6 +323,25 @@ def _record(p: Prepared, job, summary, outcomes, plain, timings) -> RunRecord:
         summary=[("headline", summary.headline)] + lines, details=summary.details)
 
 
+ROUND_KINDS = ("register", "approve", "deposit", "reveal", "withdraw")  # a prosumer's transactions once per round
+
+
+def prosumer_costs(outcome) -> dict[str, float]:
+    """What a prosumer pays, from every transaction it sent: per iteration (its submissions and, in
+    a dispute, its openings and accusations, plus its share of the aggregation) and per round."""
+    t = outcome.transport
+    names = {p.name for p in outcome.setup.participants}
+    n, iterations = len(names), max(len(outcome.iterations), 1)
+    mine = [x for x in t.transactions if x.party in names and x.iteration is not None]
+    aggregate = sum(x.gas for x in t.transactions if x.kind == "aggregate")
+    once = [x for x in t.transactions if x.kind in ROUND_KINDS and x.party in names]
+    submits = t.gas.get("submit", [])
+    return {"submission_mean": sum(submits) / len(submits),
+            "transactions_per_prosumer_per_iteration": len(mine) / (n * iterations),
+            "per_prosumer_per_iteration": (sum(x.gas for x in mine) + aggregate) / (n * iterations),
+            "per_prosumer_per_round": sum(x.gas for x in once) / n}
+
+
 def _round(label: str, out) -> Round:
     t = out.transport
     payments = {}
@@ -349,8 +357,8 @@ def _round(label: str, out) -> Round:
     return Round(label, t.kind, t.chain_info.round_id if t.chain_info else None, out.converged, out.reason,
                  len(out.iterations), out.settled, payments, matches,
                  {names[i]: k for i, k in sorted(t.dropped_at.items())},
-                 {names[i]: ks for i, ks in sorted(t.false_partials.items())},
-                 {who: str(v) for who, v in t.blamed.items()})
+                 {str(k): n for k, n in sorted(t.attempts.items()) if n > 1},
+                 {who: {"fault": fault, "forfeited": str(v)} for who, (v, fault) in t.blamed.items()})
 
 
 def _lines(chain, main, gas, timings) -> list[tuple[str, str]]:
@@ -362,7 +370,10 @@ def _lines(chain, main, gas, timings) -> list[tuple[str, str]]:
     rows.append(("converged", f"{main.converged} after {len(main.iterations)} iterations ({main.reason})"))
     if "submission_mean" in gas:
         rows += [("gas per submission", f"{gas['submission_mean']:,.0f}"),
-                 ("gas per prosumer per iteration", f"{gas['per_prosumer_per_iteration']:,.0f} (submission + aggregation share)")]
+                 ("per prosumer per iteration", f"{gas['transactions_per_prosumer_per_iteration']:.2f} transactions, "
+                  f"{gas['per_prosumer_per_iteration']:,.0f} gas (every transaction it sends + its aggregation share)"),
+                 ("per prosumer per round, besides", f"{gas['per_prosumer_per_round']:,.0f} gas (register, approve, "
+                  "deposit, reveal, withdraw)")]
     if gas["total"]:
         rows.append(("gas total", f"{gas['total']:,}"))
     rows.append(("wall time (s)", ", ".join(f"{k} {v:.2f}" for k, v in timings.items())))

@@ -1,5 +1,5 @@
 """brownie: deploy a mechanism's contracts (SettlementToken, the round contract PrivateRounds after
-its modules PaillierMath, RoundOpenings and RoundSettlement, and the mechanism's settlement rule) and
+its modules PaillierMath, RoundOpenings, RoundSettlement and RoundDisputes, and the mechanism's settlement rule) and
 write a gridshare deployment file.
 
     brownie run scripts/deploy.py --network gridshare-anvil    # the node of `gridshare chain up`
@@ -116,9 +116,10 @@ def deploy(path: Path | None = None) -> tuple[dict, Path]:
     token = loaded[TOKEN].deploy(owner, {"from": sender})
     paillier = loaded["PaillierMath"].deploy({"from": sender})
     openings = loaded["RoundOpenings"].deploy(paillier.address, {"from": sender})
-    settlement = loaded["RoundSettlement"].deploy(paillier.address, {"from": sender})
+    settlement = loaded["RoundSettlement"].deploy({"from": sender})
+    disputes = loaded["RoundDisputes"].deploy(paillier.address, {"from": sender})
     market = loaded[MARKET].deploy(token.address, paillier.address, openings.address, settlement.address,
-                                   {"from": sender})
+                                   disputes.address, {"from": sender})
     rule = loaded[rule_name].deploy({"from": sender})
     contracts = {MARKET: market.address, TOKEN: token.address, rule_name: rule.address}
     record = {

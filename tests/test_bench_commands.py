@@ -1,5 +1,5 @@
-"""`gridshare bench fuzz | registration | aggregate | load`: --help, one-line errors before any
-heavy work, and each at a size that runs in seconds (the full runs are `make bench`'s)."""
+"""`gridshare bench fuzz | registration | aggregate | blame | load`: --help, one-line errors before
+any heavy work, and each at a size that runs in seconds (the full runs are `make bench`'s)."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ from .conftest import node_available
 no_node = pytest.mark.skipif(not node_available(), reason="node or node_modules/.bin/anvil missing: run `make install`")
 
 
-@pytest.mark.parametrize("bench", ["fuzz", "registration", "aggregate", "load"])
+@pytest.mark.parametrize("bench", ["fuzz", "registration", "aggregate", "blame", "load"])
 def test_every_new_bench_has_help(bench, capsys):
     assert main(["bench", bench, "--help"]) == 0
     out = capsys.readouterr().out
@@ -27,12 +27,15 @@ def test_every_new_bench_has_help(bench, capsys):
     (["registration", "--sizes", "10,ten"], "comma-separated integers"),
     (["aggregate", "--participants", "2"], "must be at least 3"),
     (["aggregate", "--key-bits", "1024"], "do not fit a 1024-bit key"),
-    (["load", "--drop-rate", "0.6"], "--drop-rate must be in [0, 0.5)"),
+    (["load", "--drop-rate", "1"], "--drop-rate must be in [0, 1)"),
     (["load", "--drop-rate", "many"], "invalid float value"),
-    (["load", "--prosumers", "5", "--drop-rate", "0.4"], "recovery needs 3 of each one's 4 neighbours"),
+    (["load", "--prosumers", "4", "--drop-rate", "0.4"], "leaves 2 of 4 prosumers; a round needs at least 3"),
     (["load", "--drop-at", "3", "--iterations", "3"], "nobody would drop out"),
     (["load", "--json", "{file}/load.json"], "is a file, not a folder"),
     (["aggregate", "--json", "{file}/aggregate.json"], "is a file, not a folder"),
+    (["registration", "--json", "{file}/registration.json"], "is a file, not a folder"),
+    (["blame", "--what", "recovery"], "invalid choice: 'recovery'"),
+    (["blame", "--json", "{file}/blame.json"], "is a file, not a folder"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_bad_input_exits_2_with_one_line(argv, expected, capsys, tmp_path):
     (tmp_path / "file").write_text("")
@@ -69,13 +72,49 @@ def test_bench_aggregate_refuses_an_unknown_hardfork(capsys):
 
 @pytest.mark.anvil
 @no_node
-def test_bench_registration_reports_gas_degree_and_threshold(tmp_path):
+def test_bench_registration_reports_gas_keys_and_degree(tmp_path):
     out = tmp_path / "registration.json"
     assert main(["bench", "registration", "--sizes", "4", "--json", str(out)]) == 0
     r = json.loads(out.read_text())["sizes"]["4"]
-    assert (r["degree"], r["threshold"], r["complete_graph"]) == (3, 2, True)
-    assert r["register_gas"]["count"] == 4 and r["share_gas"]["count"] == 4 and r["phase_after_sharing"] == "Iterating"
-    assert r["share_material_bytes"]["mean"] == 33 * (1 + 2 * 2) + 64 * 3  # point, commitments to a and b, shares
+    assert (r["degree"], r["complete_graph"]) == (3, True)
+    assert (r["phase_after_start"], r["active_after_start"]) == ("Iterating", 4)
+    assert r["register_gas"]["count"] == r["deposit_gas"]["count"] == 4 and r["start_gas"] > 0
+    assert r["keys_bytes"] == {"mean": 66.0, "min": 66, "max": 66, "count": 4}  # A || Y(0), compressed points
+    assert "threshold" not in r and "share_gas" not in r
+
+
+@pytest.mark.anvil
+@no_node
+def test_bench_blame_measures_the_blame_step_at_both_hardforks(tmp_path):
+    out = tmp_path / "blame.json"
+    assert main(["bench", "blame", "--what", "blame", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["steps"] == ["blame"] and list(report["chains"]) == ["default", "prague"]
+    assert [c["osaka_pricing"] for c in report["chains"].values()] == [True, False]
+    for chain in report["chains"].values():
+        r = chain["blame"]
+        assert r["settled"] and r["matches_mirror"] and r["blamed"][r["hostile"]]["fault"] == "SumCheated"
+        assert r["open_blame_gas"]["count"] == r["participants"] - 1  # everyone but the cheat clears itself
+        assert r["settle_starting_blame_gas"] > 0 and r["settle_after_blame_gas"] > 0
+
+
+@pytest.mark.anvil
+@no_node
+def test_bench_blame_measures_the_dispute_step_and_the_rerun(tmp_path):
+    out = tmp_path / "blame.json"
+    assert main(["bench", "blame", "--what", "dispute", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["steps"] == ["dispute"]
+    for chain in report["chains"].values():
+        r = chain["dispute"]
+        n = r["participants"]
+        assert r["disputed"] and list(r["blamed"]) == [r["hostile"]]
+        assert r["blamed"][r["hostile"]]["fault"] == "FalseCheck" and int(r["blamed"][r["hostile"]]["forfeited"]) > 0
+        assert r["attempts"] == {str(r["iteration"]): 2} and r["challenges"] == 0
+        assert r["open_check_gas"]["count"] == n and r["accuse_gas"]["count"] == 1  # every submitter opens
+        assert r["dispute_gas"] > 0 and r["advance_gas"] > 0
+        assert r["rerun"]["submit_gas"]["count"] == n - 1 and r["rerun"]["aggregate_gas"] > 0  # without the culprit
+        assert r["settled"] and r["matches_mirror"]  # the culprit's reveal does not count: it owes nothing
 
 
 @pytest.mark.anvil
@@ -86,5 +125,7 @@ def test_bench_load_runs_rounds_with_dropouts_and_loses_nothing(tmp_path):
                  "--key-bits", "2048", "--json", str(out)]) == 0
     r = json.loads(out.read_text())
     assert r["rounds_completed"] == 2 and all(x["dropped"] == 1 for x in r["rounds"])
+    assert all(x["attempts"] == {"1": 2} for x in r["rounds"]) and r["reruns"] == 2  # re-run without the dropped
     assert r["transactions"]["lost"] == r["transactions"]["failed"] == r["transactions"]["unaccounted"] == 0
+    assert r["rounds_with_tokens_left"] == [] and all(x["tokens_left"] == 0 for x in r["rounds"])
     assert r["slowest"]["transaction_kind_by_total_time"] in r["chain_calls"]

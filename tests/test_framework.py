@@ -184,7 +184,7 @@ def test_mechanism_math_imports_no_chain_and_no_crypto():
     from .conftest import ROOT
 
     forbidden = ("offchain.chain", "offchain.privacy", "offchain.protocol", "web3", "eth_", "phe", "gmpy2",
-                 "cryptography")
+                 "cryptography", "Crypto", "coincurve")
     pure = [p for d in (ROOT / "offchain" / "mechanisms").iterdir() if d.is_dir()
             for p in d.glob("*.py") if p.stem in ("scenario", "market", "settlement")]
     assert len(pure) >= 5

@@ -26,14 +26,16 @@ library Secp256k1 {
         }
     }
 
-    /// @notice A compressed point: prefix 2 or 3 and an x of the curve.
+    /// @notice A compressed point as the proof check uses it: prefix 2 or 3 and an x of the curve
+    ///         below the group order N (ecrecover takes no r >= N; a point with N <= x < p, one in
+    ///         2^128, could never be proven and is refused where it enters).
     function isPoint(bytes calldata point) internal view returns (bool) {
         return point.length == 33 && (point[0] == 0x02 || point[0] == 0x03) && _isX(uint256(bytes32(point[1:])));
     }
 
-    /// @dev x < p and x^3 + 7 a square mod p (Euler's criterion: one small MODEXP).
+    /// @dev x < N and x^3 + 7 a square mod p (Euler's criterion: one small MODEXP).
     function _isX(uint256 x) private view returns (bool) {
-        return x < P && _modexp(addmod(mulmod(mulmod(x, x, P), x, P), 7, P), (P - 1) / 2) == 1;
+        return x < N && _modexp(addmod(mulmod(mulmod(x, x, P), x, P), 7, P), (P - 1) / 2) == 1;
     }
 
     /// @notice Whether `proof` shows that the compressed points `S` = sigma G and `Q` = sigma `B`

@@ -14,6 +14,12 @@ contract LibHarness {
         return Secp256k1.hashToPoint(tag);
     }
 
+    /// @notice Secp256k1.isPoint.
+    /// @param point a compressed point. @return ok whether the contract takes it.
+    function isPoint(bytes calldata point) external view returns (bool ok) {
+        return Secp256k1.isPoint(point);
+    }
+
     /// @notice Secp256k1.verifyDleq and its gas.
     /// @param S sigma G. @param B the base. @param Q sigma B. @param proof the expanded proof.
     /// @return ok whether it holds. @return used gas.

@@ -86,10 +86,11 @@ class MarketHistory:
     def gas_by_iteration(self, round_id: int) -> dict[int, dict[str, int]]:
         gas: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for call in self.calls_of_round(round_id):
-            if call.name in ("submit", "recover") and call.tx.status == 1:
+            if call.name == "submit" and call.tx.status == 1:
                 gas[call.args["iteration"]][call.name] += call.tx.gas_used
         kinds = {"AggregationProgress": "aggregate", "Aggregated": "aggregate", "Published": "publish",
-                 "Concluded": "conclude", "Dropped": "advance"}
+                 "Concluded": "conclude", "Dropped": "advance", "Disputed": "dispute", "CheckOpened": "open check",
+                 "Accused": "accuse"}
         seen = set()
         for e in self.of_round(round_id):
             if e.name in kinds and (e.tx.hash, e.name) not in seen:

@@ -1,8 +1,9 @@
 """What a mechanism's audit rules provide (its ``audit.py``; :meth:`Mechanism.audit_rules`).
 
 The generic audit (:mod:`offchain.audit.verify`) checks what every round must satisfy: key,
-registration, submissions, aggregates, opening proofs, decoded sums, reveals against commitments,
-zero-sum transfers, ledgers, token conservation, order of events. A mechanism's rules add what
+registration, each attempt's submissions and aggregate, opening proofs, check slots and decoded
+sums, disputes, reveals against commitments, blame steps, zero-sum transfers, forfeits, ledgers,
+token conservation, order of events. A mechanism's rules add what
 only it knows, from what its coordinator published on chain (the ``mechanism`` JSON of
 ``RoundCreated``) and the round's parameters.
 """

@@ -728,7 +728,7 @@ class Chain:
             return
         todo = {HexBytes(h).to_0x_hex(): (raws[i] if raws else b"") for i, h in enumerate(hashes)}
         deadline = time.monotonic() + timeout
-        resend_at = time.monotonic() + 5.0
+        resend_at = time.monotonic() + 2.0
         delay = 0.005
         while todo:
             results = self._rpc_batch([("eth_getTransactionReceipt", [h]) for h in todo])
@@ -744,6 +744,12 @@ class Chain:
             delay = min(delay * 2, 0.1)
 
     def _rebroadcast(self, todo: dict[str, bytes]) -> None:
+        """Sends again what the node forgot; on a dev node that mines only when a transaction
+        arrives (anvil), mines a block, so that what did not fit the last one is not left pending."""
+        try:
+            self._rpc("evm_mine", [])
+        except ChainError:
+            pass  # not a dev node: its blocks come on their own
         known = self._rpc_batch([("eth_getTransactionByHash", [h]) for h in todo])
         for (h, raw), tx in zip(todo.items(), known):
             if tx is None and raw:

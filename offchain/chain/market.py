@@ -14,12 +14,17 @@ from eth_utils import keccak, to_checksum_address
 
 from .backends import Chain, ContractRevert, _revert_data
 
-PHASES = ("Registering", "Sharing", "Iterating", "Concluded", "Settled", "Closed")
-STEPS = ("Submitting", "Recovering", "Aggregating")
-CLOSE_REASONS = ("ByCoordinator", "CoordinatorLate", "TooFewParticipants", "OpeningDisproved", "BlameUnresolved")
+PHASES = ("Registering", "Iterating", "Concluded", "Settled", "Closed")
+STEPS = ("Submitting", "Aggregating", "Disputing")
+CLOSE_REASONS = ("ByCoordinator", "CoordinatorLate", "TooFewParticipants", "OpeningDisproved", "DisputeUnresolved",
+                 "MasksDoNotCancel", "RevealsDoNotAddUp", "NotSettled")
+DROP_REASONS = ("MissedSubmission", "NoCollateral", "MissedOpening", "Culprit")
+FAULTS = ("WithheldReveal", "FalseOpening", "FalseCheck", "SumCheated", "NotOpened", "CoordinatorLate",
+          "CoordinatorFalseOpening", "CoordinatorFalseSums", "Overdrawn")
+CULPRIT_FAULTS = ("WithheldReveal", "FalseOpening", "FalseCheck", "SumCheated", "Overdrawn")  # a participant forfeits
 MARKET_CONTRACT = "PrivateRounds"
 TOKEN_CONTRACT = "SettlementToken"
-MODULES = ("PaillierMath", "RoundOpenings", "RoundSettlement")  # deployed before PrivateRounds
+MODULES = ("PaillierMath", "RoundOpenings", "RoundSettlement", "RoundDisputes")  # deployed before PrivateRounds
 MIN_PARTICIPANTS = 3  # PrivateRounds.MIN_PARTICIPANTS: the privacy minimum
 
 
@@ -27,8 +32,7 @@ MIN_PARTICIPANTS = 3  # PrivateRounds.MIN_PARTICIPANTS: the privacy minimum
 class Windows:
     """A round's deadlines in blocks (``RoundParams.windows``; docs/protocol.md, "Deadlines")."""
     registration: int = 100
-    submission: int = 20
-    recovery: int = 20
+    submission: int = 20  # every participants' step: an attempt, a dispute's openings and accusations, reveals, blame
     coordinator: int = 40
     challenge: int = 10  # 0: openings are not checked
 
@@ -38,11 +42,11 @@ class Windows:
         dev chain): steps where each participant sends one transaction get two blocks each; values
         in ``given`` (not None) win."""
         auto = cls(registration=60 + 6 * participants, submission=20 + 2 * participants,
-                   recovery=20 + 2 * participants, coordinator=40 + participants // 50, challenge=10)
+                   coordinator=40 + participants // 50, challenge=10)
         return replace(auto, **{k: v for k, v in given.items() if v is not None})
 
     def as_tuple(self) -> tuple:
-        return (self.registration, self.submission, self.recovery, self.coordinator, self.challenge)
+        return (self.registration, self.submission, self.coordinator, self.challenge)
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,8 @@ class RoundParams:
     members: list[str] = field(default_factory=list)  # allow-list (empty: signatures, or anyone)
     parent_round_id: int = 0
     signed_members: bool = False  # register with the creator's signature (registerSigned)
-    threshold: int = 0  # Shamir threshold of the mask secrets (0: no dropout recovery)
+    collateral: int = 0  # each participant's deposit locked from start (less: dropped at start)
+    bond: int = 0  # the coordinator's deposit locked from start, forfeited when it is at fault
     windows: Windows = field(default_factory=Windows)
 
     @property
@@ -78,8 +83,23 @@ class RoundParams:
             self.slot_width, self.max_iterations, list(self.price_floor), list(self.price_cap),
             to_checksum_address(self.grid_account), self.mechanism,
             self.pair_lanes, bytes(self.terms), [to_checksum_address(m) for m in self.members],
-            self.signed_members, self.threshold, self.windows.as_tuple(),
+            self.signed_members, self.collateral, self.bond, self.windows.as_tuple(),
         )
+
+
+def aggregate_key(iteration: int, attempt: int) -> int:
+    """The key a round keeps an attempt's decryption under (RoundStorage._aggregateKey)."""
+    return (iteration << 16) | attempt
+
+
+def dispute_key(iteration: int, attempt: int, position: int) -> int:
+    """The key of a participant's (1-based ``position``) opening in a dispute (_disputeKey)."""
+    return (1 << 128) | (iteration << 32) | (attempt << 16) | position
+
+
+def blame_key(position: int) -> int:
+    """The key of a participant's blame opening (_blameKey)."""
+    return (2 << 128) | position
 
 
 def encode_abi(abi_type: str, value: tuple) -> bytes:
@@ -106,7 +126,7 @@ def unpack_pair_messages(data: bytes, lanes: int) -> list[list[int]]:
 
 @dataclass(frozen=True)
 class Reveal:
-    """The opening of a participant's final commitment, handed over for settlement."""
+    """The opening of a participant's final commitment (its own transaction, `reveal`)."""
     values: list[int]
     salt: bytes
     ciphertext_hash: bytes
@@ -179,8 +199,9 @@ class Market:
             token_address = chain.deploy(TOKEN_CONTRACT, operator.address, sender=operator).address
         paillier = chain.deploy("PaillierMath", sender=operator).address
         openings = chain.deploy("RoundOpenings", paillier, sender=operator).address
-        settlement = chain.deploy("RoundSettlement", paillier, sender=operator).address
-        market = chain.deploy(MARKET_CONTRACT, token_address, paillier, openings, settlement, sender=operator)
+        settlement = chain.deploy("RoundSettlement", sender=operator).address
+        disputes = chain.deploy("RoundDisputes", paillier, sender=operator).address
+        market = chain.deploy(MARKET_CONTRACT, token_address, paillier, openings, settlement, disputes, sender=operator)
         return cls(chain, market.address, token_address)
 
     # ------------------------------------------------------------------ helpers
@@ -221,17 +242,16 @@ class Market:
         self._n_bytes[round_id] = params.nbytes
         return round_id, receipt
 
-    def register(self, participant: LocalAccount, round_id: int, mask_key: bytes) -> Any:
-        return self.register_many([(participant, round_id, mask_key)])[0]
+    def register(self, participant: LocalAccount, round_id: int, keys: bytes) -> Any:
+        return self.register_many([(participant, round_id, keys)])[0]
 
     def register_many(self, items: Sequence[tuple]) -> list[Any]:
-        """items: (participant, round_id, mask_key[, member_index, signature]); with a signature
-        through ``registerSigned``."""
+        """items: (participant, round_id, keys[, member_index, signature]); with a signature
+        through ``registerSigned``. ``keys``: its key A and first mask point Y(0) (secagg)."""
         calls = []
         for p, r, k, *signed in items:
-            key = bytes(k).rjust(32, b"\0")
-            fn = (self._fn().registerSigned(r, key, signed[0], bytes(signed[1])) if signed
-                  else self._fn().register(r, key))
+            fn = (self._fn().registerSigned(r, bytes(k), signed[0], bytes(signed[1])) if signed
+                  else self._fn().register(r, bytes(k)))
             calls.append((fn, p))
         return self.chain.transact_many(calls)
 
@@ -241,18 +261,20 @@ class Market:
                                    [self.chain.chain_id, self.address, round_id, _addr(participant), member_index]))
         return bytes(creator.sign_message(encode_defunct(primitive=digest)).signature)
 
-    def deposit_many(self, items: Sequence[tuple[LocalAccount, int, int]]) -> list[Any]:
-        """items: (account, round_id, amount); approves the market, then deposits. Deposit receipts."""
+    def approve_many(self, items: Sequence[tuple[LocalAccount, int]]) -> list[Any]:
+        """items: (account, amount): each account lets the market take that many tokens."""
         token = self.token.contract.functions
-        self.chain.transact_many([(token.approve(self.address, v), a) for a, _, v in items])
+        return self.chain.transact_many([(token.approve(self.address, v), a) for a, v in items])
+
+    def deposit_many(self, items: Sequence[tuple[LocalAccount, int, int]], approve: bool = True) -> list[Any]:
+        """items: (account, round_id, amount); approves the market first (unless ``approve`` is
+        False: done already), then deposits. Deposit receipts."""
+        if approve:
+            self.approve_many([(a, v) for a, _, v in items])
         return self.chain.transact_many([(self._fn().deposit(r, v), a) for a, r, v in items])
 
     def start(self, coordinator: LocalAccount, round_id: int, prices: Sequence[int]) -> Any:
         return self.chain.transact(self._fn().start(round_id, list(prices)), coordinator)
-
-    def share_many(self, items: Sequence[tuple[LocalAccount, int, bytes]]) -> list[Any]:
-        """items: (participant, round_id, material): the mask point of iteration 0 and the sealed shares."""
-        return self.chain.transact_many([(self._fn().share(r, bytes(m)), p) for p, r, m in items])
 
     def submit(self, participant: LocalAccount, round_id: int, iteration: int, ciphertext: bytes,
                commitment: bytes, pair_messages: bytes = b"", next_point: bytes = b"") -> Any:
@@ -272,10 +294,6 @@ class Market:
         """Drops the listed participants that missed the deadline (registration order)."""
         return self.chain.transact(self._fn().advance(round_id, [_addr(a) for a in missing]), sender)
 
-    def recover_many(self, items: Sequence[tuple[LocalAccount, int, int, bytes]]) -> list[Any]:
-        """items: (participant, round_id, iteration, partials)."""
-        return self.chain.transact_many([(self._fn().recover(r, k, bytes(d)), p) for p, r, k, d in items])
-
     def aggregate(self, sender: LocalAccount, round_id: int, ciphertexts: Sequence[bytes],
                   commitments: Sequence[bytes], chunk: int | None = None) -> tuple[bytes, list[Any]]:
         """Multiplies the submissions in chunks of ``chunk`` (default: what fits the chain's
@@ -292,31 +310,45 @@ class Market:
         return so_far, receipts
 
     def publish(self, coordinator: LocalAccount, round_id: int, aggregate: bytes, plaintext: int | None,
-                opening: int | None, next_prices: Sequence[int], corrections: Sequence[int] = ()) -> tuple[list[int], Any]:
+                opening: int | None, next_prices: Sequence[int]) -> tuple[list[int], Any]:
         fn = self._fn().publish(round_id, bytes(aggregate), self._m(round_id, plaintext),
-                                self._m(round_id, opening), list(corrections), list(next_prices))
+                                self._m(round_id, opening), list(next_prices))
         receipt = self.chain.transact(fn, coordinator)
         return list(self._event(receipt, "Published")["sums"]), receipt
 
     def conclude(self, coordinator: LocalAccount, round_id: int, aggregate: bytes, plaintext: int | None,
-                 opening: int | None, corrections: Sequence[int] = ()) -> tuple[list[int], Any]:
-        fn = self._fn().conclude(round_id, bytes(aggregate), self._m(round_id, plaintext), self._m(round_id, opening),
-                                 list(corrections))
+                 opening: int | None) -> tuple[list[int], Any]:
+        fn = self._fn().conclude(round_id, bytes(aggregate), self._m(round_id, plaintext), self._m(round_id, opening))
         receipt = self.chain.transact(fn, coordinator)
         return list(self._event(receipt, "Concluded")["sums"]), receipt
 
-    def challenge(self, sender: LocalAccount, round_id: int, iteration: int, aggregate: bytes, plaintext: int,
+    def dispute(self, coordinator: LocalAccount, round_id: int, aggregate: bytes, plaintext: int, opening: int) -> Any:
+        """Publishes a decryption whose check slot is not zero: the attempt's dispute begins."""
+        fn = self._fn().dispute(round_id, bytes(aggregate), self._m(round_id, plaintext), self._m(round_id, opening))
+        return self.chain.transact(fn, coordinator)
+
+    def open_check_many(self, items: Sequence[tuple[LocalAccount, int, bytes, bytes, Sequence[int]]]) -> list[Any]:
+        """items: (participant, round_id, commitment, ciphertext || plaintext || rho, check values)."""
+        return self.chain.transact_many([(self._fn().openCheck(r, bytes(c), bytes(o), [int(v) for v in e]), p)
+                                         for p, r, c, o, e in items])
+
+    def accuse(self, sender: LocalAccount, round_id: int, accused: Any, mine: Sequence[int], theirs: Sequence[int],
+               proof: bytes) -> Any:
+        return self.chain.transact(self._fn().accuse(round_id, _addr(accused), [int(v) for v in mine],
+                                                     [int(v) for v in theirs], bytes(proof)), sender)
+
+    def challenge(self, sender: LocalAccount, round_id: int, key: int, ciphertext: bytes, plaintext: int,
                   opening: int, steps: int | None = None) -> tuple[bool, list[Any]]:
-        """Challenges a published opening to its end, ``steps`` 256-bit steps per transaction
-        (default: what fits the chain's gas cap); (whether the opening held, the receipts)."""
+        """Challenges an opening (``key``: as the contract keeps it) to its end, ``steps`` 256-bit
+        steps per transaction (default: what fits the chain's gas cap); (whether it held, the receipts)."""
         nb = self.modulus_bytes(round_id)
         n = int.from_bytes(bytes(self._fn().modulus(round_id).call()), "big")
         words, n2 = nb // 32, n * n
         steps = steps or self.chain.challenge_steps
-        published = bytes(aggregate) + self._m(round_id, plaintext) + self._m(round_id, opening)
+        published = bytes(ciphertext) + self._m(round_id, plaintext) + self._m(round_id, opening)
         acc, done, receipts = b"", 0, []
         while done < words:
-            receipt = self.chain.transact(self._fn().challengeOpening(round_id, iteration, published, acc, steps), sender)
+            receipt = self.chain.transact(self._fn().challengeOpening(round_id, key, published, acc, steps), sender)
             receipts.append(receipt)
             done = min(words, done + steps)
             acc = pow(int(opening), n >> (256 * (words - done)), n2).to_bytes(2 * nb, "big")
@@ -330,13 +362,17 @@ class Market:
         """Cancels a round whose coordinator missed its deadline (anyone)."""
         return self.chain.transact(self._fn().cancel(round_id), sender)
 
+    def reveal_many(self, items: Sequence[tuple[LocalAccount, int, Reveal]]) -> list[Any]:
+        """items: (participant, round_id, its reveal)."""
+        return self.chain.transact_many([(self._fn().reveal(r, [int(v) for v in x.values], bytes(x.salt),
+                                                            bytes(x.ciphertext_hash)), p) for p, r, x in items])
+
     def settle(self, sender: LocalAccount, round_id: int, reveals: Sequence[Reveal | None]) -> Settlement:
-        """``reveals``: one per participant, registration order; None: a dropped participant
-        without a reveal (zeros and a zero salt)."""
+        """``reveals``: one per participant, registration order, as it revealed; None where its
+        reveal does not count (zeros)."""
         length = self.reveal_length(round_id)
         rows = [r.values if r else [0] * length for r in reveals]
-        fn = self._fn().settle(round_id, flat(rows), [bytes(r.salt) if r else b"\0" * 32 for r in reveals],
-                               [bytes(r.ciphertext_hash) if r else b"\0" * 32 for r in reveals])
+        fn = self._fn().settle(round_id, flat(rows), [bytes(r.ciphertext_hash) if r else b"\0" * 32 for r in reveals])
         receipt = self.chain.transact(fn, sender)
         payments: dict[str, int] = {}
         for ev in self.chain.events(receipt, self.contract, "Payment"):
@@ -346,18 +382,30 @@ class Market:
                  for ev in self.chain.events(receipt, self.contract, "Bill")}
         return Settlement(payments, bills, receipt)
 
-    def open_blame_many(self, items: Sequence[tuple[LocalAccount, int, Sequence[int], bytes, bytes, bytes]]) -> list[Any]:
-        """items: (participant, round_id, reveal values, salt, ciphertext || plaintext || rho, masks)."""
-        return self.chain.transact_many([(self._fn().openBlame(r, [int(v) for v in vals], bytes(salt), bytes(opened),
-                                                               bytes(masks)), p) for p, r, vals, salt, opened, masks in items])
+    def settlement_of(self, round_id: int) -> Settlement:
+        """What a round's settlement booked, from its events (whoever sent it)."""
+        logs = {e: getattr(self.contract.events, e).get_logs(argument_filters={"roundId": round_id}, from_block=0)
+                for e in ("Payment", "Bill")}
+        payments: dict[str, int] = {}
+        for ev in logs["Payment"]:
+            payments[ev["args"]["account"]] = payments.get(ev["args"]["account"], 0) + int(ev["args"]["amount"])
+        bills = {ev["args"]["participant"]: [int(v) for v in ev["args"]["items"]] for ev in logs["Bill"]}
+        return Settlement(payments, bills, None)
+
+    def open_blame_many(self, items: Sequence[tuple[LocalAccount, int, Sequence[int], bytes, bytes]]) -> list[Any]:
+        """items: (participant, round_id, reveal values, ciphertext || plaintext || rho, masks)."""
+        return self.chain.transact_many([(self._fn().openBlame(r, [int(v) for v in vals], bytes(opened), bytes(masks)), p)
+                                         for p, r, vals, opened, masks in items])
 
     def blame_started(self, receipt: Any) -> bool:
-        """Whether a `settle` transaction found a sum mismatch and began a blame step."""
+        """Whether a `settle` transaction began a blame step."""
         return bool(self.chain.events(receipt, self.contract, "BlameStarted"))
 
-    def blamed(self, receipt: Any) -> dict[str, int]:
-        """The culprits a settlement after a blame step named, and what each was slashed."""
-        return {ev["args"]["culprit"]: int(ev["args"]["slashed"]) for ev in self.chain.events(receipt, self.contract, "Blamed")}
+    def blamed(self, receipts: Any) -> dict[str, tuple[int, str]]:
+        """The parties named at fault in ``receipts``: {address: (forfeited, fault)}."""
+        receipts = receipts if isinstance(receipts, list) else [receipts]
+        return {ev["args"]["culprit"]: (int(ev["args"]["forfeited"]), FAULTS[ev["args"]["fault"]])
+                for r in receipts for ev in self.chain.events(r, self.contract, "Blamed")}
 
     def withdraw_many(self, accounts: Sequence[LocalAccount], round_id: int) -> list[Any]:
         return self.chain.transact_many([(self._fn().withdraw(round_id), a) for a in accounts])
@@ -366,9 +414,14 @@ class Market:
         return self.chain.transact(self._fn().withdraw(round_id), account)
 
     # ------------------------------------------------------------------ views
-    def participants(self, round_id: int) -> list[tuple[str, bytes]]:
-        accounts, keys = self._fn().participants(round_id).call()
-        return [(a, bytes(k)) for a, k in zip(accounts, keys)]
+    def participants(self, round_id: int) -> list[str]:
+        return list(self._fn().participants(round_id).call())
+
+    def registered(self, round_id: int, from_block: int = 0) -> list[tuple[str, bytes]]:
+        """(address, keys) of every participant in registration order, from the Registered events."""
+        logs = self.contract.events.Registered.get_logs(argument_filters={"roundId": round_id}, from_block=from_block)
+        rows = sorted((int(e["args"]["position"]), e["args"]["participant"], bytes(e["args"]["keys"])) for e in logs)
+        return [(a, k) for _, a, k in rows]
 
     def prices(self, round_id: int) -> list[int]:
         return [int(p) for p in self._fn().prices(round_id).call()]
@@ -395,10 +448,11 @@ class Market:
 
     def round_info(self, round_id: int) -> dict:
         info = self._fn().roundInfo(round_id).call()
-        keys = ("phase", "step", "iteration", "deadline", "coordinator", "grid_account", "rule", "parent_round_id",
-                "key_data", "participant_count", "active", "submissions", "recoveries", "slots", "slot_bits",
-                "slot_width", "max_iterations", "aggregated", "modulus_bytes", "pair_lanes", "allow_list",
-                "signed_members", "threshold", "windows", "challenge_until", "challenge_iteration_plus_one")
+        keys = ("phase", "step", "iteration", "attempt", "deadline", "coordinator", "grid_account", "rule",
+                "parent_round_id", "key_data", "participant_count", "active", "submissions", "revealed", "slots",
+                "slot_bits", "slot_width", "max_iterations", "aggregated", "modulus_bytes", "pair_lanes", "allow_list",
+                "signed_members", "windows", "collateral", "bond", "forfeited", "challenge_until", "reveal_until",
+                "blame_until", "challenge_key_plus_one")
         out = dict(zip(keys, info))
         out["phase"] = PHASES[out["phase"]]
         out["step"] = STEPS[out["step"]]
@@ -418,11 +472,11 @@ class Market:
 
     def member(self, round_id: int, account: Any) -> dict:
         """A participant's stored state (PrivateRounds.member)."""
-        keys = ("submission_hash", "position", "submitted_iteration_plus_one", "dropped_before_plus_one",
-                "recovered_iteration_plus_one", "member_index_plus_one", "shared", "cleared", "material_hash",
-                "point_hash", "next_point_hash")
+        keys = ("submission_hash", "position", "submitted_iteration_plus_one", "submitted_attempt",
+                "dropped_before_plus_one", "member_index_plus_one", "opened_plus_one", "culprit", "revealed", "cleared",
+                "point_hash", "next_point_hash", "key_hash", "check_hash", "reveal_hash")
         out = dict(zip(keys, self._fn().member(round_id, _addr(account)).call()))
-        for k in ("submission_hash", "material_hash", "point_hash", "next_point_hash"):
+        for k in ("submission_hash", "point_hash", "next_point_hash", "key_hash", "check_hash", "reveal_hash"):
             out[k] = bytes(out[k])
         return out
 

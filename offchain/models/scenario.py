@@ -107,7 +107,6 @@ class ChainSpec:
     # the round's deadlines, in blocks (docs/protocol.md, "Deadlines"); None: sized to the round
     registration_blocks: int | None = None
     submission_blocks: int | None = None
-    recovery_blocks: int | None = None
     coordinator_blocks: int | None = None
     challenge_blocks: int | None = None
 
@@ -115,8 +114,7 @@ class ChainSpec:
     def windows(self) -> dict[str, int | None]:
         """The deadlines the scenario fixes ({window: blocks or None})."""
         return {"registration": self.registration_blocks, "submission": self.submission_blocks,
-                "recovery": self.recovery_blocks, "coordinator": self.coordinator_blocks,
-                "challenge": self.challenge_blocks}
+                "coordinator": self.coordinator_blocks, "challenge": self.challenge_blocks}
 
 
 @dataclass(frozen=True)
@@ -326,7 +324,7 @@ def read_chain(t: dict) -> ChainSpec:
     if url != "embedded" and not url.startswith(("http://", "https://")):
         fail("chain.url", f"must be \"embedded\" or an http(s):// JSON-RPC URL, got {url!r}")
     blocks = {}
-    for key in ("registration_blocks", "submission_blocks", "recovery_blocks", "coordinator_blocks", "challenge_blocks"):
+    for key in ("registration_blocks", "submission_blocks", "coordinator_blocks", "challenge_blocks"):
         if t.get("chain", {}).get(key) is None:
             continue
         blocks[key] = r.int_(key)

@@ -143,6 +143,15 @@ def _executor() -> ProcessPoolExecutor:
     return _precompute_executor
 
 
+def _verify(n: int, c: int, m: int, rho: int) -> bool:
+    return PublicKey(n).verify_opening(c, m, rho)
+
+
+def verify_later(key: PublicKey, c: int, m: int, rho: int):
+    """``key.verify_opening(c, m, rho)`` in the background worker: a future of the verdict."""
+    return _executor().submit(_verify, key.n, c, m, rho)
+
+
 def start_worker() -> None:
     """Starts the precomputation worker (call before generating or loading any key)."""
     _executor()

@@ -1,52 +1,45 @@
-"""Dropout recovery for the pairwise masks: Bonawitz et al.'s double masking (CCS 2017) with Bell et
-al.'s sparse neighbours (SecAgg+, CCS 2020), made safe for rounds of many iterations.
+"""The pairwise masks of a private round, made to be checked: per-iteration pair points on
+secp256k1 with sparse neighbours (Bell et al.'s SecAgg+, CCS 2020, without its secret sharing),
+a check slot whose masks must cancel, and Chaum-Pedersen proofs the contract verifies with
+ecrecover (contracts/lib/Secp256k1.sol).
 
-Every participant ``i`` holds two secp256k1 scalars: a pair secret ``a_i`` and a self secret ``b_i``.
-Each iteration ``k`` has two public base points ``H_k`` and ``G_k`` (hashed to the curve from the
-round and ``k``, so nobody knows their discrete logarithms). Participant ``i`` publishes
-``Y_i(k) = a_i H_k`` before iteration ``k`` and masks its iteration-``k`` vector with
+Every participant ``i`` holds one secp256k1 scalar ``a_i`` and registers ``A_i = a_i G``. Each
+iteration ``k`` has a public base point ``H_k`` (hashed to the curve from the round and ``k``, so
+nobody knows its discrete logarithm). Participant ``i`` publishes ``Y_i(k) = a_i H_k`` one
+iteration ahead (at registration for ``k = 0``, with its submission of ``k - 1`` after that) and,
+in attempt ``a`` of iteration ``k``, masks its vector with one pair mask per active neighbour ``j``,
+expanded from ``P_ij(k) = a_i Y_j(k) = a_i a_j H_k`` at stream index ``k << 16 | a`` and bound to
+both addresses (the lower address adds it, the higher subtracts it), so the masks cancel in the
+sum while each masked vector is uniform. The pad of the pair messages between ``i`` and ``j`` comes
+from the static agreement ``a_i A_j``.
 
-* a *pair mask* per active neighbour ``j``, expanded from ``M_ij(k) = a_i Y_j(k) = a_i a_j H_k``
-  (the lower address adds it, the higher subtracts it, so pair masks cancel in the sum), and
-* a *self mask* expanded from ``B_i(k) = b_i G_k``.
-
-At the start of the round ``i`` Shamir-shares ``a_i`` and ``b_i`` (threshold ``t``) among its
-neighbours, each share sealed to its holder. After iteration ``k``'s submissions close, every
-survivor ``h`` posts, for each neighbour ``i``, partial evaluations of ``i``'s secrets at that
-iteration's points only: ``sigma_b(i, h) G_k`` if ``i`` submitted (``t`` of them give ``B_i(k)``:
-the self mask is removed), or ``sigma_a(i, h) Y_j(k)`` for every surviving neighbour ``j`` if ``i``
-dropped out (``t`` of them give ``M_ij(k)``: the masks the survivors added for ``i`` are removed).
-Lagrange interpolation happens in the exponent, so no secret is ever reconstructed: what becomes
-known is one iteration's masks, never another iteration's (the points of different iterations
-are unrelated). For each participant and iteration the survivors release either its self mask
-or its pair masks, never both (the chain decides who submitted), so a participant whose
-ciphertext arrives late (on chain in a reverted transaction) stays hidden by its self mask.
-
-The sharing is verifiable (Feldman): with its shares, ``i`` publishes ``c_l G`` for every
-coefficient ``c_l`` of its two polynomials, so that everyone knows ``sigma G`` for every share
-``sigma`` it dealt, and each holder checks the shares sealed to it. Every recovery partial
-``sigma P`` comes with a Chaum-Pedersen proof that it uses the committed share (the same
-logarithm of ``sigma G`` to ``G`` as of the partial to ``P``). The coordinator and the audit
-combine only proven partials, so a survivor that posts a false one cannot spoil the sums while a
-threshold of honest neighbours remains, and it is named.
+No secret is shared: when a participant misses an attempt, the others submit again, masked
+among themselves only, so a dropped participant's values are never unmasked. One extra slot, the
+check slot, carries nothing but masks: its decrypted sum is zero exactly when every submission's
+masks cancel. When it is not (a copy of another's ciphertext, a made-up encryption, a false mask
+point), every submitter opens its submission and the check value of each of its pair masks, and
+whoever's claim disagrees with a neighbour's is proven wrong by that neighbour (a proof of the
+pair point ``P``, which reveals that pair's masks of that iteration only). Points of different
+iterations are unrelated, so nothing ever reveals another iteration's masks.
 """
 from __future__ import annotations
 
 import hashlib
 import math
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from coincurve import PublicKey
 from eth_utils import keccak
+
+from .masks import stream
 
 # secp256k1: field prime and group order
 P = 2**256 - 2**32 - 977
 Q = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 POINT_BYTES = 33  # compressed
 PROOF_BYTES = 64  # a Chaum-Pedersen proof: challenge || response
-PARTIAL_BYTES = POINT_BYTES + PROOF_BYTES  # a recovery partial and its proof
-SHARE_BYTES = 64  # a sealed (share of a, share of b) pair
+EXPANDED_BYTES = PROOF_BYTES + 128  # as the contract checks it: + U and V (x, y each)
 GENERATOR = PublicKey.from_secret((1).to_bytes(32, "big"))
 
 
@@ -54,19 +47,23 @@ def random_scalar() -> int:
     return 1 + secrets.randbelow(Q - 1)
 
 
+def _x_ok(x: int) -> bool:
+    """An x the contract takes: below the group order N (ecrecover's r) and on the curve."""
+    return x < Q and pow((x * x * x + 7) % P, (P - 1) // 2, P) == 1
+
+
 def hash_to_point(tag: bytes) -> PublicKey:
     """A point nobody knows the discrete logarithm of (try-and-increment on x; public input)."""
     for counter in range(1 << 16):
         x = int.from_bytes(hashlib.sha256(b"gridshare/secagg/point/" + tag + counter.to_bytes(4, "big")).digest(), "big")
-        if x < P and pow((x * x * x + 7) % P, (P - 1) // 2, P) == 1:
+        if _x_ok(x):
             return PublicKey(b"\x02" + x.to_bytes(32, "big"))
     raise AssertionError("unreachable: half of all x are on the curve")
 
 
-def iteration_points(context: bytes, k: int) -> tuple[PublicKey, PublicKey]:
-    """(H_k, G_k): the pair and self base points of iteration ``k``."""
-    return (hash_to_point(context + b"/pair/" + k.to_bytes(8, "big")),
-            hash_to_point(context + b"/self/" + k.to_bytes(8, "big")))
+def iteration_point(context: bytes, k: int) -> PublicKey:
+    """H_k: the base point of iteration ``k``'s mask points."""
+    return hash_to_point(context + b"/pair/" + k.to_bytes(8, "big"))
 
 
 def multiply(point: PublicKey | bytes, scalar: int) -> bytes:
@@ -76,31 +73,28 @@ def multiply(point: PublicKey | bytes, scalar: int) -> bytes:
 
 
 def is_point(data: bytes) -> bool:
+    """A compressed point the contract accepts (on the curve, x below the group order)."""
+    data = bytes(data)
+    if len(data) != POINT_BYTES or data[0] not in (2, 3):
+        return False
     try:
-        PublicKey(bytes(data))
+        PublicKey(data)
     except (ValueError, TypeError):
         return False
-    return len(data) == POINT_BYTES
+    return int.from_bytes(data[1:], "big") < Q
 
 
-def mask_seed(point: bytes, context: bytes) -> bytes:
-    """The 32-byte seed a mask is expanded from."""
-    return hashlib.sha256(b"gridshare/secagg/mask/" + context + bytes(point)).digest()
+def stream_index(k: int, attempt: int) -> int:
+    """The index of attempt ``attempt`` of iteration ``k`` in the mask streams."""
+    return (k << 16) | attempt
 
 
-# ------------------------------------------------------------------ Shamir over the group order, Feldman commitments
-def deal(secret: int, threshold: int, xs: Sequence[int]) -> tuple[dict[int, int], list[bytes]]:
-    """Shares of ``secret`` at the points ``xs`` (non-zero, distinct), any ``threshold`` of which
-    recover it, and the commitments ``c_l G`` to the polynomial's coefficients."""
-    coefficients = [secret % Q] + [random_scalar() for _ in range(threshold - 1)]
-    shares = {x: sum(c * pow(x, e, Q) for e, c in enumerate(coefficients)) % Q for x in xs}
-    return shares, [multiply(GENERATOR, c) for c in coefficients]
-
-
-def committed_share(commitments: Sequence[bytes], x: int) -> PublicKey:
-    """``sigma_x G`` for the share at ``x`` of the polynomial committed to by ``commitments``."""
-    terms = [PublicKey(bytes(c)).multiply(pow(x, e, Q).to_bytes(32, "big")) for e, c in enumerate(commitments)]
-    return PublicKey.combine_keys(terms)
+def mask_seed(point: bytes, context: bytes, a: str, b: str) -> bytes:
+    """The 32-byte seed a pair mask is expanded from, bound to the round and both addresses (lower
+    first), so that no two pairs share a mask even if a point repeats."""
+    low, high = sorted((a.lower(), b.lower()))
+    return hashlib.sha256(b"gridshare/secagg/mask/" + context + bytes(point) + bytes.fromhex(low[2:])
+                          + bytes.fromhex(high[2:])).digest()
 
 
 # ------------------------------------------------------------------ Chaum-Pedersen proofs of equal logarithms
@@ -115,7 +109,7 @@ def _challenge(public: bytes, base: bytes, partial: bytes, t1: PublicKey, t2: Pu
 
 
 def prove(secret: int, base: PublicKey | bytes) -> tuple[bytes, bytes]:
-    """``(secret base, proof)``: the proof (challenge || response, 64 bytes) that the partial has
+    """``(secret base, proof)``: the proof (challenge || response, 64 bytes) that the point has
     the logarithm to ``base`` that ``secret G`` has to ``G``."""
     base = base if isinstance(base, PublicKey) else PublicKey(bytes(base))
     partial = multiply(base, secret)
@@ -127,10 +121,12 @@ def prove(secret: int, base: PublicKey | bytes) -> tuple[bytes, bytes]:
     return partial, c.to_bytes(32, "big") + ((w - c * secret) % Q).to_bytes(32, "big")
 
 
-def verify(public: PublicKey, base: PublicKey | bytes, partial: bytes, proof: bytes) -> bool:
-    """Whether ``proof`` shows that ``partial`` = ``sigma base`` for the ``sigma`` of ``public`` = ``sigma G``."""
+def verify(public: PublicKey | bytes, base: PublicKey | bytes, partial: bytes, proof: bytes) -> bool:
+    """Whether ``proof`` shows that ``partial`` = ``s base`` for the ``s`` of ``public`` = ``s G``."""
+    proof = bytes(proof[:PROOF_BYTES])
     if len(proof) != PROOF_BYTES or not is_point(partial):
         return False
+    public = public if isinstance(public, PublicKey) else PublicKey(bytes(public))
     base = base if isinstance(base, PublicKey) else PublicKey(bytes(base))
     c, s = int.from_bytes(proof[:32], "big"), int.from_bytes(proof[32:], "big")
     if not 0 < c < Q or not 0 < s < Q:
@@ -152,40 +148,11 @@ def expand(base: PublicKey | bytes, partial: bytes, proof: bytes) -> bytes:
     return bytes(proof) + u + v
 
 
-def lagrange_at_zero(xs: Sequence[int]) -> dict[int, int]:
-    """The coefficients that interpolate a polynomial's value at 0 from its values at ``xs``."""
-    out = {}
-    for x in xs:
-        num, den = 1, 1
-        for y in xs:
-            if y != x:
-                num = num * (-y) % Q
-                den = den * (x - y) % Q
-        out[x] = num * pow(den, -1, Q) % Q
-    return out
-
-
-def combine(partials: dict[int, bytes], threshold: int) -> bytes:
-    """``s P`` from partial evaluations ``sigma_x P`` of shares ``sigma_x`` of ``s`` (the first
-    ``threshold`` holders by x)."""
-    if len(partials) < threshold:
-        raise ValueError(f"{len(partials)} partial evaluations, {threshold} needed")
-    xs = sorted(partials)[:threshold]
-    lam = lagrange_at_zero(xs)
-    terms = [PublicKey(bytes(partials[x])).multiply(lam[x].to_bytes(32, "big")) for x in xs if lam[x]]
-    return PublicKey.combine_keys(terms).format()
-
-
 # ------------------------------------------------------------------ neighbours (SecAgg+)
 def degree_for(n: int) -> int:
     """Neighbours per participant: everyone in small rounds, ~2 log2(n) + 2 (even) in large ones."""
     sparse = 2 * math.ceil(math.log2(max(n, 2))) + 2
     return n - 1 if n - 1 <= sparse else sparse
-
-
-def default_threshold(degree: int) -> int:
-    """A majority of a participant's neighbours."""
-    return degree // 2 + 1
 
 
 def neighbours(n: int, degree: int) -> list[list[int]]:
@@ -201,200 +168,111 @@ def neighbours(n: int, degree: int) -> list[list[int]]:
 
 
 def round_context(market: str, round_id: int, chain_id: int) -> bytes:
-    """What binds a round's masks and seals to it: the market's address, the round and the chain
+    """What binds a round's masks and pads to it: the market's address, the round and the chain
     (``abi.encodePacked(address, uint256, uint256)``, as the contract forms it)."""
     return bytes.fromhex(market[2:]) + round_id.to_bytes(32, "big") + chain_id.to_bytes(32, "big")
 
 
-def positions(items: Iterable[int]) -> list[int]:
-    """Shamir x-coordinates of registration positions (0-based) : position + 1."""
-    return [i + 1 for i in items]
-
-
-# ------------------------------------------------------------------ one round's plan
-class Checked:
-    """An iteration's recovery posts, checked: the proven partials per item ({item: {x: point}})
-    and the holders whose post (or some partial of it) failed (``{holder: first bad item}``)."""
-
-    def __init__(self) -> None:
-        self.proven: dict[tuple[str, int, int], dict[int, bytes]] = {}
-        self.false: dict[int, tuple[str, int, int] | None] = {}
-
-
+# ------------------------------------------------------------------ one round's public plan
 class Plan:
-    """The public side of a round's recovery: who neighbours whom, the threshold, the iteration
-    points, every dealer's commitments, and how recovery partials are laid out, checked and
-    combined. ``addresses`` in registration order; ``context`` binds everything to the market,
-    chain and round."""
+    """The public side of a round's masks: who neighbours whom, the iteration points and the
+    layout of what is checked. ``addresses`` in registration order; ``context`` binds everything
+    to the market, chain and round."""
 
-    def __init__(self, addresses: Sequence[str], threshold: int, context: bytes, degree: int | None = None) -> None:
+    def __init__(self, addresses: Sequence[str], context: bytes, degree: int | None = None) -> None:
         self.addresses = [a.lower() for a in addresses]
         n = len(self.addresses)
         self.degree = degree_for(n) if degree is None else degree
-        self.threshold = threshold
         self.context = context
         self.graph = neighbours(n, self.degree)
-        self._points: dict[int, tuple[PublicKey, PublicKey]] = {}
-        self.commitments: dict[int, tuple[list[bytes], list[bytes]]] = {}  # dealer -> (to a's, to b's coefficients)
-        self._committed: dict[tuple[str, int, int], PublicKey] = {}
-        self._read: dict[int, tuple[bytes, bytes]] = {}  # dealer -> (its material, its mask point of iteration 0)
+        self._points: dict[int, PublicKey] = {}
 
-    def points(self, k: int) -> tuple[PublicKey, PublicKey]:
+    def point(self, k: int) -> PublicKey:
+        """H_k."""
         if k not in self._points:
-            self._points[k] = iteration_points(self.context, k)
+            self._points[k] = iteration_point(self.context, k)
         return self._points[k]
 
     def sign(self, i: int, j: int) -> int:
         """+1 if participant i adds the pair mask it shares with j, -1 if it subtracts it."""
         return 1 if self.addresses[i] < self.addresses[j] else -1
 
-    # -- the sharing step: mask point of iteration 0 || commitments to a || to b || sealed shares
-    def material_length(self, dealer: int) -> int:
-        return POINT_BYTES * (1 + 2 * self.threshold) + SHARE_BYTES * len(self.graph[dealer])
+    def active_neighbours(self, i: int, active: set[int]) -> list[int]:
+        """Participant i's neighbours that are in the attempt, ascending."""
+        return [j for j in self.graph[i] if j in active]
 
-    def read_material(self, dealer: int, material: bytes) -> bytes | None:
-        """Takes ``dealer``'s commitments from its sharing post; its mask point of iteration 0
-        (None: an ill-formed post)."""
-        material = bytes(material)
-        if self._read.get(dealer, (None,))[0] == material:
-            return self._read[dealer][1]
-        t = self.threshold
-        points = [material[POINT_BYTES * n:POINT_BYTES * (n + 1)] for n in range(1 + 2 * t)]
-        if len(material) != self.material_length(dealer) or not all(is_point(p) for p in points):
-            return None
-        self.commitments[dealer] = (points[1:1 + t], points[1 + t:])
-        self._read[dealer] = (material, points[0])
-        return points[0]
+    def seed(self, i: int, j: int, pair_point: bytes) -> bytes:
+        return mask_seed(pair_point, self.context, self.addresses[i], self.addresses[j])
 
-    def sealed_share(self, dealer: int, holder: int, material: bytes) -> bytes:
-        at = POINT_BYTES * (1 + 2 * self.threshold) + SHARE_BYTES * self.graph[dealer].index(holder)
-        return bytes(material[at:at + SHARE_BYTES])
-
-    def share_key(self, kind: str, dealer: int, holder: int) -> PublicKey:
-        """``sigma G`` of ``holder``'s share of ``dealer``'s pair (``kind`` "pair") or self secret."""
-        key = (kind, dealer, holder)
-        if key not in self._committed:
-            self._committed[key] = committed_share(self.commitments[dealer][kind == "self"], holder + 1)
-        return self._committed[key]
-
-    def holds(self, dealer: int, holder: int, pair_share: int, self_share: int) -> bool:
-        """Whether the shares ``holder`` unsealed are the ones ``dealer`` committed to."""
-        return (multiply(GENERATOR, pair_share) == self.share_key("pair", dealer, holder).format()
-                and multiply(GENERATOR, self_share) == self.share_key("self", dealer, holder).format())
-
-    # -- the recovery step
-    def layout(self, holder: int, active: set[int], submitted: set[int]) -> list[tuple[str, int, int]]:
-        """What ``holder``'s recovery post holds, in order: ("self", i, -1) for each submitting
-        neighbour i, ("pair", d, j) for each neighbour d that dropped out now and each submitting
-        neighbour j of d."""
-        out: list[tuple[str, int, int]] = []
-        for i in self.graph[holder]:
-            if i in submitted:
-                out.append(("self", i, -1))
-            elif i in active:
-                out.extend(("pair", i, j) for j in self.graph[i] if j in submitted)
-        return out
-
-    def parse(self, holder: int, blob: bytes, active: set[int], submitted: set[int]) -> dict[tuple[str, int, int], tuple[bytes, bytes]]:
-        """A recovery post as {item: (partial, proof)}; an ill-formed post gives nothing."""
-        items = self.layout(holder, active, submitted)
-        if len(blob) != PARTIAL_BYTES * len(items):
-            return {}
-        out = {}
-        for n, item in enumerate(items):
-            at = PARTIAL_BYTES * n
-            out[item] = (bytes(blob[at:at + POINT_BYTES]), bytes(blob[at + POINT_BYTES:at + PARTIAL_BYTES]))
-        return out
-
-    def check(self, k: int, active: set[int], submitted: set[int], posts: dict[int, bytes],
-              points: dict[int, bytes]) -> Checked:
-        """Every partial of ``posts`` ({holder: recovery post}) against its dealer's commitment
-        (``points``: the iteration's mask points {participant: Y_j(k)})."""
-        out = Checked()
-        self_base = self.points(k)[1]
-        for holder, blob in sorted(posts.items()):
-            items = self.parse(holder, blob, active, submitted)
-            if not items and self.layout(holder, active, submitted):
-                out.false[holder] = None
-            for (kind, i, j), (partial, proof) in items.items():
-                base = self_base if kind == "self" else points.get(j)
-                if base is not None and verify(self.share_key(kind, i, holder), base, partial, proof):
-                    out.proven.setdefault((kind, i, j), {})[holder + 1] = partial
-                else:
-                    out.false.setdefault(holder, (kind, i, j))
-        return out
-
-    def corrections(self, k: int, active: set[int], submitted: set[int], checked: Checked,
-                    periods: int, slot_bits: int) -> list[int]:
-        """Per slot, the masks left in the sum of the submitted vectors (mod 2^B): every
-        submitter's self mask and, for each participant that dropped out now, the pair masks its
-        submitting neighbours added for it, from the proven partials of ``checked``."""
-        from .masks import stream
-
-        needed = {("self", i, -1) for i in submitted} | {
-            ("pair", d, j) for d in active - submitted for j in self.graph[d] if j in submitted}
-        short = sorted(item for item in needed if len(checked.proven.get(item, {})) < self.threshold)
-        if short:
-            kind, i, j = short[0]
-            got = len(checked.proven.get(short[0], {}))
-            raise ValueError(f"{got} proven partials of the {kind} mask {(i, j)}, {self.threshold} needed")
-        modulus = 1 << slot_bits
-        total = [0] * periods
-        for kind, i, j in sorted(needed):
-            seed = mask_seed(combine(checked.proven[(kind, i, j)], self.threshold), self.context)
-            sign = 1 if kind == "self" else self.sign(j, i)
-            for t, v in enumerate(stream(seed, k, periods, slot_bits)):
-                total[t] += sign * v
-        return [v % modulus for v in total]
+    def check_of(self, i: int, j: int, pair_point: bytes, k: int, attempt: int, slots: int, slot_bits: int) -> int:
+        """The check-slot value (mod 2^B, unsigned) of the pair mask of i and j from their pair point."""
+        return stream(self.seed(i, j, pair_point), stream_index(k, attempt), slots + 1, slot_bits)[slots]
 
 
-class Secrets:
-    """One participant's recovery secrets: the pair secret a and the self secret b, and the shares
-    of its neighbours' secrets it holds."""
+class MaskSecrets:
+    """One participant's mask secret ``a`` and what it derives: its key, its mask points, its
+    masks, its check values in a dispute and the proofs it posts in an accusation or a blame step."""
 
-    def __init__(self, position: int, plan: Plan, pair: int | None = None, own: int | None = None) -> None:
+    def __init__(self, position: int, plan: Plan, secret: int | None = None) -> None:
         self.position = position
         self.plan = plan
-        self.pair = pair or random_scalar()
-        self.own = own or random_scalar()
-        self.held: dict[int, tuple[int, int]] = {}  # neighbour position -> (share of a, share of b)
+        self.secret = secret or random_scalar()
+
+    @property
+    def key(self) -> bytes:
+        """A = a G."""
+        return multiply(GENERATOR, self.secret)
 
     def point(self, k: int) -> bytes:
-        """Y_i(k) = a_i H_k."""
-        return multiply(self.plan.points(k)[0], self.pair)
+        """Y(k) = a H_k."""
+        return multiply(self.plan.point(k), self.secret)
 
-    def deal(self) -> tuple[dict[int, tuple[int, int]], tuple[list[bytes], list[bytes]]]:
-        """Fresh Shamir shares of (a, b) for each neighbour (by position) and the commitments to
-        the two polynomials."""
-        xs = positions(self.plan.graph[self.position])
-        a, commit_a = deal(self.pair, self.plan.threshold, xs)
-        b, commit_b = deal(self.own, self.plan.threshold, xs)
-        return {x - 1: (a[x], b[x]) for x in xs}, (commit_a, commit_b)
+    def pair_point(self, other_point: bytes) -> bytes:
+        """P = a Y_j(k) for a neighbour's mask point."""
+        return multiply(other_point, self.secret)
 
-    def mask(self, k: int, points: dict[int, bytes], active: set[int], periods: int, slot_bits: int) -> list[int]:
-        """The iteration's self mask plus a pair mask with each active neighbour (mod 2^B)."""
-        from .masks import stream
+    def pad_seed(self, other_key: bytes, own: str, other: str) -> bytes:
+        """The pad seed of the pair messages with the owner of ``other_key`` (A_j): from a A_j,
+        bound to the round and both addresses."""
+        low, high = sorted((own.lower(), other.lower()))
+        return hashlib.sha256(b"gridshare/secagg/pad/" + self.plan.context + multiply(other_key, self.secret)
+                              + low.encode() + high.encode()).digest()
 
-        seeds = [(1, mask_seed(multiply(self.plan.points(k)[1], self.own), self.plan.context))]
-        for j in self.plan.graph[self.position]:
-            if j in active:
-                seeds.append((self.plan.sign(self.position, j), mask_seed(multiply(points[j], self.pair), self.plan.context)))
+    def mask(self, k: int, attempt: int, points: dict[int, bytes], active: set[int], slots: int,
+             slot_bits: int) -> list[int]:
+        """The attempt's mask: one pair mask with each active neighbour, ``slots`` + 1 values
+        (the check slot last), mod 2^B."""
         modulus = 1 << slot_bits
-        total = [0] * periods
-        for sign, seed in seeds:
-            for t, v in enumerate(stream(seed, k, periods, slot_bits)):
+        total = [0] * (slots + 1)
+        for j in self.plan.active_neighbours(self.position, active):
+            seed = self.plan.seed(self.position, j, self.pair_point(points[j]))
+            sign = self.plan.sign(self.position, j)
+            for t, v in enumerate(stream(seed, stream_index(k, attempt), slots + 1, slot_bits)):
                 total[t] += sign * v
         return [v % modulus for v in total]
 
-    def partials(self, k: int, points: dict[int, bytes], active: set[int], submitted: set[int]) -> bytes:
-        """This holder's recovery post for iteration k (layout: :meth:`Plan.layout`), each
-        partial with its proof; zeros where it holds no valid share (its dealer cheated)."""
-        out = []
-        _, self_point = self.plan.points(k)
-        for kind, i, j in self.plan.layout(self.position, active, submitted):
-            if i not in self.held:
-                out.append(bytes(PARTIAL_BYTES))
-                continue
-            share_a, share_b = self.held[i]
-            out.append(b"".join(prove(share_b, self_point) if kind == "self" else prove(share_a, points[j])))
-        return b"".join(out)
+    def checks(self, k: int, attempt: int, points: dict[int, bytes], active: set[int], slots: int,
+               slot_bits: int) -> list[int]:
+        """Its check value with each active neighbour (`PrivateRounds.openCheck`)."""
+        return [self.plan.check_of(self.position, j, self.pair_point(points[j]), k, attempt, slots, slot_bits)
+                for j in self.plan.active_neighbours(self.position, active)]
+
+    def _own(self, k: int) -> bytes:
+        """Y(k) and its proof against H_k, expanded."""
+        base = self.plan.point(k)
+        own, proof = prove(self.secret, base)
+        return own + expand(base, own, proof)
+
+    def _pair(self, other_point: bytes) -> bytes:
+        """Y_j(k), P = a Y_j(k) and its proof against Y_j(k), expanded."""
+        pair, proof = prove(self.secret, other_point)
+        return bytes(other_point) + pair + expand(other_point, pair, proof)
+
+    def accusation(self, k: int, other_point: bytes) -> bytes:
+        """What proves its pair mask with a neighbour (`PrivateRounds.accuse`)."""
+        return self.key + self._own(k) + self._pair(other_point)
+
+    def blame_masks(self, k: int, points: dict[int, bytes], active: set[int]) -> bytes:
+        """What proves its whole mask of the final attempt (`PrivateRounds.openBlame`)."""
+        return self.key + self._own(k) + b"".join(self._pair(points[j])
+                                                  for j in self.plan.active_neighbours(self.position, active))

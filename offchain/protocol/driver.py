@@ -73,7 +73,8 @@ def run_round(setup: RoundSetup, transport: Transport, *, executor=None, settle_
             if delivery.dropped:
                 _tell_dropped(setup, k, delivery.dropped, transport.active)
             answer = coordinator.answer(k, delivery.sums)
-            transport.publish(k, answer, delivery)
+            if not (answer.final and not answer.converged and not settle_unconverged):
+                transport.publish(k, answer, delivery)  # else the round is closed below, not concluded
             for i in sorted(transport.active):
                 parts[i].observe(k, answer, delivery.received[i])
             iterations.append(IterationRecord(k, prices, list(delivery.sums), answer, time.perf_counter() - t0))

@@ -1,21 +1,27 @@
 """What each party of a private round holds, and nothing more.
 
-* :class:`MemberKeys`: one participant's secrets for one round: its X25519 key (pair seeds for the
-  pads of pair messages and the sealing of recovery shares, and, in rounds without dropout
-  recovery, for the masks), in rounds with recovery its two mask secrets and the shares it holds
-  of its neighbours' (:class:`~offchain.privacy.secagg.Secrets`), the randomness of its
-  encryptions and the salts of its commitments. Given its :class:`~offchain.keystore.PartySecrets`,
-  it keeps each secret there before using it, so that a resumed run makes the same messages. It turns a mechanism's plain
-  :class:`~offchain.framework.Contribution` into what travels (:class:`Sealed`) and opens what
-  is sealed for it.
+* :class:`MemberKeys`: one participant's secrets for one round: its mask secret ``a``
+  (:class:`~offchain.privacy.secagg.MaskSecrets`: its key, its mask points, its masks and the pads
+  of its pair messages), the randomness of its encryptions and the salts of its commitments.
+  Given its :class:`~offchain.keystore.PartySecrets`, it keeps each secret there before using it,
+  so that a resumed run makes the same messages. It turns a mechanism's plain
+  :class:`~offchain.framework.Contribution` into what travels (:class:`Sealed`), opens what is
+  sealed for it, and makes what a dispute or a blame step asks of it.
 * :class:`CoordinatorKeys`: the coordinator's Paillier key pair; it decrypts only aggregates.
+
+A simulated hostile participant (``behaviour``, for tests and ``--cheat``) differs from an honest
+one in one named way: ``cheat`` encrypts its values plus 1 and commits to the true ones (the
+blame step names it), ``forge`` does the same and then opens it in the blame step with a
+plaintext that fits its reveal and a randomness that does not (a challenge names it), ``copy``
+submits a re-randomised copy of another's ciphertext, ``garble`` encrypts its values under
+made-up masks, ``bad-point`` posts a next mask point that is not ``a H_{k+1}``, ``lie`` claims
+false check values in a dispute (each of the last four is named by a dispute).
 """
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, replace
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_utils import keccak
 
 from ..chain.market import commitment
@@ -23,172 +29,174 @@ from ..errors import ProtocolViolation
 from ..framework import Contribution
 from ..keystore import PartySecrets
 from ..privacy import secagg
-from ..privacy.masks import MaskKey, mask_vector, seal, seal_bytes, unseal
+from ..privacy.masks import seal, unseal
 from ..privacy.packing import SlotLayout
 from ..privacy.paillier import PrivateKey, PublicKey, RandomnessPool, generate_keypair
 
+BEHAVIOURS = ("cheat", "forge", "copy", "garble", "bad-point", "lie")
+
+
 @dataclass(frozen=True)
 class Sealed:
-    """One participant's submission: public by design (but ``salt`` and ``reveal``)."""
+    """One participant's submission: public by design (but ``salt``, ``reveal``, ``plaintext``, ``rho``)."""
     ciphertext: bytes  # Paillier ciphertext of the masked, packed sums (empty without a key)
     commitment: bytes  # hiding commitment to the reveal
     pairs: bytes  # one pad-sealed block per other active participant, registration order
-    salt: bytes  # kept by the participant until settlement
+    salt: bytes  # kept by the participant until it reveals
     reveal: list[int]
-    next_point: bytes = b""  # its mask point of the next iteration (rounds with recovery)
-    plaintext: int = 0  # what the ciphertext encrypts (masked, packed) and its randomness r: the
-    rho: int = 0  # opening a blame step asks for (kept by the participant only)
+    next_point: bytes = b""  # its mask point of the next iteration (rounds with a key)
+    plaintext: int = 0  # what the ciphertext encrypts (masked, packed) and its randomness rho: the
+    rho: int = 0  # opening a dispute or a blame step asks for (kept by the participant only)
+    iteration: int = 0
+    attempt: int = 0
 
 
 class MemberKeys:
-    """A participant's keys and, once joined, its seeds, recovery secrets, randomness and salts."""
+    """A participant's keys and, once joined, its pads, masks, randomness and salts."""
 
-    def __init__(self, address: str, kept: PartySecrets | None = None, cheat: bool = False) -> None:
+    def __init__(self, address: str, kept: PartySecrets | None = None, behaviour: str | None = None) -> None:
+        if behaviour is not None and behaviour not in BEHAVIOURS:
+            raise ValueError(f"unknown behaviour {behaviour!r}")
         self.address = address
         self._kept = kept
-        self.cheat = cheat  # a simulated cheat (--cheat): it encrypts its values plus 1, commits to the true ones
-        private = self._keep("mask key", lambda: X25519PrivateKey.generate().private_bytes_raw().hex())
-        self.mask_key = MaskKey(X25519PrivateKey.from_private_bytes(bytes.fromhex(private)) if private else None)
+        self.behaviour = behaviour
+        secret = self._keep("mask secret", lambda: str(secagg.random_scalar()))
+        self._secret = int(secret) if secret else secagg.random_scalar()
         self._pool: RandomnessPool | None = None
-        self.recovery: secagg.Secrets | None = None
-        self._material: bytes | None = None  # its sharing post, once made
+        self.masks: secagg.MaskSecrets | None = None
+        self.copy_of: bytes | None = None  # a ``copy`` participant's victim's ciphertext (set by its simulation)
 
     def _keep(self, key: str, make):
         """``make()``'s value, kept in (or, on a resumed run, read from) the key store; None without one."""
         return self._kept.keep(key, make) if self._kept is not None else None
 
     @property
-    def public_bytes(self) -> bytes:
-        return self.mask_key.public_bytes
+    def honest(self) -> bool:
+        return self.behaviour is None
+
+    def registration_keys(self, context: bytes, keyed: bool, lanes: bool) -> bytes:
+        """What ``register`` posts: A = a G and, with a key, Y(0) = a H_0 (or only A with pair
+        lanes, nothing without either)."""
+        key = secagg.multiply(secagg.GENERATOR, self._secret)
+        if keyed:
+            return key + secagg.multiply(secagg.iteration_point(context, 0), self._secret)
+        return key if lanes else b""
 
     def join(self, key: PublicKey | None, layout: SlotLayout | None, peers: list[tuple[str, bytes]],
-             context: bytes, plan: secagg.Plan | None = None) -> None:
-        """Agree seeds with the registered ``peers`` (address, mask key), in registration order;
-        with a recovery ``plan``, draw the two mask secrets."""
+             plan: secagg.Plan) -> None:
+        """Agree pads with the registered ``peers`` (address, keys), in registration order."""
         self._key, self._layout = key, layout
         self._peers = [a.lower() for a, _ in peers]
         self.position = self._peers.index(self.address.lower())
-        self._pads = self.mask_key.pair_seeds(self.address, peers, context + b"/pairs")
-        self._masks = self.mask_key.pair_seeds(self.address, peers, context + b"/sums") if plan is None else {}
-        if plan is not None:
-            pair, own = self._keep("recovery secrets", lambda: [secagg.random_scalar(), secagg.random_scalar()]) or (None, None)
-            self.recovery = secagg.Secrets(self.position, plan, pair, own)
+        self.masks = secagg.MaskSecrets(self.position, plan, self._secret)
+        self._pads = {a.lower(): self.masks.pad_seed(k[:secagg.POINT_BYTES], self.address, a)
+                      for a, k in peers if a.lower() != self.address.lower() and k}
         self._pool = RandomnessPool(key, ahead=2) if key is not None else None
 
     def leave(self) -> None:
         if self._pool is not None:
             self._pool.close()
 
-    # -- recovery shares ------------------------------------------------------------------------
-    def share_material(self) -> bytes:
-        """The mask point of iteration 0, the commitments to the two sharing polynomials and, for
-        each neighbour in registration order, fresh shares of the two mask secrets sealed to it
-        (`PrivateRounds.share`; layout: :meth:`~offchain.privacy.secagg.Plan.read_material`)."""
-        def fresh() -> str:
-            rec = self.recovery
-            shares, (commit_a, commit_b) = rec.deal()
-            sealed = [seal_bytes(a.to_bytes(32, "big") + b.to_bytes(32, "big"), self._pads[self._peers[j]], b"share")
-                      for j, (a, b) in sorted(shares.items())]
-            return (rec.point(0) + b"".join(commit_a + commit_b + sealed)).hex()
-
-        if self._material is None:
-            self._material = bytes.fromhex(self._keep("share material", fresh) or fresh())
-        return self._material
-
-    def take_shares(self, sender: int, material: bytes) -> bytes:
-        """Keeps the shares ``sender`` (a position) sealed for this participant if they are the
-        ones it committed to (else it holds none of the sender's: its partials for the sender
-        cannot be proven); returns the sender's mask point of iteration 0. Raises
-        ProtocolViolation on an ill-formed post."""
-        rec = self.recovery
-        point = rec.plan.read_material(sender, material)
-        if point is None:
-            raise ProtocolViolation(f"participant {sender + 1} posted ill-formed shares")
-        if self.position in rec.plan.graph[sender]:
-            raw = seal_bytes(rec.plan.sealed_share(sender, self.position, material), self._pads[self._peers[sender]], b"share")
-            a, b = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")
-            if rec.plan.holds(sender, self.position, a, b):
-                rec.held[sender] = (a, b)
-        return point
-
-    def partials(self, k: int, points: dict[int, bytes], active: set[int], submitted: set[int]) -> bytes:
-        """This participant's recovery post for iteration ``k``."""
-        return self.recovery.partials(k, points, active, submitted)
-
     # -- submissions ----------------------------------------------------------------------------
-    def seal(self, round_id: int, k: int, c: Contribution, partners: dict[str, list[int]],
-             points: dict[int, bytes] | None = None, active: set[int] | None = None) -> Sealed:
-        """Mask, pack and encrypt ``c.sums``; seal each partner's vector (``partners``: {address:
-        values}, every other active participant when the round has pair lanes); commit to the
-        reveal. With recovery: ``points`` are the iteration's mask points, ``active`` the
-        positions still in the round. A submission kept for this iteration (a resumed run) is
+    def seal(self, round_id: int, k: int, attempt: int, c: Contribution, partners: dict[str, list[int]],
+             points: dict[int, bytes] | None, active: set[int]) -> Sealed:
+        """Mask, pack and encrypt ``c.sums`` for attempt ``attempt`` of iteration ``k`` (``points``:
+        the iteration's mask points, ``active``: the positions in the attempt); seal each partner's
+        vector (``partners``: {address: values}, every other active participant when the round has
+        pair lanes); commit to the reveal. A submission kept for this attempt (a resumed run) is
         given again, if it commits to the same values."""
-        kept = self._kept.get(f"submission {round_id}/{k}") if self._kept is not None else None
+        name = f"submission {round_id}/{k}/{attempt}"
+        kept = self._kept.get(name) if self._kept is not None else None
         if kept is not None:
             if kept["reveal"] != list(c.committed):
                 raise ProtocolViolation(f"{self.address}: the resumed run differs from the killed one in iteration {k}")
             return Sealed(*(bytes.fromhex(kept[f]) for f in ("ciphertext", "commitment", "pairs", "salt")),
-                          kept["reveal"], bytes.fromhex(kept["next_point"]), int(kept["plaintext"]), int(kept["rho"]))
-        sealed = self._seal(round_id, k, c, partners, points, active)
+                          kept["reveal"], bytes.fromhex(kept["next_point"]), int(kept["plaintext"]), int(kept["rho"]),
+                          k, attempt)
+        sealed = self._seal(round_id, k, attempt, c, partners, points, active)
         if self._kept is not None:
-            self._kept.put(f"submission {round_id}/{k}", {
+            self._kept.put(name, {
                 **{f: getattr(sealed, f).hex() for f in ("ciphertext", "commitment", "pairs", "salt", "next_point")},
                 "reveal": list(sealed.reveal), "plaintext": str(sealed.plaintext), "rho": str(sealed.rho)})
         return sealed
 
-    def _seal(self, round_id: int, k: int, c: Contribution, partners: dict[str, list[int]],
-              points: dict[int, bytes] | None, active: set[int] | None) -> Sealed:
+    def _seal(self, round_id: int, k: int, attempt: int, c: Contribution, partners: dict[str, list[int]],
+              points: dict[int, bytes] | None, active: set[int]) -> Sealed:
         ciphertext, next_point, plaintext, rho = b"", b"", 0, 0
-        if self.cheat:
+        if self.behaviour in ("cheat", "forge"):
             c = replace(c, sums=[v + 1 for v in c.sums], reveal=list(c.committed))
         if self._key is not None:
-            periods, bits = self._layout.periods, self._layout.slot_bits
-            if self.recovery is not None:
-                mask = self.recovery.mask(k, points, active, periods, bits)
-                next_point = self.recovery.point(k + 1)
-            else:
-                mask = mask_vector(self.address, self._masks, k, periods, bits)
-            plaintext = self._layout.pack(c.sums, mask)
+            layout = self._layout
+            mask = self.masks.mask(k, attempt, points, active, layout.periods, layout.slot_bits)
+            if self.behaviour == "garble":
+                mask = [(m + 1) % (1 << layout.slot_bits) for m in mask]
+            next_point = self.masks.point(k + 1)
+            if self.behaviour == "bad-point":
+                next_point = secagg.multiply(secagg.GENERATOR, secagg.random_scalar())
+            plaintext = layout.pack(c.sums, mask)
             rho, rn = self._pool.take()
-            ciphertext = self._key.to_bytes(self._key.encrypt(plaintext, rn))
-        others = self._others(active)
-        pairs = b"".join(seal(partners[other], self._pads[other], k, self.address, other)
-                         for other in others) if partners else b""
+            encrypted = self._key.encrypt(plaintext, rn)
+            if self.behaviour == "copy" and self.copy_of:  # another's ciphertext times a fresh r^n
+                encrypted = self._key.add(int.from_bytes(self.copy_of, "big"), self._key.encrypt(0, rn))
+            ciphertext = self._key.to_bytes(encrypted)
+        pairs = b"".join(seal(partners[other], self._pads[other], secagg.stream_index(k, attempt), self.address, other)
+                         for other in self._others(active)) if partners else b""
         salt = secrets.token_bytes(32)
         reveal = c.committed
         return Sealed(ciphertext, commitment(round_id, k, self.address, reveal, salt), pairs, salt, reveal, next_point,
-                      plaintext, rho)
+                      plaintext, rho, k, attempt)
 
-    def blame_opening(self, sealed: Sealed, k: int, points: dict[int, bytes], layout: SlotLayout) -> tuple[bytes, bytes] | None:
-        """What this participant posts in a blame step (`PrivateRounds.openBlame`): its final
-        ciphertext with its plaintext and randomness, and its masks of iteration ``k`` proven
-        against its sharing post (``points``: the iteration's mask points {position: Y_j(k)},
-        posted by exactly those in the iteration). None if its ciphertext does not encrypt its
-        reveal under those masks (a cheat: the chain would reject the opening)."""
-        rec, plan = self.recovery, self.recovery.plan
-        mask = rec.mask(k, points, set(points), layout.periods, layout.slot_bits)
-        if layout.unpack_sums(sealed.plaintext, mask) != list(sealed.reveal[:layout.periods]):
-            return None
-        nbytes = self._key.nbytes
-        opened = sealed.ciphertext + sealed.plaintext.to_bytes(nbytes, "big") + sealed.rho.to_bytes(nbytes, "big")
-        pair_base, self_base = plan.points(k)
-        own, own_proof = secagg.prove(rec.pair, pair_base)
-        self_mask, self_proof = secagg.prove(rec.own, self_base)
-        masks = [self.share_material(), own, secagg.expand(pair_base, own, own_proof),
-                 self_mask, secagg.expand(self_base, self_mask, self_proof)]
-        for j in plan.graph[self.position]:
-            if j in points:
-                pair, proof = secagg.prove(rec.pair, points[j])
-                masks += [points[j], pair, secagg.expand(points[j], pair, proof)]
-        return opened, b"".join(masks)
+    def _others(self, active: set[int]) -> list[str]:
+        return [a for j, a in enumerate(self._peers) if a != self.address.lower() and j in active]
 
-    def _others(self, active: set[int] | None) -> list[str]:
-        return [a for j, a in enumerate(self._peers) if a != self.address.lower() and (active is None or j in active)]
-
-    def open_pairs(self, k: int, sender: str, blob: bytes, lanes: int, senders_others: list[str]) -> list[int]:
+    def open_pairs(self, k: int, attempt: int, sender: str, blob: bytes, lanes: int, senders_others: list[str]) -> list[int]:
         """The block ``sender`` sealed for this participant (its position among the sender's others)."""
         b = [o.lower() for o in senders_others].index(self.address.lower())
-        return unseal(blob[8 * lanes * b:8 * lanes * (b + 1)], self._pads[sender.lower()], k, sender, self.address)
+        return unseal(blob[8 * lanes * b:8 * lanes * (b + 1)], self._pads[sender.lower()],
+                      secagg.stream_index(k, attempt), sender, self.address)
+
+    # -- disputes and blame ---------------------------------------------------------------------
+    def _opened(self, sealed: Sealed) -> bytes:
+        nbytes = self._key.nbytes
+        return sealed.ciphertext + sealed.plaintext.to_bytes(nbytes, "big") + sealed.rho.to_bytes(nbytes, "big")
+
+    def check_opening(self, sealed: Sealed, points: dict[int, bytes], active: set[int]) -> tuple[bytes, bytes, list[int]] | None:
+        """What it posts in a dispute of its attempt (`PrivateRounds.openCheck`): its commitment,
+        its ciphertext || plaintext || rho and its check value with each active neighbour. None
+        where it cannot open (a copy: it knows neither plaintext nor randomness)."""
+        if self.behaviour == "copy":
+            return None
+        layout = self._layout
+        checks = self.masks.checks(sealed.iteration, sealed.attempt, points, active, layout.periods, layout.slot_bits)
+        if self.behaviour in ("lie", "garble"):
+            # false claims that still add up to its own (garbled) check slot, so that the contract
+            # takes the opening and only a neighbour's proof shows them false
+            plan, modulus = self.masks.plan, 1 << layout.slot_bits
+            _, check = layout.unpack(sealed.plaintext)
+            nbrs = plan.active_neighbours(self.position, active)
+            honest = sum(plan.sign(self.position, j) * e for j, e in zip(nbrs, checks)) % modulus
+            delta = (check - honest) % modulus
+            checks[0] = (checks[0] + plan.sign(self.position, nbrs[0]) * (delta or 1)) % modulus
+            if not delta:  # "lie" with honest masks: the same amount back off the second neighbour
+                checks[1] = (checks[1] - plan.sign(self.position, nbrs[1])) % modulus
+        return sealed.commitment, self._opened(sealed), checks
+
+    def accusation(self, k: int, other_point: bytes) -> bytes:
+        """The proof of its pair mask with a neighbour whose claimed check value differs (`accuse`)."""
+        return self.masks.accusation(k, other_point)
+
+    def blame_opening(self, sealed: Sealed, points: dict[int, bytes], active: set[int]) -> tuple[bytes, bytes] | None:
+        """What it posts in a blame step (`PrivateRounds.openBlame`): its final ciphertext with its
+        plaintext and randomness, and its proven masks of the final attempt. None if its
+        ciphertext does not encrypt its reveal under those masks (a cheat: the chain would reject
+        the opening)."""
+        layout = self._layout
+        mask = self.masks.mask(sealed.iteration, sealed.attempt, points, active, layout.periods, layout.slot_bits)
+        if self.behaviour == "forge":  # the plaintext its reveal needs, with a randomness that cannot open it
+            sealed = replace(sealed, plaintext=layout.pack(sealed.reveal[:layout.periods], mask), rho=1)
+        if layout.unpack(sealed.plaintext, mask) != (list(sealed.reveal[:layout.periods]), 0):
+            return None
+        return self._opened(sealed), self.masks.blame_masks(sealed.iteration, points, active)
 
     @staticmethod
     def ciphertext_hash(sealed: Sealed) -> bytes:
@@ -209,8 +217,9 @@ class CoordinatorKeys:
             self.public = PublicKey(p * q)
             self._private = PrivateKey(self.public, p, q)
 
-    def open(self, aggregate: int, layout: SlotLayout, corrections: list[int] | None = None) -> tuple[list[int], int, int]:
-        """The slot sums of an aggregate (less the recovery's mask corrections), its plaintext and
-        its opening proof."""
+    def open(self, aggregate: int, layout: SlotLayout) -> tuple[list[int], int, int, int]:
+        """The slot sums of an aggregate, its check slot (zero when the masks cancelled), its
+        plaintext and its opening proof."""
         plaintext, opening = self._private.opening(int(aggregate))
-        return layout.unpack_sums(plaintext, corrections), plaintext, opening
+        sums, check = layout.unpack(plaintext)
+        return sums, check, plaintext, opening

@@ -6,14 +6,16 @@
 * :class:`PrivateTransport`: in process, private. Each participant masks, packs and encrypts its
   vector under the coordinator's Paillier key and seals each pair message with a one-time pad
   (:class:`~offchain.protocol.keys.MemberKeys`); the transport multiplies the ciphertexts (what
-  the contract does on chain) and the coordinator decrypts only the product, less the masks the
-  survivors' recovery partials remove.
+  the contract does on chain) and the coordinator decrypts only the product.
 * :class:`ChainTransport`: the same sealing, with the contract as the bus: ``createRound``,
-  ``register``, ``deposit``, ``start``, ``share`` (rounds with dropout recovery), then per
+  ``register`` (each participant's key and first mask point), ``deposit``, ``start``, then per
   iteration ``submit`` (ciphertext, commitment, pair messages, next mask point), ``advance``
-  after a deadline when someone is missing, ``recover``, ``aggregate`` (in chunks) and
-  ``publish`` (or ``conclude``), and ``settle`` (after the challenge window) or ``close``,
-  ``withdraw`` at the end.
+  after a deadline when someone is missing (the others submit again, masked among themselves),
+  ``aggregate`` (in chunks) and ``publish`` or ``conclude`` (or ``dispute`` when the decrypted
+  check slot shows masks that do not cancel: ``openCheck``, ``accuse``, ``advance``), then each
+  participant's ``reveal``, ``settle`` (after a blame step if the reveals do not add up),
+  ``withdraw``. Every participant checks every opening posted (the coordinator's decryptions,
+  the others' dispute and blame openings) and challenges a false one.
 
 Dropouts: ``drops`` ({iteration: [participant names]}) makes those participants go silent from
 that iteration on (a crash), in every transport alike, so all modes still follow the same
@@ -33,6 +35,7 @@ from typing import Any, Sequence
 
 from eth_utils import to_checksum_address
 
+from ..chain.market import CULPRIT_FAULTS, aggregate_key, blame_key, dispute_key
 from ..errors import ProtocolViolation
 from ..framework import Answer, Contribution, MirrorSettlement, RoundSetup
 from ..privacy import secagg
@@ -41,6 +44,7 @@ from ..record import Transaction
 from .keys import CoordinatorKeys, MemberKeys, Sealed
 
 FINAL, DROPPED_REVEALED, DROPPED_SILENT = 0, 1, 2  # a participant's standing at settlement (RoundTypes.Standing)
+FAULTY = ("accuse", "challenge", "settle", "cancel")  # the transactions that can name a party at fault
 
 
 @dataclass
@@ -81,8 +85,8 @@ class Transport(ABC):
         self.drops = {int(k): list(v) for k, v in (drops or {}).items()}
         self.active: set[int] = set()  # participant indices still in the round
         self.dropped_at: dict[int, int] = {}  # participant index -> iteration it dropped out in
-        self.false_partials: dict[int, list[int]] = {}  # survivor -> iterations its recovery post failed its proofs
-        self.blamed: dict[str, int] = {}  # after a blame step: culprit (or the coordinator) -> deposit slashed
+        self.attempts: dict[int, int] = {}  # iteration -> attempts it took (a dropout or a dispute adds one)
+        self.blamed: dict[str, tuple[int, str]] = {}  # party named at fault -> (what it forfeited, why)
 
     @abstractmethod
     def open(self, setup: RoundSetup, parent: "Transport | None" = None) -> None: ...
@@ -188,16 +192,16 @@ class PlainTransport(Transport):
 
 
 class _Sealing:
-    """The sealing shared by the private transports: parties' keys, layout, pair routing and the
-    dropout recovery (:mod:`offchain.privacy.secagg`). ``kept(party)`` gives a party's
-    :class:`~offchain.keystore.PartySecrets` in a run's key store (None: secrets in memory only)."""
+    """The sealing shared by the private transports: the parties' keys, the layout, the public mask
+    plan, pair routing. ``kept(party)`` gives a party's :class:`~offchain.keystore.PartySecrets` in
+    a run's key store (None: secrets in memory only)."""
 
     kept = None
 
     def _kept(self, party: str):
         return self.kept(party) if self.kept is not None else None
 
-    def _keys(self, setup: RoundSetup, key_bits: int, recovery: bool) -> None:
+    def _keys(self, setup: RoundSetup, key_bits: int) -> None:
         from ..privacy.paillier import start_worker
 
         t0 = time.perf_counter()
@@ -206,82 +210,55 @@ class _Sealing:
         self.coordinator_keys = CoordinatorKeys(key_bits, self._kept("coordinator")) if setup.encrypted else None
         self.layout = (SlotLayout.for_round(setup.slots, len(setup.participants), key_bits, slot_bits=setup.slot_bits)
                        if setup.encrypted else None)
-        n = len(setup.participants)
-        self.threshold = secagg.default_threshold(secagg.degree_for(n)) if recovery and setup.encrypted else 0
         self.seconds["setup"] += time.perf_counter() - t0
 
     def _join(self, peers: list[tuple[str, bytes]], context: bytes) -> None:
+        """Every participant agrees its pads with the registered ``peers`` (address, keys); the mask
+        points of iteration 0 are the second half of each one's keys."""
         key = self.coordinator_keys.public if self.coordinator_keys else None
-        self.plan = secagg.Plan([a for a, _ in peers], self.threshold, context) if self.threshold else None
+        self.plan = secagg.Plan([a for a, _ in peers], context)
         for m in self.members:
-            m.join(key, self.layout, peers, context, self.plan)
-        self.points: dict[int, dict[int, bytes]] = {}  # iteration -> {position: mask point}
+            m.join(key, self.layout, peers, self.plan)
+        self.points: dict[int, dict[int, bytes]] = {0: {i: bytes(k[secagg.POINT_BYTES:]) for i, (_, k) in enumerate(peers)}}
         self.sealed: dict[int, Sealed] = {}  # each participant's latest accepted submission
-        self.false_partials: dict[int, list[int]] = {}  # survivor -> iterations its recovery post failed its proofs
 
-    def _take_shares(self, materials: dict[int, bytes]) -> None:
-        """Every participant keeps the shares sealed for it; the mask points of iteration 0."""
-        self.points[0] = {}
-        for sender, material in materials.items():
-            for m in self.members:
-                if m.position != sender:
-                    m.take_shares(sender, material)
-            self.points[0][sender] = bytes(material[:secagg.POINT_BYTES])
-
-    def _seal_all(self, round_id: int, k: int, contributions: dict[int, Contribution], senders: list[int]) -> dict[int, Sealed]:
+    def _seal_all(self, round_id: int, k: int, attempt: int, contributions: dict[int, Contribution],
+                  senders: list[int]) -> dict[int, Sealed]:
+        """Each sender's submission for the attempt, masked among the active participants (a copy
+        of another's ciphertext last, once there is one to copy)."""
         t0 = time.perf_counter()
         addresses = [m.address.lower() for m in self.members]
-        out = {}
-        for i in senders:
+        out: dict[int, Sealed] = {}
+        for i in sorted(senders, key=lambda i: self.members[i].behaviour == "copy"):
             c = contributions[i]
             partners = {addresses[j]: v for j, v in c.pairs.items() if j in self.active} if self.setup.pair_lanes else {}
             if self.setup.pair_lanes and set(partners) != {addresses[j] for j in self.active if j != i}:
                 raise ProtocolViolation(f"{self.setup.participants[i].name}: pair messages must go to every other "
                                         "active participant of a round with pair lanes")
-            out[i] = self.members[i].seal(round_id, k, c, partners, self.points.get(k), self.active)
+            member = self.members[i]
+            if member.behaviour == "copy" and out:
+                member.copy_of = next(iter(out.values())).ciphertext
+            out[i] = member.seal(round_id, k, attempt, c, partners, self.points.get(k), self.active)
         self.seconds["encrypt"] += time.perf_counter() - t0
-        return out
+        return dict(sorted(out.items()))
 
-    def _route(self, k: int, blobs: dict[int, bytes], active: set[int]) -> list[dict[int, list[int]]]:
-        """Each active participant opens the blocks sealed for it (senders sealed for the
-        participants active when they submitted: ``active``)."""
+    def _route(self, k: int, attempt: int, blobs: dict[int, bytes]) -> list[dict[int, list[int]]]:
+        """Each active participant opens the blocks sealed for it in the attempt."""
         n, lanes = len(self.members), self.setup.pair_lanes
         received: list[dict[int, list[int]]] = [{} for _ in range(n)]
         if not lanes:
             return received
         for i, blob in blobs.items():
             sender = self.members[i].address
-            others = [self.members[j].address for j in sorted(active) if j != i]
+            others = [self.members[j].address for j in sorted(self.active) if j != i]
             for j in self.active:
                 if j != i:
-                    received[j][i] = self.members[j].open_pairs(k, sender, blob, lanes, others)
+                    received[j][i] = self.members[j].open_pairs(k, attempt, sender, blob, lanes, others)
         return received
 
-    def _check_drops(self, k: int, gone: list[int]) -> None:
-        if gone and self.coordinator_keys is not None and self.plan is None:
-            raise ProtocolViolation(f"iteration {k}: {len(gone)} participant(s) dropped out of a round without "
-                                    "dropout recovery; its masks cannot be removed")
-
-    def _recovery_posts(self, k: int, active: set[int], senders: list[int]) -> dict[int, bytes]:
-        """Every submitter's recovery partials of iteration k."""
-        return {i: self.members[i].partials(k, self.points[k], active, set(senders)) for i in senders}
-
-    def _corrections(self, k: int, active: set[int], senders: list[int], posts: dict[int, bytes]) -> list[int]:
-        """The mask corrections from the proven partials (a false partial is left out)."""
+    def _decrypt(self, aggregate: int) -> tuple[list[int], int, int, int]:
         t0 = time.perf_counter()
-        try:
-            checked = self.plan.check(k, active, set(senders), posts, self.points[k])
-            for holder in checked.false:
-                self.false_partials.setdefault(holder, []).append(k)
-            return self.plan.corrections(k, active, set(senders), checked, self.layout.periods, self.layout.slot_bits)
-        except ValueError as exc:
-            raise ProtocolViolation(f"iteration {k}: the dropout recovery failed: {exc}") from None
-        finally:
-            self.seconds["recover"] += time.perf_counter() - t0
-
-    def _decrypt(self, aggregate: int, corrections: list[int] | None) -> tuple[list[int], int, int]:
-        t0 = time.perf_counter()
-        out = self.coordinator_keys.open(aggregate, self.layout, corrections)
+        out = self.coordinator_keys.open(aggregate, self.layout)
         self.seconds["decrypt"] += time.perf_counter() - t0
         return out
 
@@ -298,36 +275,38 @@ class PrivateTransport(_Sealing, Transport):
 
     kind = "private"
 
-    def __init__(self, key_bits: int = 2048, drops: dict[int, list[str]] | None = None, recovery: bool = True) -> None:
+    def __init__(self, key_bits: int = 2048, drops: dict[int, list[str]] | None = None) -> None:
         super().__init__(drops)
-        self.key_bits, self.recovery = key_bits, recovery
+        self.key_bits = key_bits
 
     def open(self, setup: RoundSetup, parent: Transport | None = None) -> None:
         self._begin(setup)
         self._name_addresses(setup)
-        self._keys(setup, self.key_bits, self.recovery)
+        self._keys(setup, self.key_bits)
         self.members = [MemberKeys(self.addresses[p.name]) for p in setup.participants]
-        self._join([(m.address, m.public_bytes) for m in self.members], b"gridshare/in-process")
-        if self.plan is not None:
-            self._take_shares({m.position: m.share_material() for m in self.members})
+        context = b"gridshare/in-process"
+        keyed, lanes = setup.encrypted, bool(setup.pair_lanes)
+        self._join([(m.address, m.registration_keys(context, keyed, lanes)) for m in self.members], context)
 
     def exchange(self, k: int, contributions: dict[int, Contribution]) -> Delivery:
         senders, gone = self._submitters(k, contributions)
-        self._check_drops(k, gone)
-        active = set(self.active)
-        sealed = self._seal_all(0, k, contributions, senders)
-        self._drop(k, gone)
+        attempt = 0
+        if gone:  # the attempt they missed is tried again without them, as on chain
+            self._drop(k, gone)
+            attempt = 1
+        self.attempts[k] = attempt + 1
+        sealed = self._seal_all(0, k, attempt, contributions, senders)
         self.sealed.update(sealed)
+        if self.coordinator_keys is not None:
+            self.points[k + 1] = {i: s.next_point for i, s in sealed.items()}
         sums: list[int] = []
         if self.coordinator_keys is not None:
-            corrections = None
-            if self.plan is not None:
-                corrections = self._corrections(k, active, senders, self._recovery_posts(k, active, senders))
-                self.points[k + 1] = {i: s.next_point for i, s in sealed.items()}
             key = self.coordinator_keys.public
             aggregate = key.add(*(int.from_bytes(s.ciphertext, "big") for s in sealed.values()))
-            sums, _, _ = self._decrypt(aggregate, corrections)
-        return Delivery(sums, self._route(k, {i: s.pairs for i, s in sealed.items()}, active), dropped=gone)
+            sums, check, _, _ = self._decrypt(aggregate)
+            if check:
+                raise ProtocolViolation(f"iteration {k}: the masks did not cancel")
+        return Delivery(sums, self._route(k, attempt, {i: s.pairs for i, s in sealed.items()}), dropped=gone)
 
     def settle(self, prices: list[int]) -> MirrorSettlement:
         length = len(next(iter(self.sealed.values())).reveal)
@@ -338,25 +317,29 @@ class PrivateTransport(_Sealing, Transport):
 
 
 class ChainTransport(_Sealing, Transport):
-    """The round as transactions of a PrivateRounds contract (deployed here unless given)."""
+    """The round as transactions of a PrivateRounds contract (deployed here unless given). Each
+    participant sends its own transactions from its own account; the coordinator's client sends
+    the coordinator's and, as anyone may, moves the round on after a deadline."""
 
     kind = "chain"
 
     def __init__(self, chain, key_bits: int = 2048, verify_openings: bool = True, market=None,
                  rules: dict[str, str] | None = None, hardfork: str | None = None, account_offset: int = 0,
-                 drops: dict[int, list[str]] | None = None, recovery: bool = True,
-                 windows: dict[str, int | None] | None = None, kept=None, announce=None,
-                 cheats: Sequence[str] = ()) -> None:
+                 drops: dict[int, list[str]] | None = None, windows: dict[str, int | None] | None = None,
+                 kept=None, announce=None, behaviours: dict[str, str] | None = None) -> None:
         super().__init__(drops)
         self.kept = kept
-        self.cheats = list(cheats)  # participants (names) that encrypt other values than they commit to
+        self.behaviours = dict(behaviours or {})  # simulated hostile participants: name -> keys.BEHAVIOURS
         self.announce = announce  # called with the round's market and id once it is created
         self.chain, self.key_bits, self.verify_openings = chain, key_bits, verify_openings
-        self.account_offset, self.recovery = account_offset, recovery
+        self.account_offset = account_offset
         self.market = market
         self.rules = dict(rules or {})  # rule contract name -> deployed address (reused)
         self.hardfork = hardfork or chain.hardfork
         self.windows = dict(windows or {})  # deadlines given ({window: blocks}); the rest sized to the round
+        self._checked: dict[bytes, bool] = {}  # openings checked: every party computes the same verdict from public data
+        self._later: list = []  # decryptions being checked in the background
+        self._culprits: set[str] = set()  # participants the chain named at fault (forfeited)
 
     # -- bookkeeping -----------------------------------------------------------------------------
     def _record(self, kind: str, receipts, party: str | list[str], iteration: int | None = None) -> None:
@@ -368,6 +351,18 @@ class ChainTransport(_Sealing, Transport):
             gas = int(r["gasUsed"])
             self.gas[kind].append(gas)
             self.transactions.append(Transaction(r["transactionHash"].to_0x_hex(), who, kind, iteration, gas))
+        if kind in FAULTY:
+            self._note_blamed(receipts)
+
+    def _note_blamed(self, receipts) -> None:
+        names: dict[str, str] = {}
+        for n, a in self.addresses.items():  # the coordinator's role before its alias "coordinator"
+            names.setdefault(a.lower(), n)
+        for address, (amount, fault) in self.market.blamed(receipts).items():
+            name = names.get(address.lower(), address)
+            self.blamed[name] = (amount, fault)
+            if fault in CULPRIT_FAULTS:
+                self._culprits.add(name)
 
     def _timed(self, phase: str, fn, *args, **kwargs):
         t0 = time.perf_counter()
@@ -379,8 +374,19 @@ class ChainTransport(_Sealing, Transport):
     def _names(self, indices) -> list[str]:
         return [self.setup.participants[i].name for i in indices]
 
+    def _account(self, i: int):
+        return self.accounts[self.setup.participants[i].name]
+
     def _events(self, receipts, event: str) -> list[dict]:
         return [dict(ev["args"]) for r in receipts for ev in self.chain.events(r, self.market.contract, event)]
+
+    def _info(self) -> dict:
+        return self.market.round_info(self.round_id)
+
+    def _silent(self, k: int) -> set[int]:
+        """Participants crashed by iteration k (simulated: they send nothing from then on)."""
+        names = [p.name for p in self.setup.participants]
+        return {names.index(n) for it, gone in self.drops.items() if it <= k for n in gone}
 
     # -- the round -------------------------------------------------------------------------------
     def open(self, setup: RoundSetup, parent: Transport | None = None) -> None:
@@ -400,7 +406,7 @@ class ChainTransport(_Sealing, Transport):
         self.accounts = {setup.coordinator_role: self.coordinator_account, "coordinator": self.coordinator_account,
                          **dict(zip(setup.payees, payees)), **{p.name: a for p, a in zip(setup.participants, parts)}}
         self.addresses = {k: a.address for k, a in self.accounts.items()}
-        self._keys(setup, self.key_bits, self.recovery)
+        self._keys(setup, self.key_bits)
         t0 = time.perf_counter()
         operator = self.coordinator_account
         if self.market is None:
@@ -415,6 +421,9 @@ class ChainTransport(_Sealing, Transport):
         windows = Windows.for_round(n, **self.windows)
         if key is None or not self.verify_openings:
             windows = replace(windows, challenge=0)
+        self.challenges = windows.challenge != 0  # openings may be challenged
+        collateral = [setup.collateral(p.name) for p in setup.participants]
+        self.bond = setup.bond if setup.bond is not None else max(collateral, default=0)
         params = RoundParams(
             rule=rule, slots=setup.slots, max_iterations=setup.max_iterations, price_floor=setup.price_floor,
             price_cap=setup.price_cap, grid_account=self.addresses["grid"], n=key.n if key else None,
@@ -422,37 +431,46 @@ class ChainTransport(_Sealing, Transport):
             mechanism=json.dumps(setup.public_rule, sort_keys=True), pair_lanes=setup.pair_lanes,
             terms=setup.terms(self.addresses) if setup.terms else b"",
             members=[self.addresses[p.name] for p in setup.participants] if setup.allow_list else [],
-            signed_members=not setup.allow_list, threshold=self.threshold, windows=windows,
-            parent_round_id=parent.round_id if parent is not None else 0)
+            signed_members=not setup.allow_list, collateral=min(collateral, default=0), bond=self.bond,
+            windows=windows, parent_round_id=parent.round_id if parent is not None else 0)
         self.round_id, receipt = self.market.create_round(operator, params)
         self._record("create_round", receipt, setup.coordinator_role)
         if self.announce is not None:  # before any deposit: where a refund would look
             self.announce({"market": self.market.address, "token": self.market.token.address, "round_id": self.round_id,
                            "url": chain.url, "chain_id": chain.chain_id})
-        self.members = [MemberKeys(a.address, self._kept(a.address), cheat=p.name in self.cheats)
+        self.context = secagg.round_context(self.market.address, self.round_id, chain.chain_id)
+        self.members = [MemberKeys(a.address, self._kept(a.address), behaviour=self.behaviours.get(p.name))
                         for p, a in zip(setup.participants, parts)]
+        keyed, lanes = key is not None, bool(setup.pair_lanes)
         # one by one: the registration order is the participants' order (and the allow-list's)
         for i, (p, account, m) in enumerate(zip(setup.participants, parts, self.members)):
-            item = (account, self.round_id, m.public_bytes)
+            item = (account, self.round_id, m.registration_keys(self.context, keyed, lanes))
             if params.signed_members:
                 item += (i, self.market.member_signature(operator, self.round_id, account, i))
             self._record("register", self.market.register_many([item]), p.name)
-        deposits = [(self.accounts[name], setup.collateral(name), name)
-                    for name in [*setup.payees, *(p.name for p in setup.participants)] if setup.collateral(name) > 0]
-        if deposits:
-            self._record("mint", self.market.token.mint_many(self.minter, [(a, v) for a, v, _ in deposits]),
-                         setup.coordinator_role)
-            self._record("deposit", self.market.deposit_many([(a, self.round_id, v) for a, v, _ in deposits]),
-                         [name for *_, name in deposits])
-        peers = self.market.participants(self.round_id)
+        self._deposit(setup)
+        peers = self.market.registered(self.round_id, from_block=int(receipt["blockNumber"]))
         if [a.lower() for a, _ in peers] != [a.address.lower() for a in parts]:
             raise ProtocolViolation("the chain's registration order differs from the order registered")
-        self.context = secagg.round_context(self.market.address, self.round_id, chain.chain_id)
         self.seconds["chain"] += time.perf_counter() - t0
         self._join(peers, self.context)
         self.chain_info = ChainInfo(kind=chain.kind, url=chain.url, chain_id=chain.chain_id, hardfork=self.hardfork,
                                     market=self.market.address, token=self.market.token.address, rule=rule,
                                     round_id=self.round_id, parent_round_id=params.parent_round_id)
+
+    def _deposit(self, setup: RoundSetup) -> None:
+        """Every payee and participant deposits its collateral, the coordinator its bond."""
+        deposits = [(self.accounts[name], setup.collateral(name), name)
+                    for name in [*setup.payees, *(p.name for p in setup.participants)] if setup.collateral(name) > 0]
+        if self.bond:
+            deposits.append((self.coordinator_account, self.bond, setup.coordinator_role))
+        if deposits:
+            self._record("mint", self.market.token.mint_many(self.minter, [(a, v) for a, v, _ in deposits]),
+                         setup.coordinator_role)
+            names = [name for *_, name in deposits]
+            self._record("approve", self.market.approve_many([(a, v) for a, v, _ in deposits]), names)
+            self._record("deposit", self.market.deposit_many([(a, self.round_id, v) for a, v, _ in deposits],
+                                                             approve=False), names)
 
     def account_of(self, name: str):
         return self.accounts[name]
@@ -460,86 +478,284 @@ class ChainTransport(_Sealing, Transport):
     def start(self, prices: list[int]) -> None:
         receipt = self._timed("chain", self.market.start, self.coordinator_account, self.round_id, prices)
         self._record("start", receipt, self.setup.coordinator_role, 0)
-        if self.plan is None:
-            return
-        items = [(self.accounts[p.name], self.round_id, m.share_material())
-                 for p, m in zip(self.setup.participants, self.members)]
-        receipts = self._timed("chain", self.market.share_many, items)
-        self._record("share", receipts, self._names(range(len(items))))
-        by_address = {m.address.lower(): m.position for m in self.members}
-        self._take_shares({by_address[e["participant"].lower()]: bytes(e["material"])
-                           for e in self._events(receipts, "Shared")})
-
-    def _advance_past_deadline(self, k: int, gone: list[int]) -> None:
-        """Waits out the step's deadline and drops ``gone`` (anyone may; the coordinator does)."""
-        info = self.market.round_info(self.round_id)
-        self._timed("chain", self.chain.mine_until, int(info["deadline"]) + 1)
-        receipt = self._timed("chain", self.market.advance, self.coordinator_account, self.round_id,
-                              [self.members[i].address for i in gone])
-        self._record("advance", receipt, self.setup.coordinator_role, k)
 
     def exchange(self, k: int, contributions: dict[int, Contribution]) -> Delivery:
-        senders, gone = self._submitters(k, contributions)
-        self._check_drops(k, gone)
-        active = set(self.active)
-        sealed = self._seal_all(self.round_id, k, contributions, senders)
-        items = [(self.accounts[self.setup.participants[i].name], self.round_id, k, s.ciphertext, s.commitment,
-                  s.pairs, s.next_point) for i, s in sealed.items()]
-        receipts = self._timed("chain", self.market.submit_many, items)
-        self._record("submit", receipts, self._names(sealed), k)
-        if gone:
-            self._advance_past_deadline(k, gone)
-        self._drop(k, gone)
-        self.sealed.update(sealed)
+        self._submitters(k, contributions)  # the contributions are the active participants'
+        before = set(self.active)
+        attempt = 0
+        while True:
+            silent = self._silent(k)
+            submitters = [i for i in sorted(self.active) if i not in silent]
+            sealed = self._seal_all(self.round_id, k, attempt, contributions, submitters)
+            items = [(self._account(i), self.round_id, k, s.ciphertext, s.commitment, s.pairs, s.next_point)
+                     for i, s in sealed.items()]
+            receipts = self._timed("chain", self.market.submit_many, items)
+            self._record("submit", receipts, self._names(sealed), k)
+            self.sealed.update(sealed)  # each one's latest accepted submission (a dropped one reveals it)
+            if self.coordinator_keys is not None:
+                self.points.setdefault(k + 1, {}).update({i: s.next_point for i, s in sealed.items()})
+            missing = sorted(self.active - set(submitters))
+            if missing:  # the attempt is tried again without them
+                self._advance(k, attempt, missing)
+                attempt += 1
+                continue
+            if self.coordinator_keys is None:
+                break
+            agg = self._aggregate(k, sealed)
+            sums, check, plaintext, opening = self._decrypt(int.from_bytes(agg, "big"))
+            if not check:
+                break
+            self._dispute(k, attempt, sealed, agg, plaintext, opening)
+            attempt += 1
+        self.attempts[k] = attempt + 1
         blobs = {i: s.pairs for i, s in sealed.items()}
         if self.setup.pair_lanes:  # what each partner reads: the PairMessages events of the receipts
             events = self._events(receipts, "PairMessages")
             blobs = dict(zip(sealed, (bytes(e["messages"]) for e in events)))
-        received = self._route(k, blobs, active)
-        self._aggregate, sums, self._plaintext, self._opening, self._corrections_k = b"", [], None, None, []
+        received = self._route(k, attempt, blobs)
+        self._published = None
         if self.coordinator_keys is not None:
-            corrections = None
-            if self.plan is not None:
-                posts = self._recovery_posts(k, active, senders)
-                rec = self._timed("chain", self.market.recover_many,
-                                  [(self.accounts[self.setup.participants[i].name], self.round_id, k, d)
-                                   for i, d in posts.items()])
-                self._record("recover", rec, self._names(posts), k)
-                corrections = self._corrections(k, active, senders, posts)
-                self.points[k + 1] = {i: s.next_point for i, s in sealed.items()}
+            self._published = (agg, plaintext, opening)
+        else:
+            sums = []
+        return Delivery(sums, received, dropped=sorted(before - self.active))
+
+    def _advance(self, k: int, attempt: int, missing: list[int]) -> None:
+        """Waits out the step's deadline and drops ``missing`` (anyone may; the coordinator's client
+        does it, and takes it as done if someone else did it first)."""
+        from ..chain.backends import ContractRevert
+
+        def pending(info: dict) -> bool:
+            return info["phase"] == "Iterating" and (info["iteration"], info["attempt"]) == (k, attempt)
+
+        info = self._info()
+        if pending(info):
+            self._timed("chain", self.chain.mine_until, int(info["deadline"]) + 1)
+            try:
+                receipt = self._timed("chain", self.market.advance, self.coordinator_account, self.round_id,
+                                      [self._account(i).address for i in missing])
+                self._record("advance", receipt, self.setup.coordinator_role, k)
+            except ContractRevert:
+                if pending(self._info()):
+                    raise  # nobody moved the round on: the call was wrong
+        self._sync_active(k)
+        if self._info()["phase"] == "Closed":
+            raise ProtocolViolation(f"iteration {k}: fewer than the privacy minimum remain after the dropouts, "
+                                    "or a dispute named nobody: the round closed, every deposit withdrawable")
+
+    def _sync_active(self, k: int) -> None:
+        """Who the chain dropped (a dropout, a missed opening, a culprit) leaves ``active``."""
+        for i in sorted(self.active):
+            if self.market.member(self.round_id, self._account(i))["dropped_before_plus_one"]:
+                self._drop(k, [i])
+
+    def _aggregate(self, k: int, sealed: dict[int, Sealed]) -> bytes:
+        """The attempt's aggregate (anyone may aggregate: a front-run is taken, not fatal)."""
+        from ..chain.backends import ContractRevert
+
+        key = self.coordinator_keys.public
+        local = key.to_bytes(key.add(*(int.from_bytes(s.ciphertext, "big") for s in sealed.values())))
+        try:
             agg, receipts = self._timed("chain", self.market.aggregate, self.coordinator_account, self.round_id,
                                         [s.ciphertext for s in sealed.values()], [s.commitment for s in sealed.values()])
-            self._record("aggregate", receipts, self.setup.coordinator_role, k)
-            self._aggregate = agg
-            sums, self._plaintext, self._opening = self._decrypt(int.from_bytes(agg, "big"), corrections)
-            self._corrections_k = corrections or []
-        return Delivery(sums, received, dropped=gone)
+        except ContractRevert:
+            if not self._info()["aggregated"]:
+                raise
+            return local
+        self._record("aggregate", receipts, self.setup.coordinator_role, k)
+        if agg != local:
+            raise ProtocolViolation(f"iteration {k}: the chain's aggregate differs from the product of the submissions")
+        return agg
+
+    # -- checking openings ------------------------------------------------------------------------
+    def _holds(self, ciphertext: bytes, plaintext: int, rho: int) -> bool:
+        """Every participant's check of an opening posted on chain (the same verdict for every
+        party, from public data: computed once per process)."""
+        opened = bytes(ciphertext) + plaintext.to_bytes(self.coordinator_keys.public.nbytes, "big") + \
+            rho.to_bytes(self.coordinator_keys.public.nbytes, "big")
+        if opened not in self._checked:
+            t0 = time.perf_counter()
+            self._checked[opened] = self.coordinator_keys.public.verify_opening(int.from_bytes(ciphertext, "big"),
+                                                                                 plaintext, rho)
+            self.seconds["check openings"] += time.perf_counter() - t0
+        return self._checked[opened]
+
+    def _watch_later(self, key: int, ciphertext: bytes, plaintext: int, rho: int, k: int) -> None:
+        """Checks a decryption in the background while the round goes on (its challenge window
+        lasts until after conclusion); :meth:`_check_later` acts on the verdict."""
+        from ..privacy.paillier import verify_later
+
+        if self.challenges:
+            verdict = verify_later(self.coordinator_keys.public, int.from_bytes(ciphertext, "big"), plaintext, rho)
+            self._later.append((key, ciphertext, plaintext, rho, k, verdict))
+
+    def _check_later(self) -> None:
+        """The verdicts of the decryptions checked in the background: a false one is challenged."""
+        while self._later:
+            key, ciphertext, plaintext, rho, k, verdict = self._later.pop(0)
+            t0 = time.perf_counter()
+            held = verdict.result()
+            self.seconds["check openings"] += time.perf_counter() - t0
+            if not (held or self._watch(key, ciphertext, plaintext, rho, k, held=False)):
+                raise ProtocolViolation(f"iteration {k}: the coordinator's decryption was false; a participant "
+                                        "disproved it and the round closed")
+
+    def _watch(self, key: int, ciphertext: bytes, plaintext: int, rho: int, k: int | None,
+               held: bool | None = None) -> bool:
+        """Challenges a false opening (the first honest participant that notices); whether it held."""
+        if (held if held is not None else self._holds(ciphertext, plaintext, rho)) or not self.challenges:
+            return True
+        challenger = next(i for i in sorted(self.active) if self.members[i].honest and i not in self._silent(k or 0))
+        _, receipts = self._timed("chain", self.market.challenge, self._account(challenger), self.round_id, key,
+                                  ciphertext, plaintext, rho)
+        self._record("challenge", receipts, self._names([challenger]) * len(receipts), k)
+        return False
+
+    # -- disputes -------------------------------------------------------------------------------
+    def _dispute(self, k: int, attempt: int, sealed: dict[int, Sealed], agg: bytes, plaintext: int, opening: int) -> None:
+        """The decrypted check slot is not zero. The coordinator publishes it; every submitter opens
+        its submission and its check values; every participant checks the openings and accuses a
+        neighbour whose claim contradicts its own (proven) one; after the deadline the culprits
+        and those that did not open are dropped, and the iteration is tried again."""
+        receipt = self._timed("chain", self.market.dispute, self.coordinator_account, self.round_id, agg, plaintext, opening)
+        self._record("dispute", receipt, self.setup.coordinator_role, k)
+        if self._info()["phase"] == "Closed":
+            raise ProtocolViolation(f"iteration {k}: the masks did not cancel in a round whose openings cannot be "
+                                    "checked: the round closed, every deposit withdrawable")
+        if not self._watch(aggregate_key(k, attempt), agg, plaintext, opening, k):
+            raise ProtocolViolation(f"iteration {k}: the coordinator's decryption in its dispute was false; a "
+                                    "participant disproved it and the round closed")
+        points, active, silent = self.points[k], set(self.active), self._silent(k)
+        items, who = [], []
+        for i, s in sealed.items():
+            opened = None if i in silent else self.members[i].check_opening(s, points, active)
+            if opened is not None:
+                items.append((self._account(i), self.round_id, *opened))
+                who.append(i)
+        receipts = self._timed("chain", self.market.open_check_many, items)
+        self._record("open check", receipts, self._names(who), k)
+        claims = {}
+        for i, e in zip(who, self._events(receipts, "CheckOpened")):
+            claims[i] = [int(v) for v in e["checks"]]
+            m_i, rho_i = int.from_bytes(e["plaintext"], "big"), int.from_bytes(e["opening"], "big")
+            self._watch(dispute_key(k, attempt, i + 1), sealed[i].ciphertext, m_i, rho_i, k)
+        self._accuse(k, claims, points, active, silent)
+        missing = [i for i in sorted(self.active) if i not in claims]
+        self._advance(k, attempt, missing)
+
+    def _accuse(self, k: int, claims: dict[int, list[int]], points: dict[int, bytes], active: set[int], silent: set[int]) -> None:
+        """Each honest participant that opened compares its check values with its neighbours' and
+        proves its own against a neighbour that claims another (once per culprit)."""
+        plan = self.plan
+        accused: set[int] = set()
+        for i in sorted(claims):
+            if not self.members[i].honest or i in silent:
+                continue
+            mine = plan.active_neighbours(i, active)
+            for q, j in enumerate(mine):
+                if j not in claims or j in accused:
+                    continue
+                theirs = plan.active_neighbours(j, active)
+                if claims[j][theirs.index(i)] == claims[i][q]:
+                    continue
+                proof = self.members[i].accusation(k, points[j])
+                receipt = self._timed("chain", self.market.accuse, self._account(i), self.round_id,
+                                      self._account(j).address, claims[i], claims[j], proof)
+                self._record("accuse", receipt, self._names([i]), k)
+                accused.add(j)
 
     def publish(self, k: int, answer: Answer, delivery: Delivery) -> None:
-        args = (self.coordinator_account, self.round_id, self._aggregate, self._plaintext, self._opening)
+        agg, plaintext, opening = self._published or (b"", None, None)
+        args = (self.coordinator_account, self.round_id, agg, plaintext, opening)
         if answer.final:
-            sums, receipt = self._timed("chain", self.market.conclude, *args, corrections=self._corrections_k)
+            sums, receipt = self._timed("chain", self.market.conclude, *args)
             self._record("conclude", receipt, self.setup.coordinator_role, k)
         else:
-            sums, receipt = self._timed("chain", self.market.publish, *args, answer.prices,
-                                        corrections=self._corrections_k)
+            sums, receipt = self._timed("chain", self.market.publish, *args, answer.prices)
             self._record("publish", receipt, self.setup.coordinator_role, k)
         if list(sums) != list(delivery.sums):
             raise ProtocolViolation(f"iteration {k}: the contract decoded other sums than the coordinator decrypted")
+        self._check_later()  # the decryptions of the iterations before
+        if self._published is not None:
+            self._watch_later(aggregate_key(k, self.attempts[k] - 1), agg, plaintext, opening, k)
 
+    # -- the end ----------------------------------------------------------------------------------
     def settle(self, prices: list[int]) -> MirrorSettlement:
         from ..chain.market import Reveal
 
-        info = self.market.round_info(self.round_id)
+        self._check_later()
+        info = self._info()
         if info["windows"].challenge:  # nobody challenged: wait the window out
             self._timed("chain", self.chain.mine_until, int(info["challenge_until"]) + 1)
-        reveals = [Reveal(s.reveal, s.salt, MemberKeys.ciphertext_hash(s)) if i in self.active else None
-                   for i, s in sorted(self.sealed.items())] if self.sealed else []
-        reveals += [None] * (len(self.setup.participants) - len(reveals))
-        result = self._timed("chain", self.market.settle, self.coordinator_account, self.round_id, reveals)
+        silent = self._silent(1 << 30)
+        revealers = [i for i, s in sorted(self.sealed.items()) if i not in silent]
+        own = {i: Reveal(self.sealed[i].reveal, self.sealed[i].salt, MemberKeys.ciphertext_hash(self.sealed[i]))
+               for i in revealers}
+        receipts = self._timed("chain", self.market.reveal_many, [(self._account(i), self.round_id, own[i]) for i in revealers])
+        self._record("reveal", receipts, self._names(revealers))
+        revealed = {self._index(e["participant"]): e for e in self._events(receipts, "Revealed")}
+        counts = {i for i in revealed if self.setup.participants[i].name not in self._culprits}
+        reveals = [own.get(i) if i in counts else None for i in range(len(self.setup.participants))]
+        if not self.active <= set(revealed):  # someone keeps its reveal: settle after the window
+            self._timed("chain", self.chain.mine_until, int(self._info()["reveal_until"]) + 1)
+        result = self._settle_once(reveals)
+        return self._settlement(result or self._blame(reveals))
+
+    def _settle_once(self, reveals: list) -> Any:
+        """Settles (anyone may: a settlement someone else made first is taken); None when the
+        settlement begins the blame step instead."""
+        from ..chain.backends import ContractRevert
+
+        blaming = bool(self._info()["blame_until"])
+        try:
+            result = self._timed("chain", self.market.settle, self.coordinator_account, self.round_id, reveals)
+        except ContractRevert:
+            info = self._info()
+            if info["phase"] == "Settled":
+                return self.market.settlement_of(self.round_id)
+            if info["blame_until"] and not blaming:  # someone else's settlement began the blame step
+                return None
+            raise
         self._record("settle", result.receipt, self.setup.coordinator_role)
-        if self.market.blame_started(result.receipt):
-            result = self._blame(reveals)
+        return None if self.market.blame_started(result.receipt) else result
+
+    def _index(self, address: str) -> int:
+        return [self._account(i).address.lower() for i in range(len(self.setup.participants))].index(address.lower())
+
+    def _blame(self, reveals: list) -> Any:
+        """The reveals do not add up to the decrypted sums (or one was withheld): every participant
+        that stayed and revealed opens its final ciphertext and masks (one that cannot, a cheat,
+        posts nothing), every participant checks the openings, the window passes, and the round
+        settles with the culprits settled by the fallback (the proven ones forfeiting)."""
+        k = self._info()["iteration"]
+        points, active = self.points[k], set(self.active)
+        items, who = [], []
+        for i in sorted(active):
+            if reveals[i] is None:
+                continue
+            opened = self.members[i].blame_opening(self.sealed[i], points, active)
+            if opened is not None:
+                items.append((self._account(i), self.round_id, self.sealed[i].reveal, *opened))
+                who.append(i)
+        receipts = self._timed("chain", self.market.open_blame_many, items)
+        self._record("open blame", receipts, self._names(who))
+        nbytes = self.coordinator_keys.public.nbytes
+        for i, (_, _, _, opened, _) in zip(who, items):
+            m_i, rho_i = int.from_bytes(opened[-2 * nbytes:-nbytes], "big"), int.from_bytes(opened[-nbytes:], "big")
+            self._watch(blame_key(i + 1), self.sealed[i].ciphertext, m_i, rho_i, None)
+        self._timed("chain", self.chain.mine_until, int(self._info()["challenge_until"]) + 1)
+        counted = []
+        for i, r in enumerate(reveals):
+            m = self.market.member(self.round_id, self._account(i))
+            stayed = not m["dropped_before_plus_one"]
+            counted.append(r if r is not None and not m["culprit"] and not (stayed and not m["cleared"]) else None)
+        result = self._settle_once(counted)
+        for i, r in enumerate(counted):
+            if r is None and i in self.active:  # settled by the fallback: out of the final sums
+                self.active.discard(i)
+        return result
+
+    def _settlement(self, result) -> MirrorSettlement:
         names = [p.name for p in self.setup.participants]
         paid = result.payments
         by_address = {self.addresses[r].lower(): r for r in (*self.setup.payees, self.setup.coordinator_role)}
@@ -552,36 +768,8 @@ class ChainTransport(_Sealing, Transport):
         return MirrorSettlement([paid.get(self.addresses[n], 0) for n in names], payees,
                                 [result.bills[self.addresses[n]] for n in names] if result.bills else [])
 
-    def _blame(self, reveals: list) -> Any:
-        """The revealed sums differ from the decrypted ones: every participant that stayed to the
-        end opens its final ciphertext and masks (one that cannot, a cheat, posts nothing), the
-        challenge window passes, and the round settles without the culprits, whose deposits are
-        shared among the others."""
-        k = self.market.round_info(self.round_id)["iteration"]
-        items, culprits = [], []
-        for i in sorted(self.active):
-            opened = self.members[i].blame_opening(self.sealed[i], k, self.points[k], self.layout)
-            if opened is None:
-                culprits.append(i)
-            else:
-                items.append((self.accounts[self.setup.participants[i].name], self.round_id, self.sealed[i].reveal,
-                              self.sealed[i].salt, *opened))
-        self._record("open blame", self._timed("chain", self.market.open_blame_many, items),
-                     [self.setup.participants[i].name for i in sorted(self.active) if i not in culprits])
-        self._timed("chain", self.chain.mine_until, int(self.market.round_info(self.round_id)["challenge_until"]) + 1)
-        for i in culprits:  # settled as dropped without a reveal, their reveals void
-            self.active.discard(i)
-            reveals[i] = None
-        result = self._timed("chain", self.market.settle, self.coordinator_account, self.round_id, reveals)
-        self._record("settle", result.receipt, self.setup.coordinator_role)
-        if self.market.round_info(self.round_id)["phase"] == "Closed":
-            raise ProtocolViolation("the revealed sums differ from the decrypted ones and no participant opened its "
-                                    "final ciphertext consistently: the round closed, every deposit withdrawable")
-        names = {self.addresses[r].lower(): r for r in (*(p.name for p in self.setup.participants), self.setup.coordinator_role)}
-        self.blamed = {names.get(a.lower(), a): v for a, v in self.market.blamed(result.receipt).items()}
-        return result
-
     def close_round(self) -> None:
+        self._later.clear()  # nothing is settled: no decryption needs a challenge
         receipt = self._timed("chain", self.market.close, self.coordinator_account, self.round_id)
         self._record("close", receipt, self.setup.coordinator_role)
 
@@ -592,7 +780,7 @@ class ChainTransport(_Sealing, Transport):
         t0 = time.perf_counter()
         unique = {a.address: (name, a) for name, a in self.accounts.items()}
         holders = [(name, a) for name, a in unique.values() if self.market.balance(self.round_id, a) > 0]
-        phase = self.market.round_info(self.round_id)["phase"]
+        phase = self._info()["phase"]
         if holders and phase in ("Settled", "Closed"):
             self._record("withdraw", self.market.withdraw_many([a for _, a in holders], self.round_id),
                          [name for name, _ in holders])

@@ -9,6 +9,7 @@ from eth_utils import keccak
 from offchain.audit.command import run_audit
 from offchain.chain.backends import ContractRevert, connect
 from offchain.chain.market import Reveal, RoundParams, commitment, deploy_rule
+from offchain.privacy import secagg
 from offchain.cli import main
 from offchain.framework import Answer, MirrorSettlement
 from offchain.mechanisms.tariff.market import TariffCoordinator
@@ -35,33 +36,25 @@ class WrongPrices(TariffCoordinator):
         return a
 
 
-class Tampering(ChainTransport):
-    """A coordinator that publishes another plaintext or opening at one iteration."""
+class WrongDecryptions(ChainTransport):
+    """A coordinator that publishes another plaintext at one iteration and another opening at the next."""
 
-    shift = (0, 0)  # (plaintext, opening)
+    shifts = {TAMPERED_ITERATION: (1, 0), TAMPERED_ITERATION + 1: (0, 1)}  # iteration: (plaintext, opening)
 
     def exchange(self, k, contributions):
         self._k = k
         return super().exchange(k, contributions)
 
-    def _decrypt(self, aggregate, corrections):
-        sums, m, rho = super()._decrypt(aggregate, corrections)
-        if self._k == TAMPERED_ITERATION:
-            m, rho = m + self.shift[0], rho + self.shift[1]
-            sums = self.layout.unpack_sums(m, corrections)
-        return sums, m, rho
-
-
-class WrongPlaintext(Tampering):
-    shift = (1, 0)
-
-
-class WrongOpening(Tampering):
-    shift = (0, 1)
+    def _decrypt(self, aggregate):
+        sums, check, m, rho = super()._decrypt(aggregate)
+        if self._k in self.shifts:
+            m, rho = m + self.shifts[self._k][0], rho + self.shifts[self._k][1]
+            sums, check = self.layout.unpack(m)
+        return sums, check, m, rho
 
 
 class Unsettled(ChainTransport):
-    """Stops after the conclusion: the test settles by hand."""
+    """Stops after the conclusion: the test reveals and settles by hand."""
 
     def settle(self, prices):
         return MirrorSettlement([], {})
@@ -88,20 +81,21 @@ def market_history():
         return out
 
     outs = {"honest": round_(), "wrong prices": round_(coordinator=WrongPrices),
-            "wrong plaintext": round_(WrongPlaintext), "wrong opening": round_(WrongOpening)}
+            "wrong decryptions": round_(WrongDecryptions)}
     market, rule = shared["market"], shared["rules"]["TariffRule"]
     operator = chain.accounts(1)[0]
 
-    # a coordinator tries to bill two prosumers for schedules they did not commit (the sums still
-    # add up, so only the commitments catch it); the contract refuses, then the honest bills pass
+    # a coordinator tries to bill two prosumers for schedules they did not reveal (the sums still
+    # add up, so only the reveals catch it); the contract refuses, then the honest bills pass
     misbilled = round_(Unsettled)
     t = misbilled.transport
     reveals = [Reveal(s.reveal, s.salt, keccak(s.ciphertext)) for _, s in sorted(t.sealed.items())]
+    market.reveal_many([(t.accounts[p.name], t.round_id, r) for p, r in zip(t.setup.participants, reveals)])
     shifted = [list(r.values) for r in reveals]
     shifted[0][12] += 1_000_000
     shifted[1][12] -= 1_000_000
     forged = [Reveal(v, r.salt, r.ciphertext_hash) for v, r in zip(shifted, reveals)]
-    with pytest.raises(ContractRevert, match="CommitmentMismatch"):
+    with pytest.raises(ContractRevert, match="RevealMismatch"):
         market.settle(operator, t.round_id, forged)
     market.settle(operator, t.round_id, reveals)
     outs["misbilled"] = misbilled
@@ -116,10 +110,12 @@ def market_history():
     outs["closed"] = run_round(setup, ChainTransport(chain, verify_openings=False, market=market,
                                                      rules=shared["rules"]))
 
-    # hostile submissions, each rejected on chain: a ciphertext not below n^2, a copy of another
-    # participant's ciphertext, the ciphertext 1, the ciphertext n; an outsider's withdraw
+    # hostile submissions, each rejected on chain: a ciphertext not below n^2, the ciphertext 1, the
+    # ciphertext n, a next mask point whose x is not below the group order, a second submission in
+    # the attempt, a submission for another iteration; an outsider's withdraw
     public, _ = generate_keypair(2048)
     coord, grid, p1, p2, p3, outsider = chain.accounts(6, offset=10)
+    point = secagg.multiply(secagg.GENERATOR, 7)
     published = {"mechanism": "tariff", "rule": job.state["rule"].to_dict()}
 
     def params(**change):
@@ -129,14 +125,19 @@ def market_history():
         return RoundParams(**{**base, **change})
 
     stalled, _ = market.create_round(coord, params())
-    market.register_many([(p1, stalled, b"\1" * 32), (p2, stalled, b"\2" * 32), (p3, stalled, b"\3" * 32)])
+    market.register_many([(p, stalled, point + point) for p in (p1, p2, p3)])
     market.start(coord, stalled, [5] * 24)
     first = public.to_bytes(public.encrypt(7))
-    market.submit(p1, stalled, 0, first, commitment(stalled, 0, p1.address, [0] * 24, b"\0" * 32))
-    for who, ct, error in ((p2, public.to_bytes(public.n_sq), "CiphertextOutOfRange"), (p2, first, "CiphertextRepeated"),
-                           (p3, public.to_bytes(1), "CiphertextIsOne"), (p3, public.to_bytes(public.n), "CiphertextMultipleOfN")):
+    market.submit(p1, stalled, 0, first, commitment(stalled, 0, p1.address, [0] * 24, b"\0" * 32), b"", point)
+    for who, k, ct, next_point, error in (
+            (p2, 0, public.to_bytes(public.n_sq), point, "CiphertextOutOfRange"),
+            (p3, 0, public.to_bytes(1), point, "CiphertextIsOne"),
+            (p3, 0, public.to_bytes(public.n), point, "CiphertextMultipleOfN"),
+            (p2, 0, first, _point_beyond_the_group_order(), "MaskPointInvalid"),
+            (p1, 0, first, point, "AlreadySubmitted"),
+            (p2, 1, first, point, "WrongIteration")):
         with pytest.raises(ContractRevert, match=error):
-            market.submit(who, stalled, 0, ct, b"\0" * 32)
+            market.submit(who, stalled, k, ct, b"\0" * 32, b"", next_point)
     with pytest.raises(ContractRevert, match="WrongPhase"):  # mid-round
         market.withdraw(outsider, stalled)
     # rounds an outsider makes up: an unknown mechanism, a malformed one, a rule that is not the mechanism's
@@ -150,6 +151,15 @@ def market_history():
     return chain, market, findings, series, ids
 
 
+def _point_beyond_the_group_order() -> bytes:
+    """A compressed curve point whose x is at least N (the contract's checks use ecrecover, whose
+    r must be below N)."""
+    x = secagg.Q
+    while pow((x ** 3 + 7) % secagg.P, (secagg.P - 1) // 2, secagg.P) != 1:
+        x += 1
+    return b"\x02" + x.to_bytes(32, "big")
+
+
 def _failed(findings, round_id):
     return [f for f in findings if f.round == round_id and not f.ok]
 
@@ -159,9 +169,9 @@ def test_an_honest_round_passes_every_check(market_history):
     mine = [f for f in findings if f.round == ids["honest"]]
     assert mine and all(f.ok for f in mine), [f for f in mine if not f.ok]
     checks = {f.check for f in mine}
-    assert {"coordinator key", "participants", "order of events", "rule contract", "submissions", "aggregate",
-            "opening proof", "decoded sums", "price update", "stop rule", "billed as committed", "payments",
-            "zero sum", "ledger"} <= checks
+    assert {"coordinator key", "participants", "mask keys", "order of events", "rule contract", "submissions",
+            "aggregate", "opening proof", "check slot", "decoded sums", "price update", "stop rule", "reveals",
+            "billed as revealed", "payments", "zero sum", "ledger"} <= checks
     assert len(series[ids["honest"]]["prices"]) == len(series[ids["honest"]]["sums"]) > 1
 
 
@@ -172,53 +182,53 @@ def test_prices_other_than_the_rule_gives_are_flagged_with_their_transaction(mar
     assert bad[0].tx and bad[0].block
 
 
-def test_a_wrong_decrypted_aggregate_is_flagged(market_history):
+def test_a_wrong_plaintext_or_opening_is_flagged_naming_the_coordinator(market_history):
     _, _, findings, _, ids = market_history
-    bad = _failed(findings, ids["wrong plaintext"])
-    assert ("opening proof", TAMPERED_ITERATION) in [(f.check, f.iteration) for f in bad]
-    assert all(f.tx for f in bad)
-
-
-def test_a_wrong_opening_proof_is_flagged(market_history):
-    _, _, findings, _, ids = market_history
-    bad = _failed(findings, ids["wrong opening"])
-    assert [(f.check, f.iteration) for f in bad] == [("opening proof", TAMPERED_ITERATION)]
+    bad = _failed(findings, ids["wrong decryptions"])
+    assert [(f.check, f.iteration) for f in bad] == [("opening proof", TAMPERED_ITERATION),
+                                                      ("opening proof", TAMPERED_ITERATION + 1)]
+    assert all(f.tx and f.block and "the coordinator" in f.detail for f in bad)
 
 
 def test_billing_a_schedule_other_than_the_committed_one_is_flagged(market_history):
     _, _, findings, _, ids = market_history
     bad = _failed(findings, ids["misbilled"])
     assert len(bad) == 1 and bad[0].check == "rejected"
-    assert "other than the one committed" in bad[0].detail and bad[0].tx
+    assert "for values other than it revealed" in bad[0].detail and bad[0].tx
 
 
 def test_a_closed_round_passes_with_its_deposits_returned(market_history):
     _, _, findings, _, ids = market_history
     mine = [f for f in findings if f.round == ids["closed"]]
     assert mine and all(f.ok for f in mine), [f for f in mine if not f.ok]
-    assert any(f.check == "conclusion" and f.note and "without trading" in f.detail for f in mine)
-    assert any(f.check == "stop rule" and "iteration cap 2" in f.detail for f in mine)
+    closed = [f for f in mine if f.check == "conclusion"]
+    assert len(closed) == 1 and closed[0].note and "without trading (the coordinator closed it)" in closed[0].detail
+    assert [f.iteration for f in mine if f.check == "price update"] == [0]  # iteration 1 hit the cap: closed, not decrypted
 
 
 def test_each_hostile_submission_is_flagged_at_its_own_transaction(market_history):
     _, _, findings, _, ids = market_history
-    bad = [f for f in _failed(findings, ids["stalled"])]
-    assert [f.check for f in bad] == ["rejected"] * 4 and len({f.tx for f in bad}) == 4
-    details = " | ".join(f.detail for f in bad)
-    for why in ("out of range", "repeats", "the ciphertext 1", "a multiple of n"):
-        assert why in details, details
+    bad = _failed(findings, ids["stalled"])
+    assert [f.check for f in bad] == ["rejected"] * 6 and len({f.tx for f in bad}) == 6
+    details = [f.detail for f in bad]
+    for detail, why in zip(details, ("out of range", "the ciphertext 1", "a multiple of n",
+                                     "x is not below N, the group order", "a second submission in iteration 0",
+                                     "for iteration 1 while the round is at iteration 0")):
+        assert why in detail, details
     mine = [f for f in findings if f.round == ids["stalled"]]
     assert any(f.check == "in progress" and f.note for f in mine)  # within its deadline: not stalled
     outsider = [f for f in mine if f.check == "outsider"]
     assert len(outsider) == 1 and outsider[0].note and outsider[0].ok and outsider[0].tx
 
 
-def test_an_unknown_or_malformed_mechanism_is_reported_not_a_crash(market_history):
+def test_a_round_of_an_unknown_or_malformed_mechanism_is_an_outsiders_noted_not_failed(market_history):
     _, _, findings, _, ids = market_history
-    unknown = {f.check: f for f in _failed(findings, ids["unknown"])}
-    assert "unknown mechanism 'nope'" in unknown["update rule"].detail
-    malformed = {f.check: f for f in _failed(findings, ids["malformed"])}
-    assert "not gridshare's JSON" in malformed["update rule"].detail
+    for name, why in (("unknown", "the unknown mechanism 'nope'"), ("malformed", "not gridshare's JSON")):
+        mine = [f for f in findings if f.round == ids[name]]
+        assert mine and all(f.ok and f.note for f in mine), [f for f in mine if not f.note]
+        outsider = next(f for f in mine if f.check == "outsider round")
+        assert why in outsider.detail and "not a gridshare mechanism's round" in outsider.detail
+        assert any(f.check == "update rule" and f.detail.startswith("not a gridshare mechanism's round") for f in mine)
 
 
 def test_a_rule_contract_that_is_not_the_mechanisms_is_flagged(market_history):

@@ -75,8 +75,8 @@ def test_an_honest_storage_round_passes_every_check(market):
     assert findings and all(f.ok for f in findings), [f for f in findings if not f.ok]
     mine = [f for f in findings if f.round == t.round_id]
     assert {"coordinator key", "participants", "mask keys", "order of events", "rule contract", "update rule",
-            "shares", "submissions", "mask recovery", "aggregate", "opening proof", "decoded sums", "operator answer",
-            "stop rule", "billed as committed", "payments", "bills", "zero sum", "ledger"} == {f.check for f in mine}
+            "submissions", "aggregate", "opening proof", "check slot", "decoded sums", "operator answer", "stop rule",
+            "reveals", "billed as revealed", "payments", "bills", "zero sum", "ledger"} == {f.check for f in mine}
     iterations = res.iterations  # ADMM iterations 1..K are chain iterations 0..K-1; K concludes
     assert res.converged and iterations < settings.max_iterations
     assert [f.iteration for f in mine if f.check == "operator answer"] == list(range(iterations))
@@ -144,6 +144,6 @@ def test_a_storage_round_without_its_admm_data_has_only_its_settlement_verified(
     assert "does not publish settings.rho_capacity" in failed[0][1] and "not checked" in failed[0][1]
     checks = {f.check for f in mine if f.ok}
     assert {"coordinator key", "participants", "order of events", "submissions", "aggregate", "opening proof",
-            "decoded sums", "billed as committed", "payments", "bills", "zero sum", "ledger"} <= checks
+            "check slot", "decoded sums", "reveals", "billed as revealed", "payments", "bills", "zero sum", "ledger"} <= checks
     assert all(f.ok for f in findings if f.round is None)  # token conservation
     assert isinstance(out.iterations[-1].answer, Answer)

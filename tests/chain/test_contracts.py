@@ -1,11 +1,13 @@
 """PrivateRounds (the generic round core) with its modules (PaillierMath, RoundOpenings,
-RoundSettlement), TariffRule, BigMod and PackedSlots on the embedded chain (Prague rules).
+RoundSettlement, RoundDisputes), TariffRule, BigMod and PackedSlots on the embedded chain (Prague
+rules).
 
-Rounds with a key settle through TariffRule. The core's own behaviour that no shipped rule exposes
-(rounds without a key, member indices and standings in the settle context, the checks of a rule's
-answer) runs through ``ProbeRule``, a test-only rule compiled from tests/chain/contracts. The new
-round-safety behaviour (hostile submissions, deadlines and dropouts, chunked aggregation, opening
-challenges) is tested in test_round_safety.py.
+Rounds with a key settle through TariffRule, with real masks (``Crew``). The core's own behaviour
+that no shipped rule exposes (rounds without a key, member indices and standings in the settle
+context, the checks of a rule's answer) runs through ``ProbeRule``, a test-only rule compiled from
+tests/chain/contracts. Deadlines, dropouts, chunked aggregation and opening challenges are tested
+in test_round_safety.py, the attacks of issue 15 (disputes, the blame step, forfeits) in
+test_attacks.py.
 """
 from __future__ import annotations
 
@@ -17,55 +19,49 @@ import pytest
 from eth_utils import keccak
 
 from offchain.chain.backends import ContractRevert
-from offchain.chain.market import Market, Reveal, RoundParams, Windows, commitment, deploy_rule
+from offchain.chain.market import Reveal, RoundParams, Windows, deploy_rule
 from offchain.mechanisms.tariff.market import settlement
+from offchain.privacy.packing import SlotLayout
 
-from .helpers import (CLOSE, EIP170_LIMIT, EIP3860_LIMIT, INT64_MAX, INT64_MIN, PHASE, TX_GAS_CAP, ZERO,
-                      StateReader, assert_rejected, bad_parameters, connect_with_test_contracts, events, keygen,
-                      mask_key, past, py_decode, reveals, submission)
+from .helpers import (CLOSE, EIP170_LIMIT, EIP3860_LIMIT, INT64_MAX, INT64_MIN, PHASE, STEP, TX_GAS_CAP, UINT64_MAX,
+                      ZERO, Crew, aggregate, assert_rejected, bad_parameters, call_input, commit, compensated,
+                      deploy_env, events, fund, keygen, open_round, past, past_challenge_window, product, py_decode,
+                      reveal_all, reveals, submit, sums_of)
 
 T, B, W = 6, 40, 48
 FLOOR = [50_000, 60_000, 40_000, 50_000, 55_000, 45_000]
 CAP = [300_000, 280_000, 320_000, 300_000, 310_000, 290_000]
 PRICES0 = [100_000] * T
 UNIT = 10**6
-UINT64_MAX = 2**64 - 1
-WINDOWS = Windows(registration=50, submission=100, recovery=20, coordinator=100, challenge=10)
+DEPOSIT = 10**24  # each participant's collateral (and the grid account's deposit)
+BOND = 10**21
+WINDOWS = Windows(registration=50, submission=100, coordinator=100, challenge=10)
 KEYLESS_WINDOWS = dataclasses.replace(WINDOWS, challenge=0)
-STEP = {"Submitting": 0, "Recovering": 1, "Aggregating": 2}
 # createRound's tuple, field by field (RoundParams in contracts/RoundTypes.sol)
 FIELDS = ("rule", "parentRoundId", "n", "slots", "slotBits", "slotWidth", "maxIterations", "priceFloor", "priceCap",
-          "gridAccount", "mechanism", "pairLanes", "terms", "members", "signedMembers", "threshold", "windows")
-WINDOW_FIELDS = ("registration", "submission", "recovery", "coordinator", "challenge")
+          "gridAccount", "mechanism", "pairLanes", "terms", "members", "signedMembers", "collateral", "bond", "windows")
+WINDOW_FIELDS = ("registration", "submission", "coordinator", "challenge")
+SCENARIO = [  # per participant, per period (1e-6 kWh): shortage, surplus, balanced, extremes
+    [2_000_001, -1_000_000, 500_000, 0, 1_234_567, -3],
+    [1_000_000, -2_500_000, -500_000, 0, -999_999, 7],
+    [-1_500_000, 400_000, 0, 0, 333_333, -2],
+]
 
 
 # ----------------------------------------------------------------------------- fixtures
-class Env:
-    pass
-
-
 @pytest.fixture(scope="module")
 def env():
-    e = Env()
-    e.chain = connect_with_test_contracts()
-    accts = e.chain.accounts(40)
-    e.op, e.coord, e.grid, e.outsider = accts[:4]
-    e.parts = accts[4:7]  # three participants of the main round
-    e.more = accts[7:40]
+    e = deploy_env(parts=3, more=33)
     e.key = keygen(1024)
-    e.market = Market.deploy(e.chain, e.op)
-    e.tariff = deploy_rule(e.chain, "TariffRule", e.op)
-    e.probe = deploy_rule(e.chain, "ProbeRule", e.op)
     e.harness = e.chain.deploy("LibHarness", sender=e.op)
-    e.reader = StateReader(e.chain, e.op)
-    e.watch = [e.coord.address, e.grid.address, e.outsider.address]  # besides each round's participants
     e.params = RoundParams(rule=e.tariff, slots=T, max_iterations=3, price_floor=FLOOR, price_cap=CAP,
-                           grid_account=e.grid.address, n=e.key.n, slot_bits=B, slot_width=W, windows=WINDOWS,
-                           mechanism='{"mechanism": "tariff"}')
+                           grid_account=e.grid.address, n=e.key.n, slot_bits=B, slot_width=W, collateral=DEPOSIT,
+                           bond=BOND, windows=WINDOWS, mechanism='{"mechanism": "tariff"}')
     e.rid, e.create_receipt = e.market.create_round(e.coord, e.params)
-    e.market.register_many([(p, e.rid, mask_key(i)) for i, p in enumerate(e.parts)])
-    e.market.token.mint_many(e.op, [(a, 10**30) for a in e.parts + e.more[:12] + [e.grid, e.outsider]])
-    e.market.deposit_many([(a, e.rid, 10**24) for a in e.parts + [e.grid]])
+    e.crew = Crew(e.market, e.rid, e.parts, e.key, SlotLayout(T, B, W, 3))
+    e.register_receipts = e.market.register_many([(p, e.rid, e.crew.keys(i)) for i, p in enumerate(e.parts)])
+    fund(e, e.rid, e.parts + [e.grid], DEPOSIT)
+    fund(e, e.rid, [e.coord], BOND)
     e.start_receipt = e.market.start(e.coord, e.rid, PRICES0)
     return e
 
@@ -90,88 +86,110 @@ def create_raw(e, t: tuple, sender=None):
     return e.chain.transact(e.market.contract.functions.createRound(t), sender or e.coord)
 
 
-def make_submissions(e, iteration=0, values=None, rid=None, parts=None, masks=True, key=None):
-    rid = rid or e.rid
-    parts = parts or e.parts
-    key = key or e.key
-    rnd = random.Random(iteration * 1000 + len(parts))
-    values = values or [[rnd.randint(-3_000_000, 3_000_000) for _ in range(T)] for _ in parts]
-    mask = [[0] * T for _ in parts]
-    if masks:  # pairwise-style masks that cancel modulo 2^B
-        for i in range(len(parts) - 1):
-            mask[i] = [rnd.randrange(1 << B) for _ in range(T)]
-        mask[-1] = [(-sum(mask[i][t] for i in range(len(parts) - 1))) % (1 << B) for t in range(T)]
-    return [submission(key, rid, iteration, p, v, masks=mk) for p, v, mk in zip(parts, values, mask)]
-
-
-def submit_all(e, subs, rid=None, iteration=0):
-    return e.market.submit_many([(s["p"], rid or e.rid, iteration, s["ct"], s["cm"]) for s in subs])
-
-
-def aggregate(e, subs, rid=None):
-    agg, receipts = e.market.aggregate(e.outsider, rid or e.rid, [s["ct"] for s in subs], [s["cm"] for s in subs])
-    return agg, receipts[-1]
-
-
-def bare_deposit(e, account, rid, amount):
-    """A bare deposit (the token allowance is not touched: the tests call it only where it must revert)."""
-    return e.chain.transact(e.market.contract.functions.deposit(rid, amount), account)
-
-
-def new_round(e, p: RoundParams | None = None, parts=None, deposit=None, prices=None, sender=None):
+def new_round(e, p: RoundParams | None = None, parts=(), deposit=None, prices=None, sender=None) -> int:
     """A round with ``parts`` registered (registration order), ``deposit`` tokens of each
-    participant and of the grid account on its ledger, started at ``prices`` if given."""
-    rid, _ = e.market.create_round(sender or e.coord, p or e.params)
-    parts = list(parts or [])
-    if parts:
-        e.market.register_many([(a, rid, mask_key(i)) for i, a in enumerate(parts)])
-    if deposit:
-        e.market.deposit_many([(a, rid, deposit) for a in parts + [e.grid]])
-    if prices is not None:
-        e.market.start(sender or e.coord, rid, prices)
+    participant and of the grid account on its ledger (and the coordinator's bond), started at
+    ``prices`` if given."""
+    rid, _ = open_round(e, p or e.params, parts, e.key, deposit=deposit or 0, bond=deposit is not None,
+                        prices=prices, sender=sender)
     return rid
 
 
-def sums_of(subs):
-    return [sum(s["values"][t] for s in subs) for t in range(T)]
+def values_for(k: int, n: int = 3) -> list[list[int]]:
+    rnd = random.Random(k * 1000 + n)
+    return [[rnd.randint(-3_000_000, 3_000_000) for _ in range(T)] for _ in range(n)]
 
 
-def past_challenge_window(e, rid):
-    past(e.chain, e.market.round_info(rid)["challenge_until"])
+def make_submissions(e, k=0, values=None, committed=None):
+    """The main round's submissions of iteration ``k``: ``values`` encrypted (default: random),
+    ``committed`` committed (default: the same)."""
+    values = values or values_for(k)
+    hostile = {i: dict(encrypted=v) for i, v in enumerate(values)} if committed is not None else None
+    return e.crew.submissions(k, committed or values, hostile=hostile)
+
+
+def keyless_round(w, parts, members=None, terms=b"", slots=2, prices=(7,), deposit=10**20):
+    """A commit-reveal round of ProbeRule (no Paillier key), started; ``parts`` in registration order."""
+    p = RoundParams(rule=w.probe, slots=slots, max_iterations=3, price_floor=[1], price_cap=[100],
+                    grid_account=w.grid.address, terms=terms, windows=KEYLESS_WINDOWS,
+                    members=[m.address for m in members] if members is not None else [])
+    return new_round(w, p, parts=parts, deposit=deposit, prices=list(prices))
+
+
+def keyless_conclude(w, rid, parts, values):
+    subs = [commit(rid, 0, p, v) for p, v in zip(parts, values)]
+    submit(w, subs, rid)
+    sums, receipt = w.market.conclude(w.coord, rid, b"", None, None)
+    assert sums == []
+    reveal_all(w, subs, rid)
+    return subs, receipt
+
+
+def conclude_with(w, values, committed=None):
+    """Iteration 0 of the main round with ``values`` encrypted (and ``committed`` committed),
+    concluded; the challenge window is over, nobody revealed yet."""
+    subs = make_submissions(w, values=values, committed=committed)
+    submit(w, subs)
+    agg, _ = aggregate(w, subs)
+    m, rho = w.key.opening(agg)
+    sums, receipt = w.market.conclude(w.coord, w.rid, agg, m, rho)
+    past_challenge_window(w)
+    return subs, sums, receipt
+
+
+def settle_all(w, subs):
+    """Every participant reveals; the outsider settles."""
+    reveal_all(w, subs)
+    return w.market.settle(w.outsider, w.rid, reveals(subs))
+
+
+def withdraw_all(w, rid, accounts) -> dict[str, int]:
+    before = {a.address: w.market.token.balance_of(a) for a in accounts}
+    w.market.withdraw_many(accounts, rid)
+    return {a.address: w.market.token.balance_of(a) - before[a.address] for a in accounts}
 
 
 # ----------------------------------------------------------------------------- deployment
 def test_private_rounds_runs_on_modules_deployed_before_it(env):
     f = env.market.contract.functions
     arts, code = env.chain.artifacts, lambda a: bytes(env.chain.w3.eth.get_code(a))
-    paillier, openings, settle = f.paillier().call(), f.openings().call(), f.settlement().call()
-    assert len({paillier, openings, settle, env.market.address}) == 4
-    assert arts["PaillierMath"].runs(code(paillier))
-    assert arts["RoundOpenings"].runs(code(openings))
-    assert arts["RoundSettlement"].runs(code(settle))
+    modules = {"PaillierMath": f.paillier().call(), "RoundOpenings": f.openings().call(),
+               "RoundSettlement": f.settlement().call(), "RoundDisputes": f.disputes().call()}
+    assert len({*modules.values(), env.market.address}) == 5
+    assert all(arts[name].runs(code(a)) for name, a in modules.items())
     assert arts["PrivateRounds"].runs(code(env.market.address))
-    assert env.chain.contract("RoundOpenings", openings).functions.paillier().call() == paillier
+    for name in ("RoundOpenings", "RoundDisputes"):
+        assert env.chain.contract(name, modules[name]).functions.paillier().call() == modules["PaillierMath"]
     assert f.token().call() == env.market.token.address
     assert env.market.token.owner() == env.op.address
     assert f.MIN_PARTICIPANTS().call() == 3
 
 
-def test_private_rounds_refuses_an_openings_module_of_another_paillier(w):
+@pytest.mark.parametrize("other", ["PaillierMath", "RoundDisputes"])
+def test_private_rounds_refuses_modules_of_another_paillier(w, other):
     f = w.market.contract.functions
-    other = w.chain.deploy("PaillierMath", sender=w.op).address
+    args = [w.market.token.address, f.paillier().call(), f.openings().call(), f.settlement().call(),
+            f.disputes().call()]
+    stranger = w.chain.deploy("PaillierMath", sender=w.op).address
+    if other == "PaillierMath":
+        args[1] = stranger
+    else:
+        args[4] = w.chain.deploy("RoundDisputes", stranger, sender=w.op).address
     with pytest.raises(ContractRevert) as err:
-        w.chain.deploy("PrivateRounds", w.market.token.address, other, f.openings().call(), f.settlement().call(),
-                       sender=w.op)
+        w.chain.deploy("PrivateRounds", *args, sender=w.op)
     assert str(err.value) == "BadParameters(reason='modules')"
 
 
 def test_modules_called_directly_see_no_rounds(w):
     f = w.market.contract.functions
-    settle = w.chain.contract("RoundSettlement", f.settlement().call())
-    openings = w.chain.contract("RoundOpenings", f.openings().call())
-    for fn in (settle.functions.settle(w.rid, [], [], []),
-               openings.functions.aggregate(w.rid, b"", [b"\x01"], [b"\x00" * 32]),
-               openings.functions.challengeOpening(w.rid, 0, b"", b"", 1)):
+    settle = w.chain.contract("RoundSettlement", f.settlement().call()).functions
+    openings = w.chain.contract("RoundOpenings", f.openings().call()).functions
+    disputes = w.chain.contract("RoundDisputes", f.disputes().call()).functions
+    for fn in (settle.settle(w.rid, [], []), settle.reveal(w.rid, [], bytes(32), bytes(32)),
+               openings.aggregate(w.rid, b"", [b"\x01"], [b"\x00" * 32]),
+               openings.challengeOpening(w.rid, 0, b"", b"", 1),
+               disputes.openCheck(w.rid, bytes(32), b"", []), disputes.accuse(w.rid, ZERO, [], [], b""),
+               disputes.openBlame(w.rid, [], b"", b"")):
         err = assert_rejected(w, "UnknownRound", lambda: w.chain.transact(fn, w.outsider))
         assert err.error_args == {"roundId": w.rid}
     with pytest.raises(ContractRevert) as err:  # quote's self-call is for PrivateRounds only
@@ -181,17 +199,18 @@ def test_modules_called_directly_see_no_rounds(w):
 
 def test_code_sizes_stay_under_the_eip170_and_eip3860_limits(w):
     """The Paillier arithmetic lives in PaillierMath, round creation, aggregation, publication and
-    challenges in RoundOpenings, the settlement and the blame step in RoundSettlement and each
-    mechanism's arithmetic in its rule contract, so every runtime code stays below EIP-170's 24,576
-    bytes with at least 4 KB to grow (PrivateRounds had 668 bytes left before round creation moved
-    out) and every creation code below EIP-3860's 49,152."""
+    challenges in RoundOpenings, reveals and the settlement in RoundSettlement, disputes and blame
+    openings in RoundDisputes and each mechanism's arithmetic in its rule contract, so every
+    runtime code stays below EIP-170's 24,576 bytes with at least 4 KB to grow and every creation
+    code below EIP-3860's 49,152."""
     f = w.market.contract.functions
     addresses = {"PrivateRounds": w.market.address, "PaillierMath": f.paillier().call(),
                  "RoundOpenings": f.openings().call(), "RoundSettlement": f.settlement().call(),
-                 "TariffRule": w.tariff, "StorageRule": deploy_rule(w.chain, "StorageRule", w.op)}
+                 "RoundDisputes": f.disputes().call(), "TariffRule": w.tariff,
+                 "StorageRule": deploy_rule(w.chain, "StorageRule", w.op)}
     size = {name: len(w.chain.w3.eth.get_code(a)) for name, a in addresses.items()}
     init = {name: len(bytes.fromhex(w.chain.artifacts[name].bytecode[2:])) for name in addresses}
-    init["PrivateRounds"] += 4 * 32  # token, paillier, openings, settlement
+    init["PrivateRounds"] += 5 * 32  # token, paillier, openings, settlement, disputes
     print("runtime code bytes:", size, "initcode bytes:", init)
     assert all(v <= EIP170_LIMIT - 4096 for v in size.values()), size
     assert all(v < EIP3860_LIMIT for v in init.values()), init
@@ -201,25 +220,29 @@ def test_code_sizes_stay_under_the_eip170_and_eip3860_limits(w):
 def test_round_is_set_up_with_modulus_square_on_chain(w):
     info = w.market.round_info(w.rid)
     start = w.start_receipt["blockNumber"]
-    assert info == dict(phase="Iterating", step="Submitting", iteration=0, deadline=start + WINDOWS.submission,
-                        coordinator=w.coord.address, grid_account=w.grid.address, rule=w.tariff, parent_round_id=0,
-                        key_data=info["key_data"], participant_count=3, active=3, submissions=0, recoveries=0,
+    assert info == dict(phase="Iterating", step="Submitting", iteration=0, attempt=0,
+                        deadline=start + WINDOWS.submission, coordinator=w.coord.address,
+                        grid_account=w.grid.address, rule=w.tariff, parent_round_id=0,
+                        key_data=info["key_data"], participant_count=3, active=3, submissions=0, revealed=0,
                         slots=T, slot_bits=B, slot_width=W, max_iterations=3, aggregated=False,
-                        modulus_bytes=w.key.nbytes, pair_lanes=0, allow_list=False, signed_members=False, threshold=0,
-                        windows=WINDOWS, challenge_until=0, challenge_iteration_plus_one=0)
+                        modulus_bytes=w.key.nbytes, pair_lanes=0, allow_list=False, signed_members=False,
+                        windows=WINDOWS, collateral=DEPOSIT, bond=BOND, forfeited=0, challenge_until=0,
+                        reveal_until=0, blame_until=0, challenge_key_plus_one=0)
     assert int.from_bytes(w.market.contract.functions.modulus(w.rid).call(), "big") == w.key.n
     code = w.chain.w3.eth.get_code(info["key_data"])
     assert code[0] == 0 and int.from_bytes(code[1:1 + 2 * w.key.nbytes], "big") == w.key.n ** 2
     assert int.from_bytes(code[1 + 2 * w.key.nbytes:], "big") == w.key.n
-    assert w.market.participants(w.rid) == [(p.address, mask_key(i)) for i, p in enumerate(w.parts)]
+    assert w.market.participants(w.rid) == [p.address for p in w.parts]
+    assert w.market.registered(w.rid) == [(p.address, w.crew.keys(i)) for i, p in enumerate(w.parts)]
     assert w.market.prices(w.rid) == PRICES0
     assert w.market.contract.functions.priceBand(w.rid).call() == [FLOOR, CAP]
     assert w.market.terms(w.rid) == b"" and w.market.final_sums(w.rid) == []
     assert w.market.contract.functions.maxParticipants(w.rid).call() == 2 ** (W - B) - 1
     assert w.market.coordinator_deadline(w.rid) == UINT64_MAX  # the participants' turn: nobody may cancel
+    assert [w.market.balance(w.rid, a) for a in (w.coord, w.grid, *w.parts)] == [BOND] + [DEPOSIT] * 4
 
 
-def test_round_created_event_carries_the_parameters(w):
+def test_round_created_registered_and_started_events_carry_the_parameters(w):
     (ev,) = events(w, w.create_receipt, "RoundCreated")
     assert (ev["roundId"], ev["coordinator"], ev["parentRoundId"]) == (w.rid, w.coord.address, 0)
     assert ev["keyData"] == w.market.round_info(w.rid)["key_data"]
@@ -230,13 +253,17 @@ def test_round_created_event_carries_the_parameters(w):
     assert got == w.params.as_tuple()
     created = w.create_receipt["blockNumber"]
     assert events(w, w.create_receipt, "StepChanged") == [{
-        "roundId": w.rid, "iteration": 0, "phase": PHASE["Registering"], "step": STEP["Submitting"],
+        "roundId": w.rid, "iteration": 0, "phase": PHASE["Registering"], "step": STEP["Submitting"], "attempt": 0,
         "deadline": created + WINDOWS.registration}]
+    assert events(w, w.register_receipts, "Registered") == [
+        {"roundId": w.rid, "participant": p.address, "position": i + 1, "keys": w.crew.keys(i)}
+        for i, p in enumerate(w.parts)]
     (started,) = events(w, w.start_receipt, "RoundStarted")
     assert started == {"roundId": w.rid, "iteration": 0, "participants": 3, "prices": PRICES0}
     assert events(w, w.start_receipt, "StepChanged") == [{
-        "roundId": w.rid, "iteration": 0, "phase": PHASE["Iterating"], "step": STEP["Submitting"],
+        "roundId": w.rid, "iteration": 0, "phase": PHASE["Iterating"], "step": STEP["Submitting"], "attempt": 0,
         "deadline": w.start_receipt["blockNumber"] + WINDOWS.submission}]
+    assert events(w, w.start_receipt, "Dropped") == []
 
 
 BAD_PARAMS = [  # (id, createRound's tuple from the main round's, reason); core checks, in the contract's order
@@ -249,19 +276,16 @@ BAD_PARAMS = [  # (id, createRound's tuple from the main round's, reason); core 
     ("slot bits zero", lambda e: raw_params(e, slotBits=0), "slot bits"),
     ("slot bits above 64", lambda e: raw_params(e, slotBits=65, slotWidth=70), "slot bits"),
     ("slot width not above bits", lambda e: raw_params(e, slotWidth=B), "slot width"),
-    ("slots exceed plaintext", lambda e: raw_params(e, slots=30, priceFloor=[1] * 30, priceCap=[2] * 30),
-     "slots exceed plaintext"),
+    # 21 slots and the check slot: 22 x 48 + 8 bits > 1024
+    ("slots and check slot exceed plaintext", lambda e: raw_params(e, slots=21, priceFloor=[1] * 21,
+                                                                   priceCap=[2] * 21), "slots exceed plaintext"),
     ("no key but slot layout", lambda e: raw_params(e, n=b"", windows={"challenge": 0}),
-     "no key: no slot layout, openings or recovery"),
+     "no key: no slot layout or openings"),
     ("no key but challenges", lambda e: raw_params(e, n=b"", slotBits=0, slotWidth=0),
-     "no key: no slot layout, openings or recovery"),
-    ("no key but recovery", lambda e: raw_params(e, n=b"", slotBits=0, slotWidth=0, threshold=1,
-                                                 windows={"challenge": 0}),
-     "no key: no slot layout, openings or recovery"),
+     "no key: no slot layout or openings"),
     ("no registration window", lambda e: raw_params(e, windows={"registration": 0}), "windows"),
     ("no submission window", lambda e: raw_params(e, windows={"submission": 0}), "windows"),
     ("no coordinator window", lambda e: raw_params(e, windows={"coordinator": 0}), "windows"),
-    ("recovery without a window", lambda e: raw_params(e, threshold=2, windows={"recovery": 0}), "recovery window"),
     ("allow-list and signatures", lambda e: raw_params(e, members=[e.more[0].address], signedMembers=True),
      "members and signatures"),
     ("no iterations", lambda e: raw_params(e, maxIterations=0), "iteration cap"),
@@ -282,10 +306,14 @@ def test_bad_round_parameters_are_rejected(w, make, reason):
     bad_parameters(w, lambda: create_raw(w, t), reason)
 
 
+def test_the_check_slot_fits_when_slots_plus_one_times_width_plus_eight_is_the_key_length(w):
+    rid = new_round(w, params(w, slots=20, price_floor=[1] * 20, price_cap=[2] * 20))  # 21 x 48 + 8 <= 1024
+    assert w.market.round_info(rid)["slots"] == 20
+
+
 def test_windows_other_than_registration_submission_and_coordinator_may_be_zero(w):
-    rid = new_round(w, params(w, windows=Windows(registration=1, submission=1, recovery=0, coordinator=1,
-                                                 challenge=0)))
-    assert w.market.round_info(rid)["windows"] == Windows(1, 1, 0, 1, 0)
+    rid = new_round(w, params(w, windows=Windows(registration=1, submission=1, coordinator=1, challenge=0)))
+    assert w.market.round_info(rid)["windows"] == Windows(1, 1, 1, 0)
 
 
 @pytest.mark.parametrize("change, reason", [
@@ -308,8 +336,8 @@ def test_tariff_rule_is_named_and_has_no_bill_items(env):
 
 def test_tariff_round_rejects_pair_messages(w):
     s = make_submissions(w)[0]
-    err = assert_rejected(w, "PairMessagesLength",
-                          lambda: w.market.submit(s["p"], w.rid, 0, s["ct"], s["cm"], b"\0" * 8))
+    s.pm = b"\0" * 8
+    err = assert_rejected(w, "PairMessagesLength", lambda: submit(w, [s]))
     assert err.error_args == {"given": 8, "expected": 0}
 
 
@@ -332,6 +360,9 @@ def test_child_round_of_a_parent_participant_is_accepted(w):
     assert events(w, receipt, "RoundCreated")[0]["parentRoundId"] == w.rid
     grandchild, _ = w.market.create_round(w.parts[1], params(w, parent_round_id=rid))  # nests further
     assert w.market.round_info(grandchild)["parent_round_id"] == rid
+    # the child's coordinator is a participant of the parent, not of the child
+    err = assert_rejected(w, "NotMember", lambda: w.market.register(w.parts[1], rid, w.crew.keys(1)), rid)
+    assert err.error_args == {"account": w.parts[1].address}
 
 
 @pytest.mark.parametrize("who", ["outsider", "grid", "participant of another round"])
@@ -352,7 +383,7 @@ def test_child_round_of_an_unknown_parent_is_rejected(w, parent):
 
 # ----------------------------------------------------------------------------- registration
 def test_unknown_round_is_rejected(w):
-    err = assert_rejected(w, "UnknownRound", lambda: w.market.register(w.outsider, 999, mask_key(0)))
+    err = assert_rejected(w, "UnknownRound", lambda: w.market.register(w.outsider, 999, w.crew.keys(0)))
     assert str(err) == "UnknownRound(roundId=999)"
     for view in ("roundInfo", "prices", "participants", "finalSums", "terms", "modulus", "maxParticipants",
                  "coordinatorDeadline"):
@@ -362,55 +393,64 @@ def test_unknown_round_is_rejected(w):
 
 
 def test_registration_after_start_is_rejected(w):
-    err = assert_rejected(w, "WrongPhase", lambda: w.market.register(w.outsider, w.rid, mask_key(9)))
+    err = assert_rejected(w, "WrongPhase", lambda: w.market.register(w.outsider, w.rid, w.crew.keys(0)))
     assert err.error_args == {"roundId": w.rid, "current": PHASE["Iterating"], "expected": PHASE["Registering"]}
 
 
 def test_registration_closes_at_its_deadline(w):
     rid = new_round(w, parts=w.more[:2])
+    keys = Crew(w.market, rid, w.more[:4], w.key).keys
     deadline = w.market.round_info(rid)["deadline"]
     past(w.chain, deadline - 1)
-    w.market.register(w.more[2], rid, mask_key(2))  # in the deadline's block: on time
+    w.market.register(w.more[2], rid, keys(2))  # in the deadline's block: on time
     assert w.chain.block_number == deadline
-    err = assert_rejected(w, "DeadlinePassed", lambda: w.market.register(w.more[3], rid, mask_key(3)), rid)
+    err = assert_rejected(w, "DeadlinePassed", lambda: w.market.register(w.more[3], rid, keys(3)), rid)
     assert err.error_args == {"deadline": deadline}
 
 
 def test_second_registration_is_rejected(w):
     rid = new_round(w, parts=[w.parts[0]])
-    err = assert_rejected(w, "AlreadyRegistered", lambda: w.market.register(w.parts[0], rid, mask_key(7)), rid)
+    keys = Crew(w.market, rid, w.parts[:1], w.key).keys(0)
+    err = assert_rejected(w, "AlreadyRegistered", lambda: w.market.register(w.parts[0], rid, keys), rid)
     assert err.error_args["participant"] == w.parts[0].address
 
 
-def test_grid_account_cannot_register(w):
+@pytest.mark.parametrize("who", ["grid", "coordinator"])
+def test_the_grid_account_and_the_coordinator_cannot_register(w, who):
     rid = new_round(w)
-    assert_rejected(w, "GridAccountCannotRegister", lambda: w.market.register(w.grid, rid, mask_key(0)), rid)
+    account = {"grid": w.grid, "coordinator": w.coord}[who]
+    keys = Crew(w.market, rid, [account], w.key).keys(0)
+    name = {"grid": "GridAccountCannotRegister", "coordinator": "NotMember"}[who]
+    err = assert_rejected(w, name, lambda: w.market.register(account, rid, keys), rid)
+    assert list(err.error_args.values()) == [account.address]
 
 
 def test_too_many_participants_are_rejected(w):
     rid = new_round(w, params(w, slot_width=B + 2), parts=w.more[:3])  # headroom 2 bits: max 3
     assert w.market.contract.functions.maxParticipants(rid).call() == 3
-    err = assert_rejected(w, "TooManyParticipants", lambda: w.market.register(w.more[3], rid, mask_key(3)), rid)
+    keys = Crew(w.market, rid, w.more[:4], w.key).keys(3)
+    err = assert_rejected(w, "TooManyParticipants", lambda: w.market.register(w.more[3], rid, keys), rid)
     assert err.error_args["maximum"] == 3
 
 
 def test_start_needs_three_participants(w):
-    rid = new_round(w, parts=w.more[:2])
+    rid = new_round(w, parts=w.more[:2], deposit=DEPOSIT)
     err = assert_rejected(w, "TooFewParticipants", lambda: w.market.start(w.coord, rid, PRICES0), rid)
     assert err.error_args == {"count": 2, "minimum": 3}
-    w.market.register(w.more[2], rid, mask_key(2))
+    w.market.register(w.more[2], rid, Crew(w.market, rid, w.more[:3], w.key).keys(2))
+    fund(w, rid, [w.more[2]], DEPOSIT)
     w.market.start(w.coord, rid, PRICES0)
     assert w.market.round_info(rid)["phase"] == "Iterating"
 
 
 def test_only_the_coordinator_starts_a_round(w):
-    rid = new_round(w, parts=w.more[:3])
+    rid = new_round(w, parts=w.more[:3], deposit=DEPOSIT)
     err = assert_rejected(w, "NotCoordinator", lambda: w.market.start(w.outsider, rid, PRICES0), rid)
     assert err.error_args == {"caller": w.outsider.address, "coordinator": w.coord.address}
 
 
 def test_start_rejects_prices_outside_band_or_of_wrong_length(w):
-    rid = new_round(w, parts=w.more[:3])
+    rid = new_round(w, parts=w.more[:3], deposit=DEPOSIT)
     bad = list(PRICES0)
     bad[2] = CAP[2] + 1
     err = assert_rejected(w, "PriceOutOfBand", lambda: w.market.start(w.coord, rid, bad), rid)
@@ -423,17 +463,19 @@ def test_start_rejects_prices_outside_band_or_of_wrong_length(w):
     assert w.market.prices(rid) == CAP
 
 
-def test_deposit_and_withdraw_guard_amounts_and_phases(w):
-    assert_rejected(w, "ZeroAmount", lambda: bare_deposit(w, w.outsider, w.rid, 0))
-    err = assert_rejected(w, "WrongPhase", lambda: w.market.withdraw(w.parts[0], w.rid))
-    assert err.error_args == {"roundId": w.rid, "current": PHASE["Iterating"], "expected": PHASE["Registering"]}
+def test_deposit_guards_its_amount_and_withdraw_waits_for_the_end(w):
+    bare_deposit = lambda rid, amount: fund(w, rid, [w.outsider], amount)  # noqa: E731
+    assert_rejected(w, "ZeroAmount", lambda: bare_deposit(w.rid, 0))
     rid = new_round(w)
-    (receipt,) = w.market.deposit_many([(w.outsider, rid, 1234)])
+    (receipt,) = w.market.deposit_many([(w.outsider, rid, 1234)])  # the wrapper approves, then deposits
     assert events(w, receipt, "Deposited") == [{"roundId": rid, "account": w.outsider.address, "amount": 1234,
                                                  "balance": 1234}]
     assert w.market.balance(rid, w.outsider) == 1234
+    err = assert_rejected(w, "WrongPhase", lambda: w.market.withdraw(w.outsider, rid), rid)  # locked until the end
+    assert err.error_args == {"roundId": rid, "current": PHASE["Registering"], "expected": PHASE["Settled"]}
+    w.market.close(w.coord, rid)
     before = w.market.token.balance_of(w.outsider)
-    receipt = w.market.withdraw(w.outsider, rid)  # allowed before the round starts
+    receipt = w.market.withdraw(w.outsider, rid)
     assert events(w, receipt, "Withdrawn") == [{"roundId": rid, "account": w.outsider.address, "amount": 1234}]
     assert w.market.token.balance_of(w.outsider) == before + 1234
     assert_rejected(w, "ZeroAmount", lambda: w.market.withdraw(w.outsider, rid), rid)
@@ -443,14 +485,15 @@ def test_deposit_and_withdraw_guard_amounts_and_phases(w):
 def test_only_members_of_the_allow_list_register(w):
     members = w.more[:3]
     rid = new_round(w, params(w, members=[m.address for m in members]))
+    keys = Crew(w.market, rid, [members[2], members[0], w.outsider, w.more[3]], w.key).keys
     assert w.market.round_info(rid)["allow_list"] is True
     assert [w.market.member_index(rid, m) for m in members] == [0, 1, 2]
     assert w.market.member_index(rid, w.outsider) is None
-    err = assert_rejected(w, "NotMember", lambda: w.market.register(w.outsider, rid, mask_key(0)), rid)
+    err = assert_rejected(w, "NotMember", lambda: w.market.register(w.outsider, rid, keys(2)), rid)
     assert err.error_args == {"account": w.outsider.address}
-    assert_rejected(w, "NotMember", lambda: w.market.register(w.more[3], rid, mask_key(0)), rid)
-    w.market.register_many([(members[2], rid, mask_key(0)), (members[0], rid, mask_key(1))])
-    assert [a for a, _ in w.market.participants(rid)] == [members[2].address, members[0].address]
+    assert_rejected(w, "NotMember", lambda: w.market.register(w.more[3], rid, keys(3)), rid)
+    w.market.register_many([(members[2], rid, keys(0)), (members[0], rid, keys(1))])
+    assert w.market.participants(rid) == [members[2].address, members[0].address]
     m = w.market.member(rid, members[2])
     assert (m["position"], m["member_index_plus_one"]) == (1, 3)  # registration position, member index
 
@@ -463,26 +506,32 @@ def test_open_round_lets_anyone_register_and_has_no_member_indices(w):
 
 
 # ----------------------------------------------------------------------------- submissions
-def test_submission_stores_one_hash_and_emits_event(w):
+def test_submission_stores_its_hash_and_mask_points_and_emits_events(w):
     s = make_submissions(w)[0]
-    receipt = w.market.submit(s["p"], w.rid, 0, s["ct"], s["cm"])
-    assert w.market.member(w.rid, s["p"]) == dict(
-        submission_hash=keccak(keccak(s["ct"]) + s["cm"])[:26], position=1, submitted_iteration_plus_one=1,
-        dropped_before_plus_one=0, recovered_iteration_plus_one=0, member_index_plus_one=1, shared=False,
-        cleared=False, material_hash=bytes(16), point_hash=bytes(16), next_point_hash=bytes(16))  # no recovery
-    assert events(w, receipt, "Submitted") == [{"roundId": w.rid, "iteration": 0, "participant": s["p"].address,
-                                                 "ciphertextHash": keccak(s["ct"]), "commitment": s["cm"]}]
-    assert events(w, receipt, "PairMessages") == [] and events(w, receipt, "MaskPoint") == []
+    key, y0, y1 = w.crew.members[0].key, w.crew.members[0].point(0), w.crew.members[0].point(1)
+    h = lambda x: keccak(x)[:16]  # noqa: E731
+    before = w.market.member(w.rid, s.p)
+    assert (before["point_hash"], before["next_point_hash"], before["key_hash"]) == (bytes(16), h(y0), h(key))
+    receipt = submit(w, [s])[0]
+    assert w.market.member(w.rid, s.p) == dict(
+        submission_hash=keccak(keccak(s.ct) + s.cm)[:24], position=1, submitted_iteration_plus_one=1,
+        dropped_before_plus_one=0, member_index_plus_one=1, submitted_attempt=0, opened_plus_one=0, culprit=False,
+        revealed=False, cleared=False, point_hash=h(y0), next_point_hash=h(y1), key_hash=h(key),
+        check_hash=bytes(16), reveal_hash=bytes(32))
+    assert events(w, receipt, "Submitted") == [{"roundId": w.rid, "iteration": 0, "participant": s.p.address,
+                                                 "attempt": 0, "ciphertextHash": keccak(s.ct), "commitment": s.cm}]
+    assert events(w, receipt, "MaskPoint") == [{"roundId": w.rid, "iteration": 1, "participant": s.p.address,
+                                                 "point": y1}]
+    assert events(w, receipt, "PairMessages") == []
     assert w.market.round_info(w.rid)["submissions"] == 1
 
 
 def test_last_submission_closes_the_submissions(w):
-    subs = make_submissions(w)
-    receipts = submit_all(w, subs)
+    receipts = submit(w, make_submissions(w))
     assert all(events(w, r, "StepChanged") == [] for r in receipts[:-1])
     block = receipts[-1]["blockNumber"]
     assert events(w, receipts[-1], "StepChanged") == [{"roundId": w.rid, "iteration": 0, "phase": PHASE["Iterating"],
-                                                       "step": STEP["Aggregating"],
+                                                       "step": STEP["Aggregating"], "attempt": 0,
                                                        "deadline": block + WINDOWS.coordinator}]
     info = w.market.round_info(w.rid)
     assert (info["step"], info["deadline"], info["submissions"]) == ("Aggregating", block + WINDOWS.coordinator, 3)
@@ -491,104 +540,89 @@ def test_last_submission_closes_the_submissions(w):
 
 def test_unregistered_sender_cannot_submit(w):
     s = make_submissions(w)[0]
-    err = assert_rejected(w, "NotRegistered", lambda: w.market.submit(w.outsider, w.rid, 0, s["ct"], s["cm"]))
+    s.p = w.outsider
+    err = assert_rejected(w, "NotRegistered", lambda: submit(w, [s]))
     assert err.error_args["account"] == w.outsider.address
 
 
 def test_wrong_iteration_is_rejected(w):
     s = make_submissions(w)[0]
-    err = assert_rejected(w, "WrongIteration", lambda: w.market.submit(s["p"], w.rid, 1, s["ct"], s["cm"]))
+    s.k = 1
+    err = assert_rejected(w, "WrongIteration", lambda: submit(w, [s]))
     assert err.error_args == {"given": 1, "current": 0}
 
 
 def test_submission_to_unknown_round_is_rejected(w):
     s = make_submissions(w)[0]
-    assert_rejected(w, "UnknownRound", lambda: w.market.submit(s["p"], 77, 0, s["ct"], s["cm"]))
+    assert_rejected(w, "UnknownRound", lambda: submit(w, [s], 77))
 
 
 def test_second_submission_is_rejected(w):
     s = make_submissions(w)[0]
-    w.market.submit(s["p"], w.rid, 0, s["ct"], s["cm"])
-    err = assert_rejected(w, "AlreadySubmitted", lambda: w.market.submit(s["p"], w.rid, 0, s["ct"], s["cm"]))
-    assert str(err) == f"AlreadySubmitted(participant={s['p'].address}, iteration=0)"
+    submit(w, [s])
+    err = assert_rejected(w, "AlreadySubmitted", lambda: submit(w, [s]))
+    assert str(err) == f"AlreadySubmitted(participant={s.p.address}, iteration=0)"
 
 
 def test_ciphertext_of_wrong_length_is_rejected(w):
     s = make_submissions(w)[0]
-    err = assert_rejected(w, "CiphertextLength", lambda: w.market.submit(s["p"], w.rid, 0, s["ct"][1:], s["cm"]))
-    assert err.error_args == {"given": 2 * w.key.nbytes - 1, "expected": 2 * w.key.nbytes}
-    err = assert_rejected(w, "CiphertextLength", lambda: w.market.submit(s["p"], w.rid, 0, b"", s["cm"]))
-    assert err.error_args == {"given": 0, "expected": 2 * w.key.nbytes}
+    for ct in (s.ct[1:], b""):
+        short = dataclasses.replace(s, ct=ct)
+        err = assert_rejected(w, "CiphertextLength", lambda: submit(w, [short]))
+        assert err.error_args == {"given": len(ct), "expected": 2 * w.key.nbytes}
 
 
 @pytest.mark.parametrize("which", ["zero", "n_squared", "above"])
 def test_ciphertext_outside_range_is_rejected(w, which):
     value = {"zero": 0, "n_squared": w.key.nsq, "above": (1 << (16 * w.key.nbytes)) - 1}[which]
-    s = make_submissions(w)[0]
-    err = assert_rejected(w, "CiphertextOutOfRange",
-                          lambda: w.market.submit(s["p"], w.rid, 0, w.key.ct(value), s["cm"]))
-    assert err.error_args == {"participant": s["p"].address}
+    s = dataclasses.replace(make_submissions(w)[0], ct=w.key.ct(value))
+    err = assert_rejected(w, "CiphertextOutOfRange", lambda: submit(w, [s]))
+    assert err.error_args == {"participant": s.p.address}
 
 
 def test_submission_before_start_is_rejected(w):
     rid = new_round(w, parts=w.more[:1])
-    s = make_submissions(w)[0]
-    err = assert_rejected(w, "WrongPhase", lambda: w.market.submit(w.more[0], rid, 0, s["ct"], s["cm"]), rid)
+    s = commit(rid, 0, w.more[0], [0] * T, make_submissions(w)[0].ct, point=w.crew.members[0].point(1))
+    err = assert_rejected(w, "WrongPhase", lambda: submit(w, [s], rid), rid)
     assert err.error_args["current"] == PHASE["Registering"] and err.error_args["expected"] == PHASE["Iterating"]
-
-
-def test_round_without_recovery_takes_no_mask_point(w):
-    s = make_submissions(w)[0]
-    point = bytes.fromhex("02" + "79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798")  # G
-    err = assert_rejected(w, "MaskPointInvalid",
-                          lambda: w.market.submit(s["p"], w.rid, 0, s["ct"], s["cm"], b"", point))
-    assert err.error_args == {"participant": s["p"].address}
 
 
 # ----------------------------------------------------------------------------- aggregation
 def test_onchain_aggregate_equals_python_product(w):
     subs = make_submissions(w)
-    submit_all(w, subs)
-    agg, receipt = aggregate(w, subs)
-    expected = 1
-    for s in subs:
-        expected = expected * int.from_bytes(s["ct"], "big") % w.key.nsq
-    assert int.from_bytes(agg, "big") == expected
-    assert events(w, receipt, "Aggregated") == [{"roundId": w.rid, "iteration": 0, "aggregate": agg}]
-    assert events(w, receipt, "AggregationProgress") == []
-    # and it decrypts to the packed sums (masks cancel)
-    m = w.key.dec(expected)
-    assert py_decode(m, T, B, W) == sums_of(subs)
+    submit(w, subs)
+    agg, receipts = aggregate(w, subs)
+    assert int.from_bytes(agg, "big") == product(w.key, subs)
+    assert events(w, receipts, "Aggregated") == [{"roundId": w.rid, "iteration": 0, "aggregate": agg}]
+    assert events(w, receipts, "AggregationProgress") == []
+    # it decrypts to the packed sums, and the masks cancel in the check slot
+    assert w.crew.layout.unpack(w.key.dec(product(w.key, subs))) == (sums_of(subs, T), 0)
     assert w.market.round_info(w.rid)["aggregated"] is True
 
 
 def test_aggregation_before_all_submitted_is_rejected(w):
     subs = make_submissions(w)
-    submit_all(w, subs[:2])
+    submit(w, subs[:2])
     err = assert_rejected(w, "WrongStep", lambda: aggregate(w, subs[:2]))
     assert err.error_args == {"roundId": w.rid, "current": STEP["Submitting"], "expected": STEP["Aggregating"]}
 
 
 def test_aggregate_rejects_substituted_ciphertext_or_wrong_count(w):
     subs = make_submissions(w)
-    submit_all(w, subs)
-    forged = [dict(s) for s in subs]
-    forged[1]["ct"] = w.key.ct(w.key.enc(5))
+    submit(w, subs)
+    forged = subs[:1] + [dataclasses.replace(subs[1], ct=w.key.ct(w.key.enc(5)))] + subs[2:]
     err = assert_rejected(w, "SubmissionMismatch", lambda: aggregate(w, forged))
     assert err.error_args == {"participant": w.parts[1].address, "iteration": 0}
-    wrong_commitment = [dict(s) for s in subs]
-    wrong_commitment[2]["cm"] = keccak(b"other")
+    wrong_commitment = subs[:2] + [dataclasses.replace(subs[2], cm=keccak(b"other"))]
     assert_rejected(w, "SubmissionMismatch", lambda: aggregate(w, wrong_commitment))
-    swapped = [subs[1], subs[0], subs[2]]
-    assert_rejected(w, "SubmissionMismatch", lambda: aggregate(w, swapped))
-    short = [dict(s) for s in subs]
-    short[0]["ct"] = subs[0]["ct"][1:]
+    assert_rejected(w, "SubmissionMismatch", lambda: aggregate(w, [subs[1], subs[0], subs[2]]))
+    short = [dataclasses.replace(subs[0], ct=subs[0].ct[1:])] + subs[1:]
     assert_rejected(w, "SubmissionMismatch", lambda: aggregate(w, short))
     err = assert_rejected(w, "SubmissionCount", lambda: aggregate(w, subs + subs[:1]))
     assert err.error_args == {"given": 4, "expected": 3}
     fn = w.market.contract.functions.aggregate
     err = assert_rejected(w, "SubmissionCount", lambda: w.chain.transact(
-        fn(w.rid, b"", [s["ct"] for s in subs], [s["cm"] for s in subs[:2]]), w.outsider))
+        fn(w.rid, b"", [s.ct for s in subs], [s.cm for s in subs[:2]]), w.outsider))
     assert err.error_args == {"given": 3, "expected": 3}
     err = assert_rejected(w, "SubmissionCount", lambda: w.chain.transact(fn(w.rid, b"", [], []), w.outsider))
     assert err.error_args == {"given": 0, "expected": 3}
@@ -596,7 +630,7 @@ def test_aggregate_rejects_substituted_ciphertext_or_wrong_count(w):
 
 def test_aggregating_twice_is_rejected(w):
     subs = make_submissions(w)
-    submit_all(w, subs)
+    submit(w, subs)
     aggregate(w, subs)
     err = assert_rejected(w, "AlreadyAggregated", lambda: aggregate(w, subs))
     assert err.error_args == {"roundId": w.rid, "iteration": 0}
@@ -606,42 +640,44 @@ def test_aggregating_twice_is_rejected(w):
 @pytest.fixture
 def aggregated(w):
     subs = make_submissions(w)
-    submit_all(w, subs)
+    submit(w, subs)
     agg, _ = aggregate(w, subs)
     m, rho = w.key.opening(agg)
     return w, subs, agg, m, rho
 
 
 def test_publish_or_conclude_before_aggregation_is_rejected(w):
-    subs = make_submissions(w)
-    submit_all(w, subs)
+    submit(w, make_submissions(w))
     fake = w.key.ct(1)
     err = assert_rejected(w, "NotAggregated", lambda: w.market.publish(w.coord, w.rid, fake, 0, 1, PRICES0))
     assert err.error_args == {"roundId": w.rid, "iteration": 0}
     assert_rejected(w, "NotAggregated", lambda: w.market.conclude(w.coord, w.rid, fake, 0, 1))
+    assert_rejected(w, "NotAggregated", lambda: w.market.dispute(w.coord, w.rid, fake, 0, 1))
 
 
 def test_publish_decodes_sums_and_opens_next_iteration(aggregated):
     w, subs, agg, m, rho = aggregated
     nxt = [120_000] * T
     sums, receipt = w.market.publish(w.coord, w.rid, agg, m, rho, nxt)
-    assert sums == sums_of(subs)
-    (ev,) = events(w, receipt, "Published")
-    assert ev["iteration"] == 0 and list(ev["nextPrices"]) == nxt and list(ev["sums"]) == sums
-    assert int.from_bytes(ev["opening"], "big") == rho and int.from_bytes(ev["plaintext"], "big") == m
-    assert list(ev["corrections"]) == []
+    assert sums == sums_of(subs, T)
+    assert events(w, receipt, "Published") == [{"roundId": w.rid, "iteration": 0, "plaintext": w.key.word(m),
+                                                "opening": w.key.word(rho), "sums": sums, "nextPrices": nxt}]
     assert events(w, receipt, "PhaseChanged") == []  # publishing stays in Iterating
     block = receipt["blockNumber"]
     assert events(w, receipt, "StepChanged") == [{"roundId": w.rid, "iteration": 1, "phase": PHASE["Iterating"],
-                                                  "step": STEP["Submitting"], "deadline": block + WINDOWS.submission}]
+                                                  "step": STEP["Submitting"], "attempt": 0,
+                                                  "deadline": block + WINDOWS.submission}]
     info = w.market.round_info(w.rid)
-    assert (info["iteration"], info["aggregated"], info["phase"], info["step"], info["submissions"]) == \
-        (1, False, "Iterating", "Submitting", 0)
+    assert (info["iteration"], info["attempt"], info["aggregated"], info["phase"], info["step"], info["submissions"]) \
+        == (1, 0, False, "Iterating", "Submitting", 0)
     assert w.market.prices(w.rid) == nxt
-    # iteration 1 accepts fresh submissions, iteration 0 no longer
-    subs1 = make_submissions(w, iteration=1)
-    assert_rejected(w, "WrongIteration", lambda: submit_all(w, subs1[:1], iteration=0))
-    submit_all(w, subs1, iteration=1)
+    # iteration 1 accepts fresh submissions (masked with the points of iteration 1), iteration 0 no longer
+    subs1 = make_submissions(w, k=1)
+    stale = dataclasses.replace(subs1[0], k=0)
+    assert_rejected(w, "WrongIteration", lambda: submit(w, [stale]))
+    submit(w, subs1)
+    agg, _ = aggregate(w, subs1)
+    assert w.crew.layout.unpack(w.key.dec(int.from_bytes(agg, "big")))[1] == 0
 
 
 def test_only_the_coordinator_publishes(aggregated):
@@ -662,14 +698,14 @@ def test_publish_checks_only_that_the_opening_is_canonical(aggregated):
     assert_rejected(w, "OpeningNotCanonical", lambda: w.market.conclude(w.coord, w.rid, agg, m, 0))
     snap = w.chain.snapshot()
     sums, _ = w.market.publish(w.coord, w.rid, agg, m, rho + 1, PRICES0)  # false, but canonical: accepted
-    assert sums == sums_of(subs)
+    assert sums == sums_of(subs, T)
     w.chain.revert(snap)
     sums, receipt = w.market.publish(w.coord, w.rid, agg, m, rho, PRICES0)
     print(f"publish, 1024-bit key: {receipt['gasUsed']} gas")
     assert receipt["gasUsed"] < 250_000  # no r^n mod n^2 (~0.7M gas at 1024 bits) in it
 
 
-def test_publish_rejects_wrong_aggregate_plaintext_corrections_and_prices(aggregated):
+def test_publish_rejects_wrong_aggregate_plaintext_and_prices(aggregated):
     w, subs, agg, m, rho = aggregated
     other = w.key.ct(int.from_bytes(agg, "big") - 1)
     err = assert_rejected(w, "AggregateMismatch", lambda: w.market.publish(w.coord, w.rid, other, m, rho, PRICES0))
@@ -677,14 +713,11 @@ def test_publish_rejects_wrong_aggregate_plaintext_corrections_and_prices(aggreg
     fn = w.market.contract.functions.publish
     nb = w.key.nbytes
     err = assert_rejected(w, "PlaintextLength", lambda: w.chain.transact(
-        fn(w.rid, agg, m.to_bytes(nb + 32, "big"), rho.to_bytes(nb, "big"), [], PRICES0), w.coord))
+        fn(w.rid, agg, m.to_bytes(nb + 32, "big"), rho.to_bytes(nb, "big"), PRICES0), w.coord))
     assert err.error_args == {"given": nb + 32, "expected": nb}
     err = assert_rejected(w, "OpeningLength", lambda: w.chain.transact(
-        fn(w.rid, agg, m.to_bytes(nb, "big"), b"", [], PRICES0), w.coord))
+        fn(w.rid, agg, m.to_bytes(nb, "big"), b"", PRICES0), w.coord))
     assert err.error_args == {"given": 0, "expected": nb}
-    err = assert_rejected(w, "CorrectionsLength",
-                          lambda: w.market.publish(w.coord, w.rid, agg, m, rho, PRICES0, corrections=[0] * T))
-    assert err.error_args == {"given": T, "expected": 0}  # no dropout recovery: no corrections
     err = assert_rejected(w, "PlaintextOutOfRange",
                           lambda: w.market.publish(w.coord, w.rid, agg, w.key.n, rho, PRICES0))
     assert err.error_args == {"roundId": w.rid, "iteration": 0}
@@ -697,81 +730,121 @@ def test_publish_rejects_wrong_aggregate_plaintext_corrections_and_prices(aggreg
 
 def test_iteration_cap_is_enforced(w):
     for k in range(2):  # max_iterations = 3: publish at 0 and 1, then only conclude
-        subs = make_submissions(w, iteration=k)
-        submit_all(w, subs, iteration=k)
+        subs = make_submissions(w, k=k)
+        submit(w, subs)
         agg, _ = aggregate(w, subs)
         m, rho = w.key.opening(agg)
         w.market.publish(w.coord, w.rid, agg, m, rho, PRICES0)
-    subs = make_submissions(w, iteration=2)
-    submit_all(w, subs, iteration=2)
+    subs = make_submissions(w, k=2)
+    submit(w, subs)
     agg, _ = aggregate(w, subs)
     m, rho = w.key.opening(agg)
     err = assert_rejected(w, "IterationCapReached", lambda: w.market.publish(w.coord, w.rid, agg, m, rho, PRICES0))
     assert err.error_args == {"maxIterations": 3}
     sums, receipt = w.market.conclude(w.coord, w.rid, agg, m, rho)
     info = w.market.round_info(w.rid)
-    assert info["phase"] == "Concluded"
-    assert info["challenge_until"] == receipt["blockNumber"] + WINDOWS.challenge
-    assert w.market.coordinator_deadline(w.rid) == info["challenge_until"] + WINDOWS.coordinator
-    (ev,) = events(w, receipt, "Concluded")
-    assert ev["iteration"] == 2 and list(ev["prices"]) == PRICES0 and list(ev["sums"]) == sums
-    assert w.market.final_sums(w.rid) == sums
+    until = receipt["blockNumber"] + WINDOWS.challenge
+    assert (info["phase"], info["challenge_until"]) == ("Concluded", until)
+    assert info["reveal_until"] == until + WINDOWS.challenge + WINDOWS.submission  # after a challenge could end
+    assert w.market.coordinator_deadline(w.rid) == info["reveal_until"] + WINDOWS.coordinator
+    assert events(w, receipt, "Concluded") == [{"roundId": w.rid, "iteration": 2, "plaintext": w.key.word(m),
+                                                "opening": w.key.word(rho), "sums": sums, "prices": PRICES0}]
+    assert w.market.final_sums(w.rid) == sums == sums_of(subs, T)
 
 
 def test_round_without_a_challenge_window_takes_any_canonical_opening_and_settles_at_once(w):
     parts = w.more[:3]
-    rid = new_round(w, params(w, windows=KEYLESS_WINDOWS), parts=parts, deposit=10**24, prices=PRICES0)
-    subs = make_submissions(w, rid=rid, parts=parts)
-    submit_all(w, subs, rid=rid)
-    agg, _ = aggregate(w, subs, rid=rid)
+    rid, crew = open_round(w, params(w, windows=KEYLESS_WINDOWS), parts, w.key, deposit=DEPOSIT, prices=PRICES0)
+    subs = crew.submissions(0, values_for(0))
+    submit(w, subs, rid)
+    agg, _ = aggregate(w, subs, rid)
     m, rho = w.key.opening(agg)
     sums, receipt = w.market.publish(w.coord, rid, agg, m, 12345, PRICES0)
-    assert sums == sums_of(subs)
-    published = agg + m.to_bytes(w.key.nbytes, "big") + (12345).to_bytes(w.key.nbytes, "big")
+    assert sums == sums_of(subs, T)
+    published = agg + w.key.word(m) + w.key.word(12345)
     err = assert_rejected(w, "NoChallenges", lambda: w.chain.transact(
         w.market.contract.functions.challengeOpening(rid, 0, published, b"", 1), w.outsider), rid)
     assert err.error_args == {"roundId": rid}
-    subs = make_submissions(w, rid=rid, parts=parts, iteration=1)
-    submit_all(w, subs, rid=rid, iteration=1)
-    agg, _ = aggregate(w, subs, rid=rid)
+    subs = crew.submissions(1, values_for(1))
+    submit(w, subs, rid)
+    agg, _ = aggregate(w, subs, rid)
     m, rho = w.key.opening(agg)
     _, receipt = w.market.conclude(w.coord, rid, agg, m, rho)
     assert w.market.round_info(rid)["challenge_until"] == receipt["blockNumber"]
-    result = w.market.settle(w.outsider, rid, reveals(subs))  # in the next block: no window to wait for
+    reveal_all(w, subs, rid)  # in the next blocks: no window to wait for
+    result = w.market.settle(w.outsider, rid, reveals(subs))
     assert sum(result.payments.values()) == 0
 
 
-# ----------------------------------------------------------------------------- settlement (TariffRule)
-def conclude_with(w, values, committed=None):
-    """Runs iteration 0 of the main round with `values` encrypted (and `committed` committed),
-    concludes and waits out the challenge window."""
-    subs = make_submissions(w, values=values)
-    if committed is not None:
-        for s, v in zip(subs, committed):
-            s["values"] = v
-            s["cm"] = commitment(w.rid, 0, s["p"].address, v, s["salt"])
-    submit_all(w, subs)
+# ----------------------------------------------------------------------------- reveals (TariffRule)
+def test_reveal_opens_the_final_commitment(w):
+    subs, _, _ = conclude_with(w, SCENARIO)
+    receipt = reveal_all(w, subs[:1])[0]
+    assert events(w, receipt, "Revealed") == [{"roundId": w.rid, "participant": w.parts[0].address}]
+    # the values are in the call's input, where the settlement's caller reads them
+    fn, args = call_input(w, receipt["transactionHash"])
+    assert (fn, args["roundId"], list(args["values"]), args["salt"], args["ciphertextHash"]) == \
+        ("reveal", w.rid, SCENARIO[0], subs[0].salt, keccak(subs[0].ct))
+    m = w.market.member(w.rid, w.parts[0])
+    assert m["revealed"] and m["reveal_hash"] == keccak(
+        keccak(b"".join(v.to_bytes(32, "big", signed=True) for v in SCENARIO[0])) + keccak(subs[0].ct))
+    assert w.market.round_info(w.rid)["revealed"] == 1
+    err = assert_rejected(w, "AlreadyRevealed", lambda: reveal_all(w, subs[:1]))
+    assert err.error_args == {"participant": w.parts[0].address}
+
+
+def test_reveal_waits_for_conclusion_and_the_challenge_window_and_ends_at_its_deadline(w):
+    subs = make_submissions(w, values=SCENARIO)
+    submit(w, subs)
+    err = assert_rejected(w, "WrongPhase", lambda: reveal_all(w, subs[:1]))
+    assert err.error_args == {"roundId": w.rid, "current": PHASE["Iterating"], "expected": PHASE["Concluded"]}
     agg, _ = aggregate(w, subs)
     m, rho = w.key.opening(agg)
-    sums, receipt = w.market.conclude(w.coord, w.rid, agg, m, rho)
-    past_challenge_window(w, w.rid)
-    return subs, sums, receipt
+    w.market.conclude(w.coord, w.rid, agg, m, rho)
+    info = w.market.round_info(w.rid)
+    err = assert_rejected(w, "ChallengeWindowOpen", lambda: reveal_all(w, subs[:1]))
+    assert err.error_args == {"until": info["challenge_until"]}
+    past(w.chain, info["challenge_until"])
+    reveal_all(w, subs[:1])
+    past(w.chain, info["reveal_until"])
+    err = assert_rejected(w, "DeadlinePassed", lambda: reveal_all(w, subs[1:2]))
+    assert err.error_args == {"deadline": info["reveal_until"]}
 
 
-SCENARIO = [  # per participant, per period (1e-6 kWh): shortage, surplus, balanced, extremes
-    [2_000_001, -1_000_000, 500_000, 0, 1_234_567, -3],
-    [1_000_000, -2_500_000, -500_000, 0, -999_999, 7],
-    [-1_500_000, 400_000, 0, 0, 333_333, -2],
-]
+def test_reveal_not_matching_the_commitment_is_rejected(w):
+    subs, _, _ = conclude_with(w, SCENARIO)
+    s, one = subs[1], lambda r: lambda: w.market.reveal_many([(w.parts[1], w.rid, r)])  # noqa: E731
+    for what, r in {"another salt": Reveal(s.values, secrets.token_bytes(32), keccak(s.ct)),
+                    "another ciphertext": Reveal(s.values, s.salt, keccak(b"other")),
+                    "other values": Reveal([v + 1 for v in s.values], s.salt, keccak(s.ct)),
+                    "another's reveal": subs[0].reveal()}.items():
+        err = assert_rejected(w, "CommitmentMismatch", one(r))
+        assert err.error_args == {"participant": w.parts[1].address}, what
+    err = assert_rejected(w, "RevealLength", one(Reveal(s.values[:-1], s.salt, keccak(s.ct))))
+    assert err.error_args == {"participant": w.parts[1].address, "given": T - 1, "expected": T}
+    err = assert_rejected(w, "NotRegistered", lambda: w.market.reveal_many([(w.outsider, w.rid, s.reveal())]))
+    assert err.error_args == {"account": w.outsider.address}
 
 
+def test_reveal_beyond_the_slot_bound_or_int64_is_rejected_even_if_committed(w):
+    bound = ((1 << (B - 1)) - 1) // 3
+    lie = [list(v) for v in SCENARIO]
+    lie[1][2] = INT64_MAX + 1  # committed to, but no int64
+    lie[2][4] = -bound - 1  # an int64, beyond what a slot holds for three
+    subs, _, _ = conclude_with(w, SCENARIO, committed=lie)
+    for i, index in [(1, 2), (2, 4)]:
+        err = assert_rejected(w, "RevealOutOfRange", lambda: reveal_all(w, subs[i:i + 1]))
+        assert err.error_args == {"participant": w.parts[i].address, "index": index}
+
+
+# ----------------------------------------------------------------------------- settlement (TariffRule)
 def test_settlement_follows_the_rule_and_sums_to_zero(w):
     subs, sums, conclude_receipt = conclude_with(w, SCENARIO)
     prices = w.market.prices(w.rid)
     exp_amounts, exp_grid = settlement(SCENARIO, prices, FLOOR, CAP)
     assert w.market.quote(w.rid, SCENARIO) == (exp_amounts, {w.grid.address: exp_grid}, [])
     bal_before = {a.address: w.market.balance(w.rid, a) for a in w.parts + [w.grid]}
-    result = w.market.settle(w.outsider, w.rid, reveals(subs))
+    result = settle_all(w, subs)
     assert result.payments == {**{p.address: a for p, a in zip(w.parts, exp_amounts)}, w.grid.address: exp_grid}
     assert sum(result.payments.values()) == 0
     assert result.bills == {}  # TariffRule gives no bills: no Bill events
@@ -779,37 +852,35 @@ def test_settlement_follows_the_rule_and_sums_to_zero(w):
         assert w.market.balance(w.rid, addr) == bal_before[addr] - amount
     assert w.market.round_info(w.rid)["phase"] == "Settled"
     receipt = result.receipt
-    ev = events(w, receipt, "Payment")
-    assert [(e["account"], e["amount"], e["iteration"]) for e in ev] == \
+    assert [(e["account"], e["amount"], e["iteration"]) for e in events(w, receipt, "Payment")] == \
         [(p.address, a, 0) for p, a in zip(w.parts, exp_amounts)] + [(w.grid.address, exp_grid, 0)]
     assert events(w, receipt, "Settled") == [{"roundId": w.rid, "iteration": 0}]
+    assert events(w, receipt, "Blamed") == [] and events(w, receipt, "Compensated") == []
     # every phase change of the round's life, in order
     changes = [events(w, r, "PhaseChanged") for r in (w.start_receipt, conclude_receipt, receipt)]
     assert changes == [[{"roundId": w.rid, "from": PHASE[a], "to": PHASE[b]}] for a, b in
                        [("Registering", "Iterating"), ("Iterating", "Concluded"), ("Concluded", "Settled")]]
     assert w.market.coordinator_deadline(w.rid) == UINT64_MAX  # settled: nothing to cancel
-    # withdrawals pay the ledger balance out in tokens
-    for a in w.parts + [w.grid]:
-        tok = w.market.token.balance_of(a)
-        ledger = w.market.balance(w.rid, a)
-        w.market.withdraw(a, w.rid)
-        assert w.market.token.balance_of(a) == tok + ledger
-        assert w.market.balance(w.rid, a) == 0
+    # withdrawals pay the ledger balance out in tokens; the coordinator's bond comes back whole
+    accounts = w.parts + [w.grid, w.coord]
+    ledger = {a.address: w.market.balance(w.rid, a) for a in accounts}
+    assert withdraw_all(w, w.rid, accounts) == ledger and ledger[w.coord.address] == BOND
+    assert all(w.market.balance(w.rid, a) == 0 for a in accounts)
     assert w.market.token.balance_of(w.market.address) == 0
 
 
 def test_a_buyer_pays_a_positive_amount_and_a_seller_a_negative_one(w):
     vals = [[1_000_000] * T, [-400_000] * T, [0] * T]  # participant 0 buys, 1 sells, 2 stays out
     subs, _, _ = conclude_with(w, vals)
-    result = w.market.settle(w.outsider, w.rid, reveals(subs))
+    result = settle_all(w, subs)
     buyer, seller, idle = (result.payments[p.address] for p in w.parts)
     # shortage: the seller gets the tariff, the buyer pays the tariff for the seller's energy and the
     # retail price (band cap) for the residual
     assert seller == -sum(400_000 * p * UNIT for p in PRICES0) < 0
     assert buyer == sum((400_000 * p + 600_000 * c) * UNIT for p, c in zip(PRICES0, CAP)) > 0
     assert idle == 0 and result.payments[w.grid.address] == -(buyer + seller) < 0
-    assert w.market.balance(w.rid, w.parts[0]) == 10**24 - buyer
-    assert w.market.balance(w.rid, w.parts[1]) == 10**24 - seller
+    assert w.market.balance(w.rid, w.parts[0]) == DEPOSIT - buyer
+    assert w.market.balance(w.rid, w.parts[1]) == DEPOSIT - seller
     assert settlement(vals, PRICES0, FLOOR, CAP) == ([buyer, seller, 0], result.payments[w.grid.address])
 
 
@@ -817,7 +888,7 @@ def test_settlement_rounding_stays_within_one_unit_per_trade(w):
     vals = [[1, -1, 3, 0, 0, 0], [1, -1, -1, 0, 0, 0], [1, 1, -1, 0, 0, 0]]
     amounts, grid = settlement(vals, PRICES0, FLOOR, CAP)
     subs, _, _ = conclude_with(w, vals)
-    payments = w.market.settle(w.outsider, w.rid, reveals(subs)).payments
+    payments = settle_all(w, subs).payments
     assert [payments[p.address] for p in w.parts] == amounts and payments[w.grid.address] == grid
     assert sum(payments.values()) == 0
 
@@ -850,11 +921,12 @@ def test_quote_checks_the_shape_and_range_of_the_values(w):
 
 def test_settlement_twice_is_rejected(w):
     subs, _, _ = conclude_with(w, SCENARIO)
-    w.market.settle(w.outsider, w.rid, reveals(subs))
+    settle_all(w, subs)
     err = assert_rejected(w, "AlreadySettled", lambda: w.market.settle(w.outsider, w.rid, reveals(subs)))
     assert err.error_args == {"roundId": w.rid}
-    assert_rejected(w, "AlreadySettled", lambda: bare_deposit(w, w.outsider, w.rid, 5))
+    assert_rejected(w, "AlreadySettled", lambda: fund(w, w.rid, [w.outsider], 5))
     assert_rejected(w, "AlreadySettled", lambda: w.market.cancel(w.outsider, w.rid))
+    assert_rejected(w, "WrongPhase", lambda: reveal_all(w, subs[:1]))
 
 
 def test_settlement_before_conclusion_is_rejected(w):
@@ -863,78 +935,73 @@ def test_settlement_before_conclusion_is_rejected(w):
     assert err.error_args == {"roundId": w.rid, "current": PHASE["Iterating"], "expected": PHASE["Concluded"]}
 
 
-def test_reveal_not_matching_commitment_is_rejected(w):
+def test_settlement_waits_for_every_reveal_until_the_reveal_deadline(w):
     subs, _, _ = conclude_with(w, SCENARIO)
-    bad = reveals(subs)
-    bad[1] = Reveal(bad[1].values, secrets.token_bytes(32), bad[1].ciphertext_hash)
-    err = assert_rejected(w, "CommitmentMismatch", lambda: w.market.settle(w.outsider, w.rid, bad))
-    assert err.error_args["participant"] == w.parts[1].address
-    bad = reveals(subs)
-    bad[0] = Reveal(bad[0].values, bad[0].salt, keccak(b"other"))
-    err = assert_rejected(w, "CommitmentMismatch", lambda: w.market.settle(w.outsider, w.rid, bad))
-    assert err.error_args["participant"] == w.parts[0].address
-    bad = reveals(subs)
-    bad[2] = Reveal([v + 1 for v in bad[2].values], bad[2].salt, bad[2].ciphertext_hash)
-    assert_rejected(w, "CommitmentMismatch", lambda: w.market.settle(w.outsider, w.rid, bad))
-    bad = reveals(subs)
-    bad[2] = None  # a zero salt and zeros: "no reveal" is for dropped participants only
-    assert_rejected(w, "CommitmentMismatch", lambda: w.market.settle(w.outsider, w.rid, bad))
+    reveal_all(w, subs[:2])
+    until = w.market.round_info(w.rid)["reveal_until"]
+    err = assert_rejected(w, "RevealWindowOpen", lambda: w.market.settle(w.outsider, w.rid, reveals(subs)))
+    assert err.error_args == {"until": until}
+
+
+def test_settle_takes_exactly_the_reveals_as_revealed(w):
+    subs, _, _ = conclude_with(w, SCENARIO)
+    reveal_all(w, subs)
+    settle = lambda r: lambda: w.market.settle(w.outsider, w.rid, r)  # noqa: E731
+    for what, i, r in [("other values", 2, Reveal([v + 1 for v in SCENARIO[2]], subs[2].salt, keccak(subs[2].ct))),
+                       ("another ciphertext", 0, Reveal(SCENARIO[0], subs[0].salt, keccak(b"other"))),
+                       ("none: for the dropped only", 2, None)]:
+        bad = reveals(subs)
+        bad[i] = r
+        err = assert_rejected(w, "RevealMismatch", settle(bad))
+        assert err.error_args == {"participant": w.parts[i].address}, what
     swapped = reveals(subs)
     swapped[0], swapped[1] = swapped[1], swapped[0]  # reveals in registration order only
-    assert_rejected(w, "CommitmentMismatch", lambda: w.market.settle(w.outsider, w.rid, swapped))
-
-
-def test_reveals_of_wrong_count_or_length_are_rejected(w):
-    subs, _, _ = conclude_with(w, SCENARIO)
-    err = assert_rejected(w, "RevealCount", lambda: w.market.settle(w.outsider, w.rid, reveals(subs)[:2]))
+    assert_rejected(w, "RevealMismatch", settle(swapped))
+    err = assert_rejected(w, "RevealCount", settle(reveals(subs)[:2]))
     assert err.error_args == {"given": 2, "expected": 3}
-    r = reveals(subs)
     fn = w.market.contract.functions.settle
-    flat = [v for x in r for v in x.values]
-    err = assert_rejected(w, "RevealCount", lambda: w.chain.transact(
-        fn(w.rid, flat, [x.salt for x in r], [x.ciphertext_hash for x in r[:2]]), w.outsider))
+    flat = [v for s in subs for v in s.values]
+    hashes = [keccak(s.ct) for s in subs]
+    err = assert_rejected(w, "RevealCount", lambda: w.chain.transact(fn(w.rid, flat, hashes[:2]), w.outsider))
     assert err.error_args == {"given": 2, "expected": 3}
-    short = reveals(subs)
-    short[2] = Reveal(short[2].values[:-1], short[2].salt, short[2].ciphertext_hash)
-    err = assert_rejected(w, "RevealLength", lambda: w.market.settle(w.outsider, w.rid, short))
+    err = assert_rejected(w, "RevealLength", lambda: w.chain.transact(fn(w.rid, flat[:-1], hashes), w.outsider))
     assert err.error_args == {"participant": ZERO, "given": 3 * T - 1, "expected": 3 * T}
-    assert_rejected(w, "RevealLength", lambda: w.chain.transact(
-        fn(w.rid, flat + [0], [x.salt for x in r], [x.ciphertext_hash for x in r]), w.outsider))
+    assert_rejected(w, "RevealLength", lambda: w.chain.transact(fn(w.rid, flat + [0], hashes), w.outsider))
 
 
-def test_reveal_outside_int64_is_rejected_even_if_committed(w):
-    lie = [list(v) for v in SCENARIO]
-    lie[1][2] = INT64_MAX + 1  # committed to, but no int64
-    subs, _, _ = conclude_with(w, SCENARIO, committed=lie)
-    err = assert_rejected(w, "RevealOutOfRange", lambda: w.market.settle(w.outsider, w.rid, reveals(subs)))
-    assert err.error_args == {"participant": w.parts[1].address, "index": 2}
-
-
-def test_revealed_sums_must_equal_decrypted_aggregate(w):
+def test_reveals_that_do_not_add_up_to_the_decrypted_sums_start_the_blame_step(w):
     lie = [list(v) for v in SCENARIO]
     lie[0][3] = 42  # participant 0 committed to other values than it encrypted
     subs, sums, _ = conclude_with(w, SCENARIO, committed=lie)
-    err = assert_rejected(w, "RevealedSumMismatch", lambda: w.market.settle(w.outsider, w.rid, reveals(subs)))
-    assert err.error_args == {"slot": 3, "revealed": 42, "decrypted": 0}
+    result = settle_all(w, subs)
+    assert result.payments == {} and w.market.blame_started(result.receipt)
+    info = w.market.round_info(w.rid)
+    assert (info["phase"], info["blame_until"]) == ("Concluded", result.receipt["blockNumber"] + WINDOWS.submission)
+    assert w.market.coordinator_deadline(w.rid) == info["challenge_until"] + WINDOWS.challenge + WINDOWS.coordinator
 
 
-def test_insufficient_deposit_is_rejected(w):
+def test_a_payee_without_the_deposit_its_payment_needs_is_rejected(w):
+    """A participant billed beyond its deposit is settled without its reveal (tests/chain/
+    test_attacks.py); a payee (here the grid account, paying the sellers' surplus at feed-in)
+    whose deposit does not cover its payment makes the settlement revert, naming it."""
     parts = w.more[:3]
-    rid = new_round(w, params(w, windows=KEYLESS_WINDOWS), parts=parts)
-    # the buyer, parts[0], deposits too little
-    w.market.deposit_many([(w.grid, rid, 10**24), (parts[1], rid, 10**24), (parts[2], rid, 10**24),
-                           (parts[0], rid, 1000)])
+    rid, crew = open_round(w, params(w, collateral=1000), parts, w.key, prices=None)
+    fund(w, rid, parts, DEPOSIT)
+    fund(w, rid, [w.grid], 1000)
+    fund(w, rid, [w.coord], BOND)
     w.market.start(w.coord, rid, PRICES0)
-    vals = [[1_000_000] * T, [-400_000] * T, [0] * T]
-    subs = make_submissions(w, values=vals, rid=rid, parts=parts)
-    submit_all(w, subs, rid=rid)
-    agg, _ = aggregate(w, subs, rid=rid)
+    vals = [[-1_000_000] * T, [400_000] * T, [0] * T]
+    subs = crew.submissions(0, vals)
+    submit(w, subs, rid)
+    agg, _ = aggregate(w, subs, rid)
     m, rho = w.key.opening(agg)
     w.market.conclude(w.coord, rid, agg, m, rho)
-    amounts, _ = settlement(vals, PRICES0, FLOOR, CAP)
-    assert amounts[0] > 0
+    past_challenge_window(w, rid)
+    reveal_all(w, subs, rid)
+    _, grid = settlement(vals, PRICES0, FLOOR, CAP)
+    assert grid > 1000  # the grid account pays (positive = paid), more than it holds
     err = assert_rejected(w, "InsufficientDeposit", lambda: w.market.settle(w.outsider, rid, reveals(subs)), rid)
-    assert err.error_args == {"account": parts[0].address, "balance": 1000, "needed": amounts[0]}
+    assert err.error_args["account"] == w.grid.address and err.error_args["balance"] == 1000
 
 
 # ----------------------------------------------------------------------------- close
@@ -947,182 +1014,140 @@ def test_only_the_coordinator_closes_a_round(w):
 
 def test_closed_round_settles_nothing_and_returns_every_deposit(w):
     subs = make_submissions(w)
-    submit_all(w, subs)
-    tokens = {a.address: w.market.token.balance_of(a) for a in w.parts + [w.grid]}
+    submit(w, subs)
     receipt = w.market.close(w.coord, w.rid)
     assert events(w, receipt, "PhaseChanged") == [{"roundId": w.rid, "from": PHASE["Iterating"],
                                                    "to": PHASE["Closed"]}]
     assert events(w, receipt, "Closed") == [{"roundId": w.rid, "iteration": 0, "reason": CLOSE["ByCoordinator"],
                                              "by": w.coord.address}]
-    assert events(w, receipt, "Payment") == []
+    assert events(w, receipt, "Payment") == [] and events(w, receipt, "Blamed") == []
     assert w.market.round_info(w.rid)["phase"] == "Closed"
     assert w.market.coordinator_deadline(w.rid) == UINT64_MAX
-    # nothing goes on: no submission, aggregation, publication, conclusion, settlement or deposit
-    s = subs[0]
-    err = assert_rejected(w, "WrongPhase", lambda: w.market.submit(s["p"], w.rid, 0, s["ct"], s["cm"]))
+    # nothing goes on: no submission, aggregation, publication, conclusion, reveal, settlement or deposit
+    err = assert_rejected(w, "WrongPhase", lambda: submit(w, subs[:1]))
     assert err.error_args == {"roundId": w.rid, "current": PHASE["Closed"], "expected": PHASE["Iterating"]}
     assert_rejected(w, "WrongPhase", lambda: aggregate(w, subs))
-    assert_rejected(w, "WrongPhase", lambda: w.market.conclude(w.coord, w.rid, subs[0]["ct"], 0, 1))
+    assert_rejected(w, "WrongPhase", lambda: w.market.conclude(w.coord, w.rid, subs[0].ct, 0, 1))
     assert_rejected(w, "WrongPhase", lambda: w.market.advance(w.outsider, w.rid, []))
+    assert_rejected(w, "WrongPhase", lambda: reveal_all(w, subs[:1]))
     err = assert_rejected(w, "WrongPhase", lambda: w.market.settle(w.outsider, w.rid, reveals(subs)))
     assert err.error_args == {"roundId": w.rid, "current": PHASE["Closed"], "expected": PHASE["Concluded"]}
-    assert_rejected(w, "RoundClosed", lambda: bare_deposit(w, w.outsider, w.rid, 5))
+    assert_rejected(w, "RoundClosed", lambda: fund(w, w.rid, [w.outsider], 5))
     err = assert_rejected(w, "RoundClosed", lambda: w.market.close(w.coord, w.rid))  # closing twice
     assert err.error_args == {"roundId": w.rid}
     assert_rejected(w, "RoundClosed", lambda: w.market.cancel(w.outsider, w.rid))
-    # every deposit comes back in full
-    w.market.withdraw_many(w.parts + [w.grid], w.rid)
-    assert {a.address: w.market.token.balance_of(a) - tokens[a.address] for a in w.parts + [w.grid]} == \
-        {a.address: 10**24 for a in w.parts + [w.grid]}
+    # every deposit comes back in full, the coordinator's bond too
+    assert withdraw_all(w, w.rid, w.parts + [w.grid, w.coord]) == \
+        {**{a.address: DEPOSIT for a in w.parts + [w.grid]}, w.coord.address: BOND}
     assert w.market.token.balance_of(w.market.address) == 0
     assert_rejected(w, "ZeroAmount", lambda: w.market.withdraw(w.parts[0], w.rid))
 
 
-def test_concluded_round_can_be_closed_instead_of_settled(w):
-    subs, _, _ = conclude_with(w, SCENARIO)
-    receipt = w.market.close(w.coord, w.rid)
-    assert events(w, receipt, "PhaseChanged") == [{"roundId": w.rid, "from": PHASE["Concluded"],
-                                                   "to": PHASE["Closed"]}]
-    assert_rejected(w, "WrongPhase", lambda: w.market.settle(w.outsider, w.rid, reveals(subs)))
-    w.market.withdraw(w.parts[0], w.rid)
-    assert w.market.balance(w.rid, w.parts[0]) == 0
-
-
-def test_settled_round_cannot_be_closed(w):
-    subs, _, _ = conclude_with(w, SCENARIO)
-    w.market.settle(w.outsider, w.rid, reveals(subs))
-    err = assert_rejected(w, "AlreadySettled", lambda: w.market.close(w.coord, w.rid))
-    assert err.error_args == {"roundId": w.rid}
-
-
 def test_round_closed_while_registering_cannot_start(w):
     rid = new_round(w, parts=w.more[:3])
-    w.market.deposit_many([(w.more[0], rid, 77)])
+    fund(w, rid, [w.more[0]], 77)
     receipt = w.market.close(w.coord, rid)
     assert events(w, receipt, "PhaseChanged") == [{"roundId": rid, "from": PHASE["Registering"],
                                                    "to": PHASE["Closed"]}]
     assert_rejected(w, "WrongPhase", lambda: w.market.start(w.coord, rid, PRICES0), rid)
-    assert_rejected(w, "WrongPhase", lambda: w.market.register(w.more[4], rid, mask_key(4)), rid)
+    keys = Crew(w.market, rid, w.more[:5], w.key).keys(4)
+    assert_rejected(w, "WrongPhase", lambda: w.market.register(w.more[4], rid, keys), rid)
     w.market.withdraw(w.more[0], rid)
     assert w.market.balance(rid, w.more[0]) == 0
 
 
 # ----------------------------------------------------------------------------- rounds without a key (ProbeRule)
-def keyless_params(w, members=None, terms=b"", slots=2, **change) -> RoundParams:
-    return RoundParams(rule=w.probe, slots=slots, max_iterations=3, price_floor=[1], price_cap=[100],
-                       grid_account=w.grid.address, terms=terms, windows=KEYLESS_WINDOWS,
-                       members=[m.address for m in members] if members is not None else [], **change)
-
-
-def keyless_round(w, parts, members=None, terms=b"", slots=2, prices=(7,), deposit=10**20):
-    """A commit-reveal round of ProbeRule (no Paillier key), started; ``parts`` in registration order."""
-    return new_round(w, keyless_params(w, members, terms, slots), parts=parts, deposit=deposit, prices=list(prices))
-
-
-def commit(rid, parts, values, iteration=0):
-    return [submission(None, rid, iteration, p, v) for p, v in zip(parts, values)]
-
-
-def keyless_conclude(w, rid, parts, values):
-    subs = commit(rid, parts, values)
-    submit_all(w, subs, rid=rid)
-    sums, receipt = w.market.conclude(w.coord, rid, b"", None, None)
-    assert sums == []
-    return subs, receipt
-
-
-def test_round_without_key_takes_empty_ciphertexts_only(w):
+def test_round_without_key_takes_empty_ciphertexts_and_no_mask_point(w):
     parts = w.more[:3]
     rid = keyless_round(w, parts)
     info = w.market.round_info(rid)
     assert (info["key_data"], info["modulus_bytes"], info["slot_bits"], info["slot_width"]) == (ZERO, 0, 0, 0)
-    assert (info["threshold"], info["windows"].challenge) == (0, 0)
+    assert info["windows"].challenge == 0
     assert w.market.contract.functions.modulus(rid).call() == b""
     assert w.market.contract.functions.maxParticipants(rid).call() == 2**16 - 1
-    subs = commit(rid, parts, [[1, 2], [3, 4], [5, 6]])
-    s = subs[0]
+    assert w.market.registered(rid) == [(p.address, b"") for p in parts]
+    s = commit(rid, 0, parts[0], [1, 2])
     for ct in (b"\x01", b"\x00" * 256):
-        err = assert_rejected(w, "CiphertextLength", lambda: w.market.submit(s["p"], rid, 0, ct, s["cm"]), rid)
+        err = assert_rejected(w, "CiphertextLength", lambda: submit(w, [dataclasses.replace(s, ct=ct)], rid), rid)
         assert err.error_args == {"given": len(ct), "expected": 0}
-    receipt = w.market.submit(s["p"], rid, 0, b"", s["cm"])
-    assert events(w, receipt, "Submitted") == [{"roundId": rid, "iteration": 0, "participant": s["p"].address,
-                                                 "ciphertextHash": keccak(b""), "commitment": s["cm"]}]
-    m = w.market.member(rid, s["p"])
+    point = w.crew.members[0].point(1)
+    err = assert_rejected(w, "MaskPointInvalid", lambda: submit(w, [dataclasses.replace(s, point=point)], rid), rid)
+    assert err.error_args == {"participant": parts[0].address}
+    receipt = submit(w, [s], rid)[0]
+    assert events(w, receipt, "Submitted") == [{"roundId": rid, "iteration": 0, "participant": parts[0].address,
+                                                 "attempt": 0, "ciphertextHash": keccak(b""), "commitment": s.cm}]
+    assert events(w, receipt, "MaskPoint") == []
+    m = w.market.member(rid, parts[0])
     assert (m["submission_hash"], m["position"], m["submitted_iteration_plus_one"]) == \
-        (keccak(keccak(b"") + s["cm"])[:26], 1, 1)
-    assert_rejected(w, "AlreadySubmitted", lambda: w.market.submit(s["p"], rid, 0, b"", s["cm"]), rid)
-    # no ciphertext, so nothing to repeat: another participant may commit the same way
-    w.market.submit(parts[1], rid, 0, b"", subs[1]["cm"])
+        (keccak(keccak(b"") + s.cm)[:24], 1, 1)
+    assert_rejected(w, "AlreadySubmitted", lambda: submit(w, [s], rid), rid)
 
 
-def test_round_without_key_cannot_be_aggregated(w):
+def test_round_without_key_cannot_be_aggregated_disputed_or_challenged(w):
     parts = w.more[:3]
     rid = keyless_round(w, parts)
-    subs = commit(rid, parts, [[1, 2], [3, 4], [5, 6]])
-    submit_all(w, subs, rid=rid)
-    err = assert_rejected(w, "NoKey", lambda: w.market.aggregate(w.outsider, rid, [b""] * 3, [s["cm"] for s in subs]),
-                          rid)
+    subs = [commit(rid, 0, p, v) for p, v in zip(parts, [[1, 2], [3, 4], [5, 6]])]
+    submit(w, subs, rid)
+    err = assert_rejected(w, "NoKey", lambda: aggregate(w, subs, rid), rid)
     assert err.error_args == {"roundId": rid}
-    published = b"\x00" * 32
+    assert_rejected(w, "NoKey", lambda: w.chain.transact(
+        w.market.contract.functions.dispute(rid, b"", b"", b""), w.coord), rid)
     err = assert_rejected(w, "NoChallenges", lambda: w.chain.transact(  # no key: nothing to challenge
         w.market.contract.functions.challengeOpening(rid, 0, b"", b"", 1), w.outsider), rid)
-    assert published and err.error_args == {"roundId": rid}
+    assert err.error_args == {"roundId": rid}
 
 
 def test_round_without_key_publishes_and_concludes_once_the_submissions_are_closed(w):
     parts = w.more[:3]
     rid = keyless_round(w, parts)
-    subs = commit(rid, parts, [[1, 2], [3, 4], [5, 6]])
-    submit_all(w, subs[:2], rid=rid)
+    subs = [commit(rid, 0, p, v) for p, v in zip(parts, [[1, 2], [3, 4], [5, 6]])]
+    submit(w, subs[:2], rid)
     err = assert_rejected(w, "WrongStep", lambda: w.market.publish(w.coord, rid, b"", None, None, [9]), rid)
     assert err.error_args == {"roundId": rid, "current": STEP["Submitting"], "expected": STEP["Aggregating"]}
     assert_rejected(w, "WrongStep", lambda: w.market.conclude(w.coord, rid, b"", None, None), rid)
-    submit_all(w, subs[2:], rid=rid)
+    submit(w, subs[2:], rid)
     fn = w.market.contract.functions
-    err = assert_rejected(w, "AggregateMismatch", lambda: w.chain.transact(fn.publish(rid, b"\x01", b"", b"", [], [9]),
+    err = assert_rejected(w, "AggregateMismatch", lambda: w.chain.transact(fn.publish(rid, b"\x01", b"", b"", [9]),
                                                                            w.coord), rid)
     assert err.error_args == {"roundId": rid, "iteration": 0}
-    err = assert_rejected(w, "PlaintextLength", lambda: w.chain.transact(fn.conclude(rid, b"", b"\x00" * 32, b"", []),
+    err = assert_rejected(w, "PlaintextLength", lambda: w.chain.transact(fn.conclude(rid, b"", b"\x00" * 32, b""),
                                                                          w.coord), rid)
     assert err.error_args == {"given": 32, "expected": 0}
-    assert_rejected(w, "OpeningLength", lambda: w.chain.transact(fn.conclude(rid, b"", b"", b"\x00" * 32, []), w.coord),
+    assert_rejected(w, "OpeningLength", lambda: w.chain.transact(fn.conclude(rid, b"", b"", b"\x00" * 32), w.coord),
                     rid)
-    err = assert_rejected(w, "CorrectionsLength",
-                          lambda: w.chain.transact(fn.conclude(rid, b"", b"", b"", [0, 0]), w.coord), rid)
-    assert err.error_args == {"given": 2, "expected": 0}
     assert_rejected(w, "NotCoordinator", lambda: w.market.publish(w.outsider, rid, b"", None, None, [9]), rid)
     assert_rejected(w, "PriceOutOfBand", lambda: w.market.publish(w.coord, rid, b"", None, None, [101]), rid)
     sums, receipt = w.market.publish(w.coord, rid, b"", None, None, [9])
     assert sums == []
-    (ev,) = events(w, receipt, "Published")
-    assert (ev["plaintext"], ev["opening"], list(ev["sums"]), list(ev["nextPrices"])) == (b"", b"", [], [9])
+    assert events(w, receipt, "Published") == [{"roundId": rid, "iteration": 0, "plaintext": b"", "opening": b"",
+                                                "sums": [], "nextPrices": [9]}]
     # the next iteration counts its submissions afresh
     assert_rejected(w, "WrongStep", lambda: w.market.conclude(w.coord, rid, b"", None, None), rid)
     assert w.market.round_info(rid)["submissions"] == 0
-    submit_all(w, commit(rid, parts, [[0, 0]] * 3, iteration=1), rid=rid, iteration=1)
+    submit(w, [commit(rid, 1, p, [0, 0]) for p in parts], rid)
     sums, receipt = w.market.conclude(w.coord, rid, b"", None, None)
-    (ev,) = events(w, receipt, "Concluded")
-    assert (ev["iteration"], list(ev["sums"]), list(ev["prices"])) == (1, [], [9])
+    assert events(w, receipt, "Concluded") == [{"roundId": rid, "iteration": 1, "plaintext": b"", "opening": b"",
+                                                "sums": [], "prices": [9]}]
     info = w.market.round_info(rid)
     assert info["phase"] == "Concluded" and w.market.final_sums(rid) == []
     assert info["challenge_until"] == receipt["blockNumber"]  # no challenge window
+    assert info["reveal_until"] == receipt["blockNumber"] + WINDOWS.submission
 
 
 def test_round_without_key_settles_on_commitments_alone(w):
     parts = w.more[:3]
     rid = keyless_round(w, parts)
     values = [[5 * 10**18, 1], [-3 * 10**18, INT64_MAX], [10**6, INT64_MIN]]  # no sums to add up to
-    subs, conclude_receipt = keyless_conclude(w, rid, parts, values)
-    bad = reveals(subs)
-    bad[1] = Reveal(bad[1].values, secrets.token_bytes(32), bad[1].ciphertext_hash)
-    err = assert_rejected(w, "CommitmentMismatch", lambda: w.market.settle(w.outsider, rid, bad), rid)
-    assert err.error_args == {"participant": parts[1].address}
-    bad = reveals(subs)
-    bad[2] = Reveal(bad[2].values, bad[2].salt, keccak(b"\x00"))  # the ciphertext hash is keccak("")
-    assert_rejected(w, "CommitmentMismatch", lambda: w.market.settle(w.outsider, rid, bad), rid)
-    bad = reveals(subs)
-    bad[0] = Reveal([5 * 10**18, 2], bad[0].salt, bad[0].ciphertext_hash)
-    assert_rejected(w, "CommitmentMismatch", lambda: w.market.settle(w.outsider, rid, bad), rid)
+    subs = [commit(rid, 0, p, v) for p, v in zip(parts, values)]
+    submit(w, subs, rid)
+    _, conclude_receipt = w.market.conclude(w.coord, rid, b"", None, None)
+    s, one = subs[1], lambda r: lambda: w.market.reveal_many([(parts[1], rid, r)])  # noqa: E731
+    for r in (Reveal(s.values, secrets.token_bytes(32), keccak(b"")),
+              Reveal(s.values, s.salt, keccak(b"\x00")),  # the ciphertext hash is keccak("")
+              Reveal([-3 * 10**18, 2], s.salt, keccak(b""))):
+        err = assert_rejected(w, "CommitmentMismatch", one(r), rid)
+        assert err.error_args == {"participant": parts[1].address}
+    reveal_all(w, subs, rid)
     result = w.market.settle(w.outsider, rid, reveals(subs))
     assert result.payments == {parts[0].address: 5 * 10**18, parts[1].address: -3 * 10**18,
                                parts[2].address: 10**6, w.grid.address: -(2 * 10**18 + 10**6)}
@@ -1132,13 +1157,29 @@ def test_round_without_key_settles_on_commitments_alone(w):
     assert changes == [(PHASE["Iterating"], PHASE["Concluded"]), (PHASE["Concluded"], PHASE["Settled"])]
 
 
-def test_round_without_key_rejects_reveals_outside_int64(w):
+def test_round_without_key_rejects_reveals_outside_int64_only(w):
     parts = w.more[:3]
     rid = keyless_round(w, parts)
-    values = [[1, 2], [INT64_MIN - 1, 0], [3, 4]]
-    subs, _ = keyless_conclude(w, rid, parts, values)
-    err = assert_rejected(w, "RevealOutOfRange", lambda: w.market.settle(w.outsider, rid, reveals(subs)), rid)
+    subs = [commit(rid, 0, p, v) for p, v in zip(parts, [[1, 2], [INT64_MIN - 1, 0], [3, 4]])]
+    submit(w, subs, rid)
+    w.market.conclude(w.coord, rid, b"", None, None)
+    err = assert_rejected(w, "RevealOutOfRange", lambda: reveal_all(w, subs[1:2], rid), rid)
     assert err.error_args == {"participant": parts[1].address, "index": 0}
+
+
+def test_a_withheld_reveal_in_a_round_without_key_forfeits_and_the_others_settle_at_once(w):
+    """No blame step without a key (nothing to open): the others settle, compensated."""
+    parts = w.more[:3]
+    rid = keyless_round(w, parts)
+    subs = [commit(rid, 0, p, v) for p, v in zip(parts, [[1, 0], [2, 0], [3, 0]])]
+    submit(w, subs, rid)
+    w.market.conclude(w.coord, rid, b"", None, None)
+    reveal_all(w, subs[:2], rid)
+    past(w.chain, w.market.round_info(rid)["reveal_until"])
+    result = w.market.settle(w.outsider, rid, reveals(subs[:2]) + [None])
+    assert w.market.blamed(result.receipt) == {parts[2].address: (10**20, "WithheldReveal")}
+    assert result.payments == {parts[0].address: 1, parts[1].address: 2, parts[2].address: 0, w.grid.address: -3}
+    assert compensated(w, result.receipt) == {parts[0].address: 10**20 // 2, parts[1].address: 10**20 // 2}
 
 
 # ----------------------------------------------------------------------------- the settle context and the rule's answer
@@ -1147,7 +1188,7 @@ def test_rule_sees_member_indices_of_the_allow_list_not_registration_order(w):
     order = [members[2], members[0], members[1]]
     rid = keyless_round(w, order, members=members)
     subs, _ = keyless_conclude(w, rid, order, [[10, 0], [20, 0], [30, 0]])
-    assert w.market.quote(rid, [s["values"] for s in subs])[2] == [[2, 2, 7, 0], [0, 2, 7, 0], [1, 2, 7, 0]]
+    assert w.market.quote(rid, [s.values for s in subs])[2] == [[2, 2, 7, 0], [0, 2, 7, 0], [1, 2, 7, 0]]
     result = w.market.settle(w.outsider, rid, reveals(subs))
     # one Bill per participant: [member index, reveal length, first price, standing], each before its Payment
     assert result.bills == {order[0].address: [2, 2, 7, 0], order[1].address: [0, 2, 7, 0],
@@ -1244,35 +1285,35 @@ def test_gas_targets_with_2048_bit_key_and_ten_participants(w):
     parts = w.more[:10]
     S = 24
     p = RoundParams(rule=w.tariff, slots=S, max_iterations=3, price_floor=[50_000] * S, price_cap=[300_000] * S,
-                    grid_account=w.grid.address, n=key.n, slot_bits=B, slot_width=W, windows=WINDOWS)
-    rid = new_round(w, p, parts=parts, deposit=10**24, prices=[100_000] * S)
+                    grid_account=w.grid.address, n=key.n, slot_bits=B, slot_width=W, collateral=DEPOSIT, bond=BOND,
+                    windows=WINDOWS)
+    rid, crew = open_round(w, p, parts, key, deposit=DEPOSIT, prices=[100_000] * S)
     rnd = random.Random(11)
-    subs = [submission(key, rid, 0, a, [rnd.randint(-3_000_000, 3_000_000) for _ in range(S)]) for a in parts]
-    receipts = submit_all(w, subs, rid=rid)
+    subs = crew.submissions(0, [[rnd.randint(-3_000_000, 3_000_000) for _ in range(S)] for _ in parts])
+    receipts = submit(w, subs, rid)
     submit_gas = [r["gasUsed"] for r in receipts]
-    agg, receipt = aggregate(w, subs, rid=rid)
+    agg, (receipt,) = aggregate(w, subs, rid)
     agg_gas = receipt["gasUsed"]
-    # a submission pays for its ciphertext's range and residue checks (c mod n: one MODEXP) and for
-    # remembering its hash (one new slot), ~25k gas more than before these checks
-    assert max(submit_gas) <= 110_000, submit_gas
-    assert max(submit_gas) + agg_gas / 10 <= 200_000, (submit_gas, agg_gas)
-    prod = 1
-    for s in subs:
-        prod = prod * int.from_bytes(s["ct"], "big") % key.nsq
-    assert int.from_bytes(agg, "big") == prod
-    m, rho = key.opening(prod)
+    # a submission pays for its ciphertext's range and residue checks (c mod n: one MODEXP), its
+    # next mask point's curve check (one small MODEXP) and its hashes
+    assert max(submit_gas) <= 120_000, submit_gas
+    assert max(submit_gas) + agg_gas / 10 <= 210_000, (submit_gas, agg_gas)
+    assert int.from_bytes(agg, "big") == product(key, subs)
+    m, rho = key.opening(agg)
     sums, receipt = w.market.conclude(w.coord, rid, agg, m, rho)
     conclude_gas = receipt["gasUsed"]
-    assert sums == [sum(s["values"][t] for s in subs) for t in range(S)]
+    assert sums == sums_of(subs, S)
     assert conclude_gas < 1_000_000, conclude_gas  # optimistic: no opening check
     held, challenge = w.market.challenge(w.outsider, rid, 0, agg, m, rho)
     challenge_gas = [r["gasUsed"] for r in challenge]
     assert held and max(challenge_gas) < TX_GAS_CAP, challenge_gas
     past_challenge_window(w, rid)
+    reveal_gas = [r["gasUsed"] for r in reveal_all(w, subs, rid)]
     result = w.market.settle(w.outsider, rid, reveals(subs))
     settle_gas = result.receipt["gasUsed"]
     assert sum(result.payments.values()) == 0
     print(f"tariff round, 2048-bit key, 10 participants x 24 slots (Prague pricing): submit {max(submit_gas)}, "
           f"aggregate {agg_gas}, conclude {conclude_gas}, challenge {sum(challenge_gas)} in {len(challenge_gas)} "
-          f"tx, settle {settle_gas} gas")
+          f"tx, reveal {max(reveal_gas)}, settle {settle_gas} gas")
+    assert max(reveal_gas) < 150_000, reveal_gas
     assert settle_gas < 1_000_000, settle_gas

@@ -177,7 +177,7 @@ def test_the_storage_key_must_fit_27_slots_of_52_bits(full_case4, settings):
     models, data, *_ = full_case4
     SlotLayout.for_round(27, 10, 1536, slot_bits=48)  # fits
     setup = admm_setup(models, data, settings)
-    with pytest.raises(PackingError, match="27 slots of 52 bits do not fit a 1024-bit key"):
+    with pytest.raises(PackingError, match="27 slots and the check slot of 52 bits do not fit a 1024-bit key"):
         run_round(setup, PrivateTransport(1024))
     assert all(p.last is None for p in setup.participants)  # refused before any x-update
 
@@ -400,7 +400,7 @@ def test_the_operator_decrypts_only_sums_and_pair_messages_are_sealed(private_pa
     assert all(set(d.received[j]) == set(range(data.n)) - {j} for d in private.deliveries for j in range(data.n))
     # one masked message decrypts to noise, not to its vector (the closing one: a prosumer's bill slots)
     sealed = private.sealed[0]
-    single, _, _ = private.coordinator_keys.open(int.from_bytes(sealed.ciphertext, "big"), private.layout)
+    single, _, _, _ = private.coordinator_keys.open(int.from_bytes(sealed.ciphertext, "big"), private.layout)
     vec = private.contributions[-1][0].sums
     assert np.abs(np.array(single) - np.array(vec)).max() > 10**6  # more than 1 kWh off
     # every pad-sealed 64-bit word differs from the word it hides

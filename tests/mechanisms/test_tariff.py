@@ -350,7 +350,7 @@ def test_the_private_coordinator_decrypts_only_the_sum(private_round):
     assert t.layout.periods == 24 and t.coordinator_keys.public.n.bit_length() == 2048
     # one participant's ciphertext alone decrypts to masked noise, not to its vector
     sealed = t.sealed[0]
-    single, _, _ = t.coordinator_keys.open(int.from_bytes(sealed.ciphertext, "big"), t.layout)
+    single, _, _, _ = t.coordinator_keys.open(int.from_bytes(sealed.ciphertext, "big"), t.layout)
     assert sealed.reveal == out.reveals[0]
     assert np.abs(np.array(single) - np.array(out.reveals[0])).max() > 10**9
 
@@ -358,7 +358,7 @@ def test_the_private_coordinator_decrypts_only_the_sum(private_round):
 def test_a_key_too_small_for_the_slot_layout_is_refused_before_any_solve(community):
     _, job, _, _ = community
     setup = job.rounds[-1]()
-    with pytest.raises(PackingError, match="24 slots of 68 bits do not fit a 1024-bit key"):
+    with pytest.raises(PackingError, match="24 slots and the check slot of 68 bits do not fit a 1024-bit key"):
         run_round(setup, PrivateTransport(1024))
     assert all(p.response is None for p in setup.participants)
 

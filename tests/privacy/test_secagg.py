@@ -1,4 +1,4 @@
-"""Dropout recovery (offchain/privacy/secagg.py) and the randomness worker's lifetime."""
+"""The checked pairwise masks (offchain/privacy/secagg.py) and the randomness worker's lifetime."""
 from __future__ import annotations
 
 import os
@@ -10,6 +10,7 @@ import time
 import pytest
 
 from offchain.privacy import secagg
+from offchain.privacy.packing import SlotLayout
 
 from ..conftest import ROOT
 
@@ -17,85 +18,92 @@ CONTEXT = b"test-round"
 PERIODS, BITS = 5, 40
 
 
-def _round(n: int, threshold: int | None = None):
+def _round(n: int):
     addresses = [f"0x{i + 1:040x}" for i in range(n)]
-    plan = secagg.Plan(addresses, threshold or secagg.default_threshold(secagg.degree_for(n)), CONTEXT)
-    members = [secagg.Secrets(i, plan) for i in range(n)]
-    for m in members:  # every participant hands its neighbours their shares
-        shares, plan.commitments[m.position] = m.deal()
-        for j, pair in shares.items():
-            assert plan.holds(m.position, j, *pair)
-            members[j].held[m.position] = pair
-    return plan, members
+    plan = secagg.Plan(addresses, CONTEXT)
+    return plan, [secagg.MaskSecrets(i, plan) for i in range(n)]
 
 
-def _iteration(plan, members, k, active, submitted, values):
+def _masks(members, k, attempt, active):
     points = {i: members[i].point(k) for i in active}
-    masked = {i: [(v + m) % (1 << BITS) for v, m in zip(values[i], members[i].mask(k, points, active, PERIODS, BITS))]
-              for i in submitted}
-    total = [sum(col) % (1 << BITS) for col in zip(*masked.values())]
-    posts = {i: members[i].partials(k, points, active, set(submitted)) for i in submitted}
-    checked = plan.check(k, active, set(submitted), posts, points)
-    assert not checked.false
-    corrections = plan.corrections(k, active, set(submitted), checked, PERIODS, BITS)
-    return [(t - c) % (1 << BITS) for t, c in zip(total, corrections)], masked, posts
+    return points, {i: members[i].mask(k, attempt, points, active, PERIODS, BITS) for i in active}
 
 
-@pytest.mark.parametrize("n, gone", [(10, []), (10, [3]), (10, [0, 4, 9])])
-def test_the_survivors_partials_remove_every_mask_and_leave_the_survivors_sum(n, gone):
+@pytest.mark.parametrize("n", [3, 10, 40])
+def test_the_masks_of_an_attempt_cancel_among_its_participants_and_hide_each_vector(n):
     plan, members = _round(n)
-    values = {i: [(i + 1) * (t + 1) for t in range(PERIODS)] for i in range(n)}
-    active = set(range(n))
-    submitted = sorted(active - set(gone))
-    total, masked, _ = _iteration(plan, members, 2, active, submitted, values)
-    assert total == [sum(values[i][t] for i in submitted) for t in range(PERIODS)]
-    assert all(masked[i] != values[i] for i in submitted)  # one masked vector alone shows nothing
+    active = set(range(n)) - {1}  # one left: the others mask among themselves only
+    _, masks = _masks(members, 2, 1, active)
+    assert all(sum(col) % (1 << BITS) == 0 for col in zip(*masks.values()))  # every slot, the check slot too
+    assert all(any(masks[i]) for i in active)
+    _, again = _masks(members, 2, 2, active)  # the next attempt: fresh masks
+    assert all(again[i] != masks[i] for i in active)
 
 
-def test_the_recovery_needs_a_threshold_of_partials():
-    plan, members = _round(6, threshold=3)
-    active, submitted = set(range(6)), [0, 1, 2, 3, 4]  # 5 dropped
-    points = {i: members[i].point(0) for i in active}
-    posts = {i: members[i].partials(0, points, active, set(submitted)) for i in submitted[:2]}  # only two post
-    with pytest.raises(ValueError, match="2 proven partials of the pair mask"):
-        plan.corrections(0, active, set(submitted), plan.check(0, active, set(submitted), posts, points), PERIODS, BITS)
+def test_a_copy_or_a_made_up_vector_leaves_a_check_slot_that_is_not_zero():
+    plan, members = _round(6)
+    active = set(range(6))
+    _, masks = _masks(members, 0, 0, active)
+    layout = SlotLayout(PERIODS, BITS, BITS + 3, 6)
+    honest = {i: layout.pack([i] * PERIODS, masks[i]) for i in active}
+    _, check = layout.unpack(sum(honest.values()))
+    assert check == 0
+    copied = {**honest, 5: honest[0]}  # participant 5 submits participant 0's plaintext
+    made_up = {**honest, 5: 1}  # or the plaintext of the deterministic encryption 1 + n
+    assert layout.unpack(sum(copied.values()))[1] != 0
+    assert layout.unpack(sum(made_up.values()))[1] != 0
 
 
-def test_one_iterations_recovered_masks_say_nothing_of_another_iteration():
-    """What becomes public in iteration k (a dropped participant's pair masks, the survivors'
-    self masks) differs from those of every other iteration: no secret is reconstructed."""
-    plan, members = _round(5)
-    d, j = 4, 0
-    combined = {}
-    for k in (0, 1):
-        points = {i: members[i].point(k) for i in range(5)}
-        posts = {i: members[i].partials(k, points, set(range(5)), {0, 1, 2, 3}) for i in range(4)}
-        items = {h: plan.parse(h, posts[h], set(range(5)), {0, 1, 2, 3}) for h in posts}
-        partials = {h + 1: items[h][("pair", d, j)][0] for h in posts if ("pair", d, j) in items[h]}
-        combined[k] = secagg.combine(partials, plan.threshold)
-        assert combined[k] == secagg.multiply(points[j], members[d].pair)  # a_d Y_j(k): the iteration's pair mask
-    assert combined[0] != combined[1]
+def test_check_values_agree_pairwise_and_add_up_to_each_check_slot():
+    plan, members = _round(7)
+    active = set(range(7))
+    points, masks = _masks(members, 3, 0, active)
+    checks = {i: members[i].checks(3, 0, points, active, PERIODS, BITS) for i in active}
+    for i in active:
+        nbrs = plan.active_neighbours(i, active)
+        assert sum(plan.sign(i, j) * e for j, e in zip(nbrs, checks[i])) % (1 << BITS) == masks[i][PERIODS]
+        for q, j in enumerate(nbrs):
+            assert checks[i][q] == checks[j][plan.active_neighbours(j, active).index(i)]
 
 
-def test_a_false_partial_is_left_out_and_its_poster_named():
-    """A survivor that posts a wrong partial (here: another point, with its honest proof) cannot
-    spoil the sums while a threshold of proven partials remains."""
-    plan, members = _round(10)
-    values = {i: [i + t for t in range(PERIODS)] for i in range(10)}
-    active, submitted = set(range(10)), [i for i in range(10) if i != 3]
+def test_a_false_mask_point_makes_its_pairs_disagree_and_only_the_honest_side_can_prove_it():
+    plan, members = _round(4)
+    active = set(range(4))
     points = {i: members[i].point(1) for i in active}
-    posts = {i: members[i].partials(1, points, active, set(submitted)) for i in submitted}
-    liar = submitted[0]
-    forged = bytearray(posts[liar])
-    forged[:secagg.POINT_BYTES] = secagg.multiply(secagg.hash_to_point(b"elsewhere"), 7)
-    posts[liar] = bytes(forged)
-    checked = plan.check(1, active, set(submitted), posts, points)
-    assert list(checked.false) == [liar]
-    masked = [sum((values[i][t] + members[i].mask(1, points, active, PERIODS, BITS)[t]) for i in submitted) % (1 << BITS)
-              for t in range(PERIODS)]
-    corrections = plan.corrections(1, active, set(submitted), checked, PERIODS, BITS)
-    assert [(m - c) % (1 << BITS) for m, c in zip(masked, corrections)] == [sum(values[i][t] for i in submitted)
-                                                                            for t in range(PERIODS)]
+    points[3] = secagg.multiply(secagg.GENERATOR, secagg.random_scalar())  # 3 posts a point that is not a H_1
+    honest = members[0].checks(1, 0, points, active, PERIODS, BITS)
+    own = members[3].checks(1, 0, {**points, 3: members[3].point(1)}, active, PERIODS, BITS)
+    assert honest[2] != own[0]  # 0 and 3 disagree about their pair
+    proof = members[0].accusation(1, points[3])
+    key, rest = proof[:33], proof[33:]
+    y0, y0_proof = rest[:33], rest[33:33 + secagg.EXPANDED_BYTES]
+    assert secagg.verify(key, plan.point(1), y0, y0_proof)  # 0's own point is a H_1
+    y3 = members[3].point(1)
+    assert not secagg.verify(members[3].key, plan.point(1), points[3], secagg.prove(members[3].secret, plan.point(1))[1])
+    assert y3 != points[3]
+
+
+def test_the_pair_points_of_one_iteration_say_nothing_of_another():
+    plan, members = _round(3)
+    p1 = members[0].pair_point(members[1].point(1))
+    p2 = members[0].pair_point(members[1].point(2))
+    assert p1 == members[1].pair_point(members[0].point(1)) and p1 != p2
+    assert plan.seed(0, 1, p1) != plan.seed(0, 1, p2)
+
+
+def test_the_seed_of_a_pair_mask_is_bound_to_both_addresses():
+    point = secagg.multiply(secagg.GENERATOR, 7)
+    assert secagg.mask_seed(point, CONTEXT, "0x" + "01" * 20, "0x" + "02" * 20) != \
+        secagg.mask_seed(point, CONTEXT, "0x" + "01" * 20, "0x" + "03" * 20)
+
+
+def test_points_the_contract_cannot_prove_are_not_points():
+    x = secagg.Q  # the smallest x the contract refuses: at or above the group order N
+    while pow((x ** 3 + 7) % secagg.P, (secagg.P - 1) // 2, secagg.P) != 1:
+        x += 1
+    assert not secagg.is_point(b"\x02" + x.to_bytes(32, "big"))
+    assert secagg.is_point(secagg.multiply(secagg.GENERATOR, 5))
+    assert not secagg.is_point(b"\x04" + bytes(32)) and not secagg.is_point(b"\x02" + bytes(32))
 
 
 def test_a_proof_holds_for_its_statement_only():
@@ -108,12 +116,6 @@ def test_a_proof_holds_for_its_statement_only():
     assert not secagg.verify(secagg.PublicKey(secagg.multiply(secagg.GENERATOR, other)), base, partial, proof)
     assert not secagg.verify(public, secagg.hash_to_point(b"other base"), partial, proof)
     assert not secagg.verify(public, base, partial, proof[:32] + bytes(32))
-
-
-def test_a_holder_refuses_shares_its_dealer_did_not_commit_to():
-    plan, members = _round(5)
-    a, b = members[1].held[0]
-    assert plan.holds(0, 1, a, b) and not plan.holds(0, 1, a + 1, b) and not plan.holds(0, 1, a, b + 1)
 
 
 def test_sparse_neighbours_grow_with_log_n_and_stay_symmetric():

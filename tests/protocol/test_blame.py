@@ -1,117 +1,114 @@
-"""A participant encrypts other values than it commits to (a valid encryption of a wrong value,
-which no on-chain check of a submission can see): at settlement the revealed sums differ from
-the decrypted ones, the blame step begins, every honest participant opens its final ciphertext
-and proves its masks of that iteration, the cheat cannot, and the round settles everyone else
-with the cheat's deposit slashed and shared among them; the audit names it."""
+"""The reveals do not add up to the decrypted sums (a participant encrypted other values than it
+committed to, a valid encryption no check of a submission can see, or withheld its reveal): the
+blame step begins, every participant that revealed opens its final ciphertext and proves its
+masks of the final attempt, and the round always ends in a settlement: the proven cheat forfeits
+its deposit to the others, a false opening is disproved and its author forfeits, and those that
+did not open while the chain cannot tell who cheated are settled by the fallback, not slashed."""
 from __future__ import annotations
 
 import pytest
 
 from offchain.audit.command import run_audit
-from offchain.runner import RunOptions, execute, prepare
+from offchain.chain.backends import connect
+from offchain.errors import ProtocolViolation
+from offchain.protocol.driver import run_round
+from offchain.protocol.transport import ChainTransport
+from offchain.registry import load_scenario
 
-from ..conftest import ROOT, node_available
+from ..conftest import SCENARIO, node_available
 
-TARIFF = ROOT / "scenarios" / "community10.toml"
+PROSUMERS = 5
+
+
+def _setup():
+    mechanism, scenario = load_scenario(SCENARIO, prosumers=PROSUMERS)
+    return mechanism.prepare(scenario, {}).rounds[-1]()
+
+
+def _run(behaviours: dict[str, str], url: str | None = None, **kw):
+    chain = connect(url)
+    t = ChainTransport(chain, key_bits=2048, behaviours=behaviours, **kw)
+    out = run_round(_setup(), t, settle_unconverged=True)
+    return chain, t, out
+
+
+def _compensated(t) -> dict[str, int]:
+    names = {a.lower(): n for n, a in t.addresses.items() if n != "coordinator"}
+    events = t.market.contract.events.Compensated().get_logs(from_block=0)
+    return {names[e["args"]["account"].lower()]: int(e["args"]["amount"]) for e in events}
 
 
 @pytest.mark.skipif(not node_available(), reason="anvil (npm ci) not installed")
-def test_a_cheat_is_found_slashed_and_everyone_else_settled():
+def test_a_cheat_is_proven_forfeits_and_everyone_else_settles_on_anvil():
     from offchain.chain.backends import start_anvil
 
     with start_anvil(accounts=4) as node:
-        p = prepare(TARIFF, RunOptions(mode="chain", key_bits=2048, chain_url=node.url, settle_unconverged=True,
-                                       cheat=1))
-        record = execute(p).to_dict()
-        main = [r for r in record["rounds"] if r["transport"] == "chain"][-1]
-        names = [q["name"] for q in record["parties"] if q["role"] == "prosumer"]
-        assert main["settled"] and main["matches_mirror"], main
-        (cheat, slashed), = main["blamed"].items()
-        assert cheat in names and int(slashed) > 0
-        kinds = [t["kind"] for t in record["transactions"]]
-        assert kinds.count("open blame") == len(names) - 1 and kinds.count("settle") == 2
-        findings, _ = run_audit(p.chain, record["chain"]["contracts"]["market"])
+        chain, t, out = _run({"H02": "cheat"}, node.url)
+        findings, _ = run_audit(chain, t.market.address)
+        shares = _compensated(t)
+    assert out.settled and t.blamed == {"H02": (t.blamed["H02"][0], "SumCheated")} and t.blamed["H02"][0] > 0
+    kinds = [x.kind for x in t.transactions]
+    assert kinds.count("open blame") == PROSUMERS - 1 and kinds.count("settle") == 2
+    assert set(shares) == {p.name for p in out.setup.participants} - {"H02"}
+    assert sum(shares.values()) == t.blamed["H02"][0]
     failed = [f for f in findings if not f.ok]
-    addresses = {q["name"]: q["address"] for q in record["parties"]}
-    assert failed and all(addresses[cheat] in f.detail for f in failed), "\n".join(f"{f.check}: {f.detail}" for f in failed)
+    assert failed and all(t.addresses["H02"] in f.detail for f in failed), [f.detail for f in failed]
 
 
-def test_a_false_blame_opening_is_rejected_and_changes_nothing(monkeypatch):
-    """On the embedded chain (Prague rules): an opening with a false mask proof, or the cheat's
-    own (its plaintext less its masks is not its reveal), reverts with BlameOpeningInvalid; the
-    honest openings then clear everyone else as before."""
-    from offchain.chain.backends import ContractRevert
-    from offchain.protocol.transport import ChainTransport
-
-    honest_blame = ChainTransport._blame
-    tried = {}
-
-    def hostile_first(self, reveals):
-        k = self.market.round_info(self.round_id)["iteration"]
-        h = next(i for i, q in enumerate(self.setup.participants) if q.name not in self.cheats)
-        name = self.setup.participants[h].name
-        opened, masks = self.members[h].blame_opening(self.sealed[h], k, self.points[k], self.layout)
-        before = self.market.member(self.round_id, self.accounts[name])
-        for what, bad in (("a false proof", masks[:-1] + bytes([masks[-1] ^ 1])), ("short masks", masks[:-258])):
-            with pytest.raises(ContractRevert) as err:
-                self.market.open_blame_many([(self.accounts[name], self.round_id, self.sealed[h].reveal,
-                                              self.sealed[h].salt, opened, bad)])
-            tried[what] = err.value.name
-        cheat_name = self.cheats[0]
-        nbytes = self.coordinator_keys.public.nbytes
-        s = self.sealed[[q.name for q in self.setup.participants].index(cheat_name)]
-        opened3 = s.ciphertext + s.plaintext.to_bytes(nbytes, "big") + s.rho.to_bytes(nbytes, "big")
-        masks3 = masks  # the honest participant's masks: not the cheat's keys
-        with pytest.raises(ContractRevert) as err:
-            self.market.open_blame_many([(self.accounts[cheat_name], self.round_id, s.reveal, s.salt, opened3, masks3)])
-        tried["another's masks"] = err.value.name
-        assert self.market.member(self.round_id, self.accounts[name]) == before  # nothing changed
-        return honest_blame(self, reveals)
-
-    monkeypatch.setattr(ChainTransport, "_blame", hostile_first)
-    p = prepare(TARIFF, RunOptions(mode="chain", key_bits=2048, settle_unconverged=True, cheat=1))
-    record = execute(p).to_dict()
-    main = [r for r in record["rounds"] if r["transport"] == "chain"][-1]
-    assert tried == {"a false proof": "BlameOpeningInvalid", "short masks": "MasksLength",
-                     "another's masks": "BlameOpeningInvalid"}
-    assert main["settled"] and main["matches_mirror"] and len(main["blamed"]) == 1
+def test_a_forged_blame_opening_is_disproved_and_its_author_forfeits():
+    """The cheat opens with a plaintext that fits its reveal and its masks, and a randomness that
+    cannot open its ciphertext: the contract takes it (openings are optimistic), every other
+    participant's check of it fails, one challenges it, and the forger forfeits."""
+    chain, t, out = _run({"H02": "forge"})
+    assert out.settled and t.blamed["H02"][1] == "FalseOpening" and t.blamed["H02"][0] > 0
+    assert [x.kind for x in t.transactions].count("challenge") >= 1
+    assert "coordinator" not in t.blamed  # the forger explains the mismatch
 
 
-@pytest.mark.skipif(not node_available(), reason="anvil (npm ci) not installed")
-def test_wrong_corrections_blame_the_coordinator_and_slash_nobody(monkeypatch):
-    """The coordinator publishes corrections off by one: every participant clears itself, so the
-    settlement names the coordinator, slashes nobody and pays everyone as in an honest round."""
-    from offchain.chain.backends import start_anvil
-    from offchain.privacy import secagg
-
-    honest = secagg.Plan.corrections
-    monkeypatch.setattr(secagg.Plan, "corrections", lambda self, *a, **kw: [v + 1 for v in honest(self, *a, **kw)])
-    with start_anvil(accounts=4) as node:
-        p = prepare(TARIFF, RunOptions(mode="chain", key_bits=2048, chain_url=node.url, settle_unconverged=True))
-        record = execute(p).to_dict()
-        monkeypatch.setattr(secagg.Plan, "corrections", honest)  # the auditor recomputes them honestly
-        findings, _ = run_audit(p.chain, record["chain"]["contracts"]["market"])
-    main = [r for r in record["rounds"] if r["transport"] == "chain"][-1]
-    assert main["settled"] and main["matches_mirror"] and main["blamed"] == {"coordinator": "0"}
-    failed = {f.check for f in findings if not f.ok}
-    assert failed == {"mask recovery", "blame"}, failed
+def test_two_that_do_not_open_are_settled_by_the_fallback_and_forfeit_nothing():
+    """Two cheats: neither opens, and the chain cannot tell which of them cheated (one could be an
+    honest participant that was offline): both are named (NotOpened), settled by the mechanism's
+    fallback, and keep their deposits; everyone else settles."""
+    chain, t, out = _run({"H02": "cheat", "C01": "cheat"})
+    assert out.settled
+    assert {n: f for n, (_, f) in t.blamed.items()} == {"H02": "NotOpened", "C01": "NotOpened"}
+    assert all(v == 0 for v, _ in t.blamed.values())
+    names = [p.name for p in out.setup.participants]
+    assert {names[i] for i in set(range(PROSUMERS)) - t.active} == {"H02", "C01"}
 
 
-def test_nobody_clearing_itself_closes_the_round_and_returns_every_deposit(monkeypatch):
-    """Every participant cheats (none can open consistently): the round closes, nobody is
-    slashed, and the run says so and exits non-zero."""
-    from offchain.errors import ProtocolViolation
-    from offchain.protocol.keys import MemberKeys
+def test_a_withheld_reveal_forfeits_and_the_blame_step_clears_the_others(monkeypatch):
+    """A participant stays to the end and keeps its reveal: it forfeits its deposit, the sums cannot
+    be checked without it, so the others open their ciphertexts (the blame step) and settle."""
+    from offchain.chain.market import Market
 
-    from offchain.protocol.transport import ChainTransport
+    reveal_many = Market.reveal_many
+    monkeypatch.setattr(Market, "reveal_many", lambda self, items: reveal_many(self, items[1:]))  # the first keeps it
+    chain, t, out = _run({})
+    first = out.setup.participants[0].name
+    assert out.settled and t.blamed == {first: (t.blamed[first][0], "WithheldReveal")}
+    assert [x.kind for x in t.transactions].count("open blame") == PROSUMERS - 1
+    assert set(_compensated(t)) == {p.name for p in out.setup.participants} - {first}
 
-    monkeypatch.setattr(MemberKeys, "blame_opening", lambda self, *a: None)
-    seen, blame = [], ChainTransport._blame
-    monkeypatch.setattr(ChainTransport, "_blame", lambda self, reveals: seen.append(self.market) or blame(self, reveals))
-    p = prepare(TARIFF, RunOptions(mode="chain", key_bits=2048, settle_unconverged=True, cheat=1))
-    with pytest.raises(ProtocolViolation, match="no participant opened"):
-        execute(p)
-    market = seen[0]
-    assert market.round_info(1)["phase"] == "Closed"
-    closed = market.contract.events.Closed().get_logs(from_block=0)
-    assert [e["args"]["reason"] for e in closed] == [4]  # BlameUnresolved
+
+def test_a_false_decryption_is_disproved_the_round_closes_and_the_coordinator_forfeits_its_bond(monkeypatch):
+    """The coordinator publishes a decryption whose opening is false: every participant's check of
+    it fails, one challenges it, the round closes and the coordinator's bond is shared among them."""
+    from offchain.protocol.keys import CoordinatorKeys
+
+    honest = CoordinatorKeys.open
+
+    def lying(self, aggregate, layout):
+        sums, check, plaintext, opening = honest(self, aggregate, layout)
+        return sums, check, plaintext, opening + 1
+
+    monkeypatch.setattr(CoordinatorKeys, "open", lying)
+    chain = connect(None)
+    t = ChainTransport(chain, key_bits=2048)
+    with pytest.raises(ProtocolViolation, match="decryption was false"):
+        run_round(_setup(), t)
+    info = t.market.round_info(t.round_id)
+    assert info["phase"] == "Closed" and t.blamed["coordinator"][1] == "CoordinatorFalseOpening"
+    assert t.blamed["coordinator"][0] == t.bond > 0
+    assert sum(_compensated(t).values()) == t.bond
+    assert t.market.token.balance_of(t.market.address) == 0  # every deposit (and the bond's shares) withdrawn

@@ -90,7 +90,7 @@ def test_every_transaction_is_recorded_with_its_party_kind_and_iteration(rounds)
     txs = out.transport.transactions
     kinds = {t.kind for t in txs}
     assert {"create_round", "register", "deposit", "start", "submit", "aggregate", "publish", "conclude",
-            "settle", "withdraw"} <= kinds
+            "reveal", "settle", "withdraw"} <= kinds
     names = {p.name for p in out.setup.participants}
     submits = [t for t in txs if t.kind == "submit"]
     assert len(submits) == len(names) * len(out.iterations) and {t.party for t in submits} == names
@@ -103,7 +103,7 @@ def test_no_prosumer_plaintext_appears_on_chain_or_at_the_coordinator(rounds, pa
     chain, _, _, out = rounds
     assert packed_spy, "the spy saw no packing"
     t = out.transport
-    settle = next(x for x in t.transactions if x.kind == "settle")
+    settle = next(x for x in t.transactions if x.kind == "reveal")  # settlement begins with each one's reveal
     settle_block = chain.w3.eth.get_transaction_receipt(settle.hash)["blockNumber"]
     blobs = []
     for x in t.transactions:
