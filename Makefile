@@ -9,7 +9,9 @@ BROWNIE_OK   := $(BROWNIE_VENV)/.installed
 
 .PHONY: install demo test bench clean brownie
 
+# the contracts are compiled at install (cached in build/contracts by their sources), not in a run
 install: $(PY_OK) $(NODE_OK)
+	@$(BIN)/gridshare compile
 
 $(PY_OK): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)

@@ -9,6 +9,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from .terminal import printer
+
 TARGETS = {"embedded_seconds": 30.0, "anvil_seconds": 10.0, "private_over_plaintext": 4.0,
            "transactions_per_prosumer_per_iteration": 1.0, "gas_per_prosumer_per_iteration": 150_000}
 
@@ -106,7 +108,7 @@ def bench_round_command(args, console: Console) -> int:
         table.add_row(label, *(fmt.format(run[key]) for run in runs.values()))
     for phase in sorted({p for run in runs.values() for p in run["phases"]}):
         table.add_row(f"  phase {phase} (s)", *(f"{run['phases'].get(phase, 0):.2f}" for run in runs.values()))
-    out = Console()
+    out = printer()
     out.print(table)
     out.print(f"plaintext mode: {result['plaintext']['wall_seconds']:.2f} s, {result['plaintext']['iterations']} iterations")
     if args.json:
@@ -142,7 +144,7 @@ def bench_audit_command(args, console: Console) -> int:
     out = {"prosumers": len(result.setup.participants), "iterations": len(result.iterations), "checks": len(findings),
            "passed": all(f.ok for f in findings) and proc.returncode == 0,
            "audit_seconds_in_process": in_process, "audit_command_seconds": command, "target_seconds": 5.0}
-    Console().print(f"audit of a {out['prosumers']}-prosumer, {out['iterations']}-iteration round on anvil: "
+    printer().print(f"audit of a {out['prosumers']}-prosumer, {out['iterations']}-iteration round on anvil: "
                     f"{out['checks']} checks, passed={out['passed']}; {in_process:.2f} s in process, "
                     f"{command:.2f} s as the whole `gridshare audit` command (target 5 s)")
     if args.json:
@@ -231,8 +233,8 @@ def bench_admm_command(args, console: Console) -> int:
     for label, key, fmt in rows:
         if any(key in run for run in runs.values()):
             table.add_row(label, *(fmt.format(run[key]) if key in run else "" for run in runs.values()))
-    Console().print(table)
-    Console().print(f"centralized QP: {out['qp_seconds']:.2f} s. The paper: 62 iterations, 420 s total, 89 s with "
+    printer().print(table)
+    printer().print(f"centralized QP: {out['qp_seconds']:.2f} s. The paper: 62 iterations, 420 s total, 89 s with "
                     "prosumers in parallel (MATLAB + Gurobi). Target: case 4 through anvil in 30 s.")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2, default=str))
@@ -274,7 +276,7 @@ def bench_settle_command(args, console: Console) -> int:
         table.add_column(col, justify="right")
     for c, v in out["cases"].items():
         table.add_row(c, f"{v['before']:,}", f"{v['after']:,}", f"{v['ratio']:.3f}")
-    Console().print(table)
+    printer().print(table)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
     return 0
@@ -295,7 +297,7 @@ def bench_fuzz_command(args, console: Console) -> int:
                                    f"{report['transactions']:,} transactions")
 
         result = run_fuzz(args.examples, args.steps, args.seed, progress)
-    out = Console(highlight=False)
+    out = printer()
     table = Table(title=f"bench fuzz: {result['examples']:,} sequences of up to {args.steps} calls "
                         f"(seed {args.seed if args.seed is not None else 'random'})")
     table.add_column("figure")

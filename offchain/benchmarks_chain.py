@@ -18,6 +18,7 @@ from rich.table import Table
 
 from .chain.backends import TX_GAS_CAP
 from .errors import OutputError, UsageError
+from .terminal import printer
 
 BATCH = 500  # calls per JSON-RPC batch
 # Transactions sent at once in the 2,000-participant round: all must fit one block (60M gas at
@@ -28,7 +29,7 @@ TX_BATCH = 200
 
 def _check_json(path: Path | None) -> None:
     if path is not None:
-        OutputError.check_parent(path, "--json file")
+        OutputError.check_file(path, "--json file")
 
 
 def _write(path: Path | None, data: dict, out: Console) -> None:
@@ -142,7 +143,7 @@ def registration_command(args, console: Console) -> int:
             ("start (s)", lambda r: f"{r['seconds']['start']:.1f}")]
     for label, cell in rows:
         table.add_row(label, *(cell(r) for r in runs.values()))
-    out = Console(highlight=False)
+    out = printer()
     out.print(table)
     _write(args.json, result, out)
     return 0
@@ -376,7 +377,7 @@ def aggregate_command(args, console: Console) -> int:
             ("error", lambda r: r["error"] or "none")]
     for label, cell in rows:
         table.add_row(label, *(cell(r) for r in runs.values()))
-    out = Console(highlight=False)
+    out = printer()
     out.print(table)
     for r in runs.values():
         if not r["default_chunk"]["fits_cap"]:
@@ -494,7 +495,7 @@ def blame(args, console: Console) -> dict[str, Any]:
 def blame_command(args, console: Console) -> int:
     result = blame(args, console)
     runs = result["chains"]
-    out = Console(highlight=False)
+    out = printer()
 
     def g(v):
         return "-" if v is None else f"{v:,.0f}"

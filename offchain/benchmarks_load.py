@@ -22,6 +22,7 @@ from rich.table import Table
 
 from .benchmarks_chain import BATCH, _check_json, _write, prefund
 from .errors import UsageError
+from .terminal import printer
 
 # Market methods timed per kind of transaction (the kinds ChainTransport records)
 TIMED = {"create_round": "create_round", "register_many": "register", "approve_many": "approve",
@@ -251,7 +252,7 @@ def load(args, console: Console) -> dict[str, Any]:
 def load_command(args, console: Console) -> int:
     result = load(args, console)
     tx, tp = result["transactions"], result["throughput"]
-    out = Console(highlight=False)
+    out = printer()
     table = Table(title=f"bench load: {result['prosumers']} prosumers x {result['rounds_run']} rounds on anvil "
                         f"({result['chain']['hardfork']}), {result['dropped_per_round']} silent per round from iteration "
                         f"{result['drop_at']}, at most {result['iteration_cap']} iterations, {result['key_bits']}-bit keys")

@@ -14,6 +14,9 @@ from pathlib import Path
 
 from rich.console import Console
 
+from . import terminal
+
+STARTED = time.perf_counter()  # about when the user pressed enter: the wall time counts from here
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEMO_SCENARIO = PROJECT_ROOT / "scenarios" / "community10.toml"
 console = Console(stderr=True)
@@ -31,6 +34,17 @@ def _int_at_least(minimum: int):
     return parse
 
 
+def _int_in(low: int, high: int):
+    at_least = _int_at_least(low)
+
+    def parse(text: str) -> int:
+        value = at_least(text)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high}, got {value}")
+        return value
+    return parse
+
+
 def _integer(text: str) -> int:
     return _int_at_least(-(1 << 63))(text)
 
@@ -43,6 +57,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_run_options(p: argparse.ArgumentParser, mechanism_options: bool = True) -> None:
+    from .framework import MIN_PARTICIPANTS as MIN_PROSUMERS
+    from .mechanisms.tariff.scenario import MAX_PROSUMERS as MAX_SCALED
+
     p.add_argument("--mode", choices=("chain", "private", "plaintext"), default="chain",
                    help="chain: the private round through a chain (default); private: the same protocol in process "
                         "(masked, Paillier-encrypted, no chain); plaintext: the reference mode in the clear")
@@ -63,7 +80,9 @@ def _add_run_options(p: argparse.ArgumentParser, mechanism_options: bool = True)
                    help="simulate K participants (drawn with the seed, none of the --drop ones) that encrypt other "
                         "values than they commit to: at settlement the blame step names them (one proven cheat "
                         "forfeits its deposit) and settles everyone else (chain mode; default: none)")
-    p.add_argument("--prosumers", type=_int_at_least(1), help="scale (tariff) or cut (storage-p2p) the scenario to N prosumers")
+    p.add_argument("--prosumers", type=_int_at_least(MIN_PROSUMERS), metavar="N",
+                   help=f"scale (tariff: N <= {MAX_SCALED:,}) or cut (storage-p2p: N <= the file's prosumers) the "
+                        f"scenario to N prosumers, N >= {MIN_PROSUMERS} (a round's privacy minimum)")
     p.add_argument("--seed", type=_int_at_least(0), help="seed for profiles and scaling (default: the scenario's)")
     p.add_argument("--settle-unconverged", action="store_true",
                    help="settle a round that did not converge at its last prices (default: close it, nothing traded)")
@@ -84,6 +103,7 @@ def _dest(flag: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .framework import MIN_PARTICIPANTS
     from .registry import names
 
     parser = _Parser(prog="gridshare", description=__doc__.splitlines()[0])
@@ -132,8 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
                                           "unless --hardfork names one), print its URL, and keep it running until "
                                           "interrupted.")
     up.add_argument("--hardfork", help="e.g. prague (default: anvil's own, Osaka or later)")
-    up.add_argument("--port", type=int, default=8545, help="port (default: %(default)s; 0 picks a free one)")
+    up.add_argument("--port", type=_int_in(0, 65535), default=8545, help="port (default: %(default)s; 0 picks a free one)")
     up.add_argument("--accounts", type=_int_at_least(1), default=10, help="unlocked accounts (default: %(default)s)")
+
+    comp = sub.add_parser("compile", help="compile the contracts (make install does it once)",
+                          description="Compile the Solidity contracts of contracts/ and of every registered "
+                                      "mechanism with the project's solc into build/contracts (a cache keyed by "
+                                      "sources, settings and compiler). `make install` runs it, so that no run "
+                                      "waits for the compiler; a run whose sources changed compiles them first, "
+                                      "as its own timed step.")
+    comp.add_argument("--force", action="store_true", help="compile again even if the cache holds these sources")
 
     deploy = sub.add_parser("deploy", help="deploy a mechanism's contracts and write a deployment file",
                             description="Deploy SettlementToken, the round contract PrivateRounds and the "
@@ -161,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Run one scenario's main round in plaintext and privately on chain, side "
                                            "by side, and report wall time per phase, gas and the privacy overhead.")
     rnd.add_argument("--scenario", type=Path, default=DEMO_SCENARIO, help="scenario TOML (default: %(default)s)")
-    rnd.add_argument("--prosumers", type=_int_at_least(1), help="scale the scenario to N prosumers")
+    rnd.add_argument("--prosumers", type=_int_at_least(MIN_PARTICIPANTS), metavar="N", help="scale the scenario to N prosumers")
     rnd.add_argument("--seed", type=_int_at_least(0), help="seed for profiles and scaling")
     rnd.add_argument("--chain", metavar="URL", help="JSON-RPC URL of a node (default: the embedded chain)")
     rnd.add_argument("--key-bits", type=_integer, default=2048, help="Paillier modulus size (default: %(default)s)")
@@ -187,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Run a private round on an anvil node started here, then audit it by URL; "
                                            "report the audit's time in process and as the whole command.")
     aud.add_argument("--scenario", type=Path, default=DEMO_SCENARIO, help="scenario TOML (default: %(default)s)")
-    aud.add_argument("--prosumers", type=_int_at_least(1), help="scale the scenario to N prosumers")
+    aud.add_argument("--prosumers", type=_int_at_least(MIN_PARTICIPANTS), metavar="N", help="scale the scenario to N prosumers")
     aud.add_argument("--seed", type=_int_at_least(0), help="seed for profiles and scaling")
     aud.add_argument("--json", type=Path, help="write the figures to this JSON file")
     stl = bench_sub.add_parser("settle", help="settlement gas of the storage cases, typed against hand-built input",
@@ -286,7 +314,11 @@ def main(argv: list[str] | None = None) -> int:
             return int(done.code or 0)
         return _dispatch(args)
     except KeyboardInterrupt:
-        console.print("interrupted")
+        if _running is not None and not (_running / "run.json").exists():
+            console.print(f"interrupted; the run's folder keeps what it did: `gridshare resume {_running}` finishes it",
+                          soft_wrap=True)
+        else:
+            console.print("interrupted")
         return 130
     except Exception as exc:  # noqa: BLE001 - every failure becomes one line
         from .errors import GridshareError
@@ -300,6 +332,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gridshare: internal error: {type(exc).__name__}: {first} (GRIDSHARE_DEBUG=1 shows the traceback)",
               file=sys.stderr)
         return 1
+
+
+_running: Path | None = None  # the folder of the run in progress, for the hint on an interruption
+
+
+def _stop_on_sigterm() -> None:
+    """A `kill` (SIGTERM) stops like Ctrl-C does: journals flushed, the lock released, a hint printed."""
+    import signal
+
+    def stop(*_):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # once: a second kill is not caught
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def _dispatch(args) -> int:
@@ -319,8 +365,13 @@ def _dispatch(args) -> int:
         return audit_command(args, console)
     if args.command == "chain":
         return _chain_up(args)
+    if args.command == "compile":
+        return _compile(args)
     from . import bench
+    from .errors import OutputError
 
+    if args.json is not None:  # before the benchmark runs, not after
+        OutputError.check_file(args.json, "--json file")
     return {"round": bench.bench_round_command, "audit": bench.bench_audit_command,
             "admm": bench.bench_admm_command, "settle": bench.bench_settle_command,
             "fuzz": bench.bench_fuzz_command, "registration": bench.bench_registration_command,
@@ -367,55 +418,83 @@ def _run(args) -> int:
 
 def _resume(args) -> int:
     from .chain.backends import ContractRevert
-    from .runner import keep_run, prepare, resume_options
+    from .runner import ended_round, keep_run, prepare, resume_options, run_progress
 
     scenario, options = resume_options(args.run_dir)
+    before = run_progress(args.run_dir)  # read before the resumed run writes its lines again
     prepared = prepare(scenario, options)
     if prepared.chain is None or prepared.chain.kind != "rpc":
         console.print(f"{args.run_dir}: the killed run's {'chain lived' if prepared.chain else 'round ran'} in its "
-                      "process and ended with it; running it again from the beginning")
+                      "process and ended with it; running it again from the beginning", soft_wrap=True)
+    else:
+        ended = ended_round(prepared, before, args.run_dir)
+        if ended is not None:  # nothing to send: say what happened on chain instead
+            print(f"gridshare: {ended}", file=sys.stderr)
+            return 1
     keep_run(prepared, scenario, args.run_dir, resumed=True)
     try:
-        return _execute(prepared, args.run_dir, args)
+        code = _execute(prepared, args.run_dir, args)
     except ContractRevert as exc:  # e.g. a deadline passed while the run was down
-        created = _created(args.run_dir)
-        where = (f"`gridshare refund --chain {created['url']} --market {created['market']} --round "
-                 f"{created['round_id']} --keys {args.run_dir}` returns the deposits once the round's deadlines have "
-                 "passed" if created else "no round was created, so no deposit is held")
+        created = [x["created"] for x in before if "created" in x]
+        where = (f"`gridshare refund --chain {created[-1]['url']} --market {created[-1]['market']} --round "
+                 f"{created[-1]['round_id']} --keys {args.run_dir}` returns the deposits once the round's deadlines "
+                 "have passed" if created else "no round was created, so no deposit is held")
         print(f"gridshare: error: the resumed run cannot go on: the chain refused {exc}; {where}", file=sys.stderr)
         return 1
-
-
-def _created(run_dir: Path) -> dict | None:
-    """The last round the run created (its progress.jsonl), if any."""
-    import json
-
-    lines = [json.loads(x) for x in (run_dir / "progress.jsonl").read_text().splitlines() if '"created"' in x]
-    return lines[-1]["created"] if lines else None
+    journal = prepared.chain.journal if prepared.chain is not None else None
+    if journal is not None:
+        done = [x["iteration"] for x in before if "iteration" in x]
+        console.print(f"resumed {args.run_dir} after iteration {done[-1]}" if done else f"resumed {args.run_dir}",
+                      f"({len(done)} iteration(s) done before the kill): {journal.reused} journaled transaction(s) "
+                      f"reused, {journal.sent} sent", soft_wrap=True)
+    return code
 
 
 def _execute(prepared, out: Path, args) -> int:
     import json
 
-    from rich.console import Console as Printer
-
     from .report import party_table, progress_bar, render
-    from .runner import execute, exit_code, not_converged_line
+    from .runner import execute, exit_code, not_converged_line, wall_line
 
+    global _running
+    _running = out
+    _stop_on_sigterm()
+    timings = {}
     with progress_bar(console) as bar:
         task = bar.add_task("preparing the scenario (profiles, models)", total=None)
+        if prepared.chain is not None:
+            from .chain.compiler import compile_contracts, compiled
+
+            if not compiled():  # a fresh checkout without `make install`, or edited contracts
+                bar.update(task, description="compiling the contracts (once per change of the sources)")
+                t0 = time.perf_counter()
+                compile_contracts()
+                timings["compile"] = time.perf_counter() - t0
 
         def progress(label, k, answer):
             if k is None:
-                bar.update(task, description=label, total=None)
+                bar.update(task, description=label, total=None, completed=0)
             else:
                 bar.update(task, description=f"{label}: iteration {k}", completed=k + 1, total=None)
 
-        record = execute(prepared, progress)
-    data = record.to_dict()
-    figures = prepared.mechanism.figures(data)
-    render(out, data, figures)
-    printer = Printer(highlight=False)
+        def count(what, done, total):
+            bar.update(task, description=what, completed=done, total=total)
+
+        record = execute(prepared, progress, count)
+        data = record.to_dict()
+        bar.update(task, description="drawing the figures, writing run.json and report.html", total=None, completed=0)
+        t0 = time.perf_counter()
+
+        def finish(record: dict) -> None:  # the last moment before run.json is written
+            record["timings"] = {**{k: round(v, 4) for k, v in timings.items()},
+                                 **{k: v for k, v in record["timings"].items() if k != "wall"},
+                                 "report": round(time.perf_counter() - t0, 4),
+                                 "wall": round(time.perf_counter() - STARTED, 4)}
+            record["summary"] = [(k, wall_line(record["timings"]) if k == "wall time (s)" else v)
+                                 for k, v in record["summary"]]
+
+        render(out, data, prepared.mechanism.figures(data), finish)
+    printer = terminal.printer()
     code = exit_code(record)
     if code:
         printer.print(f"[bold red]{not_converged_line(record)}[/bold red]", soft_wrap=True)
@@ -431,6 +510,21 @@ def _execute(prepared, out: Path, args) -> int:
                           f"--market {data['chain']['contracts']['market']}", soft_wrap=True)
         printer.print(f"[bold]written:[/bold] {out / 'run.json'}, {out / 'report.html'}")
     return code
+
+
+def _compile(args) -> int:
+    from .chain.compiler import BUILD_DIR, compile_contracts, compiled
+    from .registry import all_mechanisms
+
+    all_mechanisms()  # their rule contracts' sources join the compilation
+    if compiled() and not args.force:
+        print(f"contracts up to date in {BUILD_DIR}")
+        return 0
+    t0 = time.perf_counter()
+    with console.status("compiling the contracts"):
+        artifacts = compile_contracts(force=args.force)
+    print(f"compiled {len(artifacts)} contracts in {time.perf_counter() - t0:.1f} s into {BUILD_DIR}")
+    return 0
 
 
 def _deploy(args) -> int:
@@ -459,8 +553,7 @@ def _chain_up(args) -> int:
 
     from .chain.backends import start_anvil
 
-    # a `kill` (SIGTERM) stops the node like Ctrl-C does, instead of orphaning it
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    _stop_on_sigterm()  # the node stops with us instead of being orphaned
     # a node users query (`cast call --block N`) keeps its past states
     with start_anvil(accounts=args.accounts, port=args.port, hardfork=args.hardfork, prune_history=False) as node:
         print(node.url, flush=True)

@@ -28,6 +28,19 @@ class OutputError(GridshareError, ValueError):
     """The output folder (or file) cannot take this run."""
 
     @classmethod
+    def check_file(cls, path, what: str) -> None:
+        """A file may be written at ``path`` (checked before any work)."""
+        import os
+        from pathlib import Path
+
+        path = Path(path)
+        if path.is_dir():
+            raise cls(f"{what} {path} is a folder")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise cls(f"{what} {path}: cannot write it")
+        cls.check_parent(path, what)
+
+    @classmethod
     def check_parent(cls, path, what: str) -> None:
         """``path``'s nearest existing ancestor is a folder we may write in (checked before any work)."""
         import os

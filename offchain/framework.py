@@ -68,10 +68,32 @@ built from the driver's :class:`~offchain.protocol.driver.RoundOutcome` by
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+
+MIN_PARTICIPANTS = 3  # the privacy minimum of a round (PrivateRounds.MIN_PARTICIPANTS): no sum of fewer is opened
+
+
+# ------------------------------------------------------------------------------------------
+# progress of long preparation steps
+# ------------------------------------------------------------------------------------------
+_progress_sink: ContextVar[Callable[[str, int, int], None] | None] = ContextVar("progress_sink", default=None)
+
+
+def counted(items: Sequence, what: str) -> Iterator:
+    """``items``, reporting ``what`` with a count (done of total) to the command's progress bar as
+    each is taken: for a mechanism's long loops in ``prepare`` (one model or solve per prosumer)."""
+    sink = _progress_sink.get()
+    for i, item in enumerate(items):
+        if sink is not None:
+            sink(what, i, len(items))
+        yield item
+    if sink is not None:
+        sink(what, len(items), len(items))
 
 
 # ------------------------------------------------------------------------------------------
@@ -232,6 +254,11 @@ class Mechanism(ABC):
         """(slots per ciphertext, slot bits, participants) of the scenario's rounds, known before
         any heavy work, so that a key too small for them is refused early."""
         return (0, 64, 0)
+
+    def iteration_cap(self, scenario: Any) -> int | None:
+        """The most iterations the scenario's main round may run (None: unknown), so that an option
+        acting at a later iteration (``--drop-at``) is refused before any heavy work."""
+        return None
 
     def check_options(self, scenario: Any, options: dict) -> None:
         """Validate this mechanism's CLI options against the scenario (cheap); raise

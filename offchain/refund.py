@@ -16,6 +16,7 @@ from .chain.backends import ContractRevert, connect, dev_account
 from .chain.market import Market
 from .errors import ChainError, UsageError
 from .keystore import KeyStore
+from .units import tokens
 
 SCAN = 64  # accounts of the seed looked at beyond the round's participant count
 
@@ -43,10 +44,16 @@ def refund_command(args) -> int:
         raise UsageError(f"--round {round_id}: {exc}") from None
     seed = KeyStore(folder).account_seed()
     accounts = [dev_account(i, seed) for i in range(info["participant_count"] + SCAN)]
+    members = {a.lower() for a in [*market.participants(round_id), info["coordinator"], info["grid_account"]]}
+    if not any(a.address.lower() in members for a in accounts):
+        raise UsageError(f"--keys {args.keys}: none of its accounts is a member or the coordinator of round "
+                         f"{round_id} of {address} (the key store of another run?)")
     mine = [a for a in accounts if market.balance(round_id, a) > 0]
     if not mine:
-        print(f"round {round_id}: no account of {folder} holds a balance in it; nothing to refund")
+        print(f"round {round_id} ({info['phase']}): no account of {folder} holds a balance in it any more; "
+              "nothing to refund")
         return 0
+    names = party_names(folder)
     sender = mine[0]
     if info["phase"] not in ("Settled", "Closed"):
         if not _move_on(chain, market, round_id, sender):
@@ -56,13 +63,22 @@ def refund_command(args) -> int:
             return 1
     for account in mine:
         amount = market.balance(round_id, account)
+        who = names.get(account.address, account.address)
         if not amount:  # forfeited on the way (a late coordinator's bond)
-            print(f"round {round_id}: {account.address} holds nothing any more (forfeited)")
+            print(f"round {round_id}: {who} holds nothing any more (forfeited)")
             continue
         receipt = market.withdraw(account, round_id)
-        print(f"round {round_id}: {account.address} withdrew {amount} token base units "
+        print(f"round {round_id}: {who} withdrew {tokens(amount):,.6f} tokens "
               f"(tx {receipt['transactionHash'].to_0x_hex()})")
     return 0
+
+
+def party_names(folder: Path) -> dict[str, str]:
+    """Address -> party name, from the name books the run's rounds kept (empty for a deployment's keys)."""
+    names: dict[str, str] = {}
+    for book in sorted(Path(folder).glob("round*-names.jsonl")):
+        names.update(KeyStore(folder).party(book.stem).get("addresses") or {})
+    return names
 
 
 def _move_on(chain, market: Market, round_id: int, sender) -> bool:

@@ -10,14 +10,15 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,  # noqa: E402
+                           TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table  # noqa: E402
 
 from .errors import OutputError  # noqa: E402
@@ -27,36 +28,51 @@ PRICE_SCALE = 1e6
 
 def progress_bar(console) -> Progress:
     """The progress bar of long commands (on stderr, gone when done)."""
-    return Progress(TextColumn("{task.description:<56}"), BarColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)
+    return Progress(TextColumn("{task.description:<56}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("[dim]left"), TimeRemainingColumn(), console=console, transient=True)
 
 
 def check_output_dir(out: Path) -> None:
     """Refuse a folder that already holds files, or one that cannot be created: before any work."""
+    from .runner import check_not_in_use
+
     out = Path(out)
+    if out.is_dir():
+        check_not_in_use(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not out.is_dir():
             raise OutputError(f"output folder {out} is a file; choose a new --out")
+        if (out / "run-options.json").exists() and not (out / "run.json").exists():
+            raise OutputError(f"output folder {out} holds an unfinished run: `gridshare resume {out}` finishes it; "
+                              "or choose a new --out")
         what = "another run" if (out / "run.json").exists() or (out / "audit.json").exists() else "other files"
         raise OutputError(f"output folder {out} already holds {what}; choose a new --out")
+    if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {out}: cannot write in it; choose a new --out")
     OutputError.check_parent(out, "output folder")
 
 
 def write_run(out: Path, record: dict[str, Any], figures: dict[str, plt.Figure], title: str,
               rows: list[tuple[str, str]], tables: list[tuple[str, list[str], list[list[str]]]] = (),
-              names: tuple[str, str] = ("run.json", "report.html")) -> None:
+              names: tuple[str, str] = ("run.json", "report.html"),
+              finish: Callable[[dict], None] | None = None) -> None:
     """Write the record and the report (or ``names``) into ``out``, each file atomically (written
     beside, then renamed), so nothing is left half-written. ``out`` may already hold the run's
-    own state (its options, key store and journals: runner.keep_run), never another run's record."""
+    own state (its options, key store and journals: runner.keep_run), never another run's record.
+    ``finish(record)`` runs once the figures are drawn, before anything is written; ``rows`` may
+    be a callable, read after it."""
     if (out / names[0]).exists():
         raise OutputError(f"output folder {out} already holds another run; choose a new --out")
     out.mkdir(parents=True, exist_ok=True)
     try:
-        write_atomically(out / names[1], _html(title, rows, tables, figures))
-        write_atomically(out / names[0], json.dumps(record, indent=2, default=_json_default))
+        images = {name: _png(fig) for name, fig in figures.items()}
     finally:
         for fig in figures.values():
             plt.close(fig)
+    if finish is not None:
+        finish(record)
+    write_atomically(out / names[1], _html(title, rows() if callable(rows) else rows, tables, images))
+    write_atomically(out / names[0], json.dumps(record, indent=2, default=_json_default))
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -85,7 +101,7 @@ def _png(fig: plt.Figure) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _html(title: str, rows, tables, figures: dict[str, plt.Figure]) -> str:
+def _html(title: str, rows, tables, images: dict[str, str]) -> str:
     summary = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
     extra = ""
     for caption, head, body in tables:
@@ -93,8 +109,8 @@ def _html(title: str, rows, tables, figures: dict[str, plt.Figure]) -> str:
         lines = "\n".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
         extra += f"<h2>{html.escape(caption)}</h2><table><tr>{cells}</tr>\n{lines}</table>"
     imgs = "\n".join(
-        f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{_png(fig)}"/>'
-        f"<figcaption>{html.escape(name)}</figcaption></figure>" for name, fig in figures.items())
+        f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{png}"/>'
+        f"<figcaption>{html.escape(name)}</figcaption></figure>" for name, png in images.items())
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}}
@@ -142,7 +158,9 @@ def party_rows(record: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         pay = p["payment"]["tokens"] if p["payment"] else None
         body.append([p["name"], role, num(p["cost_alone"]), num(p["cost_shared"]), num(saving),
                      "" if pay is None else f"{pay:+.3f}", *(num(p["bill"].get(i), "{:+.3f}") for i in items)])
-    return head, body
+    # columns nobody has a value in (nothing traded: no shared cost, no saving, no payment) are left out
+    keep = [j for j in range(len(head)) if j < 3 or any(row[j] for row in body)]
+    return [head[j] for j in keep], [[row[j] for j in keep] for row in body]
 
 
 def _item_order(record):
@@ -188,7 +206,7 @@ def common_figures(record: dict[str, Any]) -> dict[str, plt.Figure]:
         ax.set(xlabel="iteration", title="Convergence figures per iteration (what the stop rule reads)")
         ax.legend(fontsize=8)
         figs["Residuals"] = fig
-    parties = [p for p in record["parties"] if p["cost_alone"] is not None]
+    parties = [p for p in record["parties"] if p["cost_alone"] is not None and p["cost_shared"] is not None]
     if parties:
         fig, ax = plt.subplots(figsize=(max(9, 0.35 * len(parties)), 3.8))
         idx = np.arange(len(parties))
@@ -229,12 +247,14 @@ def common_figures(record: dict[str, Any]) -> dict[str, plt.Figure]:
     return figs
 
 
-def render(out: Path, record: dict[str, Any], mechanism_figures: dict[str, plt.Figure]) -> None:
-    """Write ``run.json`` and ``report.html`` of a run record."""
+def render(out: Path, record: dict[str, Any], mechanism_figures: dict[str, plt.Figure],
+           finish: Callable[[dict], None] | None = None) -> None:
+    """Write ``report.html`` and then ``run.json`` of a run record; ``finish(record)`` runs
+    between the two (the record's last timings: the report's own)."""
     head, body = party_rows(record)
-    rows = [(k, v) for k, v in record["summary"]]
+    rows = lambda: [(k, v) for k, v in record["summary"]]  # noqa: E731 - read after ``finish``
     write_run(out, record, {**common_figures(record), **mechanism_figures}, record["title"], rows,
-              [("Parties", head, body)])
+              [("Parties", head, body)], finish=finish)
 
 
 # ------------------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ def prepare(scenario_path: Path, options: RunOptions) -> Prepared:
     if options.verify_openings is None:
         options.verify_openings = scenario.privacy.verify_openings
     slots, slot_bits, participants = mechanism.layout(scenario)
-    _check_drops(options, participants)
+    _check_drops(options, participants, mechanism.iteration_cap(scenario))
     if slots and options.mode != "plaintext":
         from .privacy.packing import SlotLayout
 
@@ -81,14 +81,12 @@ def prepare(scenario_path: Path, options: RunOptions) -> Prepared:
         url = options.chain_url or scenario.chain.url
         prepared.chain = connect(None if url == "embedded" else url)
         prepared.chain.check_rules()
-        if options.deployment is not None and prepared.chain.kind == "rpc":
-            from .chain.deployment import operator_keys
-
-            prepared.chain.account_seed = operator_keys(options.deployment).account_seed()
         if options.deployment is not None:
-            from .chain.deployment import load_deployment
+            from .chain.deployment import load_deployment, operator_keys
 
             prepared.market, prepared.rules = load_deployment(options.deployment, prepared.chain, mechanism)
+            if prepared.chain.kind == "rpc":
+                prepared.chain.account_seed = operator_keys(options.deployment, existing=True).account_seed()
             owner, operator = prepared.market.token.owner(), prepared.chain.accounts(1)[0].address
             if owner != operator:
                 raise ChainError(f"{options.deployment}: the token's owner is {owner}; the run's coordinator "
@@ -98,7 +96,7 @@ def prepare(scenario_path: Path, options: RunOptions) -> Prepared:
     return prepared
 
 
-def _check_drops(o: RunOptions, participants: int) -> None:
+def _check_drops(o: RunOptions, participants: int, cap: int | None) -> None:
     from .chain.market import MIN_PARTICIPANTS
 
     if participants < MIN_PARTICIPANTS:
@@ -112,6 +110,10 @@ def _check_drops(o: RunOptions, participants: int) -> None:
         raise UsageError("--cheat needs the chain mode with checked openings: the blame step runs on chain")
     if o.cheat and participants - o.drop - o.cheat < 1:
         raise UsageError(f"--cheat {o.cheat} with --drop {o.drop} leaves no honest participant of {participants}")
+    if o.drop and cap is not None and o.drop_at >= cap:
+        raise UsageError(f"--drop-at {o.drop_at} never comes: the round runs iterations 0..{cap - 1} at most")
+    if o.drop_at != 1 and not o.drop:
+        raise UsageError(f"--drop-at {o.drop_at} without --drop: nobody would drop")
     if o.drop and participants - o.drop < MIN_PARTICIPANTS:
         raise UsageError(f"--drop {o.drop} leaves {participants - o.drop} of {participants} participants; a round "
                          f"needs at least {MIN_PARTICIPANTS}")
@@ -168,7 +170,11 @@ def keep_run(p: Prepared, scenario_path: Path, out: Path, resumed: bool = False)
     from .report import write_atomically
 
     out.mkdir(parents=True, exist_ok=True)
+    lock_run_folder(out)
     if not resumed:
+        if any(f.name != RUN_LOCK for f in out.iterdir()):  # another run wrote here since the early check
+            release_run_folder(out)
+            raise UsageError(f"output folder {out} was just taken by another run; choose a new --out")
         kept = {k: getattr(p.options, k) for k in RunOptions.KEPT}
         kept["deployment"] = str(Path(kept["deployment"]).resolve()) if kept["deployment"] else None
         write_atomically(out / RUN_OPTIONS, json.dumps({"schema": "gridshare.run-options/1", "scenario": str(
@@ -190,11 +196,80 @@ def keep_run(p: Prepared, scenario_path: Path, out: Path, resumed: bool = False)
     p.log = append
 
 
+RUN_LOCK = "run.lock"
+
+
+def lock_run_folder(out: Path) -> None:
+    """Takes ``out/run.lock`` for this process (released at exit), so that no second run uses the
+    folder at the same time; a lock whose process is gone (killed) is taken over."""
+    import atexit
+    import json
+    import os
+    import socket
+
+    path = Path(out) / RUN_LOCK
+    mine = {"pid": os.getpid(), "host": socket.gethostname(), "command": ["gridshare", *sys.argv[1:]],
+            "since": dt.datetime.now().isoformat(timespec="seconds")}
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            check_not_in_use(out)
+            path.unlink(missing_ok=True)  # its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(mine))
+        atexit.register(release_run_folder, out)
+        return
+    raise UsageError(f"{out}: could not take its lock {path}")
+
+
+def check_not_in_use(out: Path) -> None:
+    """Refuses a run folder whose lock another live process holds (one on another host counts as live)."""
+    import json
+    import os
+    import socket
+
+    try:
+        holder = json.loads((Path(out) / RUN_LOCK).read_text())
+        pid, host = int(holder["pid"]), str(holder["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no lock, or one half-written by a process killed while taking it
+    if pid != os.getpid() and (host != socket.gethostname() or _alive(pid)):
+        raise UsageError(f"{out} is in use by another gridshare run (pid {pid} on {host} since {holder.get('since')}: "
+                         f"{' '.join(holder.get('command', []))}); wait for it to end or choose another folder")
+
+
+def release_run_folder(out: Path) -> None:
+    import json
+    import os
+
+    path = Path(out) / RUN_LOCK
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def resume_options(out: Path) -> tuple[Path, RunOptions]:
     """The scenario and options a killed run kept in its folder (keep_run)."""
     import json
 
     path = Path(out) / RUN_OPTIONS
+    check_not_in_use(out)
     if (Path(out) / "run.json").exists():
         raise UsageError(f"{out} holds a finished run (run.json); there is nothing to resume")
     try:
@@ -210,8 +285,69 @@ def resume_options(out: Path) -> tuple[Path, RunOptions]:
     return scenario, options
 
 
-def execute(p: Prepared, progress=None) -> RunRecord:
-    """Runs the job and returns its record (never raises for an unconverged round)."""
+def run_progress(out: Path) -> list[dict]:
+    """The lines of a run folder's progress.jsonl (a line cut short by a kill is skipped)."""
+    import json
+
+    lines = []
+    for text in (Path(out) / "progress.jsonl").read_text().splitlines() if (Path(out) / "progress.jsonl").exists() else []:
+        try:
+            lines.append(json.loads(text))
+        except ValueError:
+            continue
+    return lines
+
+
+def ended_round(p: Prepared, progress: list[dict], out: Path) -> str | None:
+    """Why a killed run cannot be resumed because its round ended on chain without it (cancelled
+    after its coordinator's deadline, or closed by a dispute or dropouts), with where its deposits
+    are; None when the run can go on. Reads the chain only: sends nothing."""
+    from .chain.market import CLOSE_REASONS, Market
+    from .chain.backends import ContractRevert
+
+    created = [x["created"] for x in progress if "created" in x]
+    if not created:
+        return None
+    where = created[-1]
+    try:
+        market = Market(p.chain, where["market"])
+        info = market.round_info(where["round_id"])
+    except (ContractRevert, ValueError) as exc:
+        raise ChainError(f"{out}: its round {where['round_id']} of {where['market']} is not on {p.chain.url} "
+                         f"({exc}); is this the node the run used?") from None
+    if info["phase"] != "Closed":
+        return None
+    closed = market.contract.events.Closed.get_logs(argument_filters={"roundId": where["round_id"]}, from_block=0)
+    reason = CLOSE_REASONS[closed[-1].args["reason"]] if closed else "unknown"
+    if reason == "ByCoordinator":
+        return None  # the run closed it itself (did not converge): the resumed run reads that and finishes
+    block = closed[-1].blockNumber if closed else "?"
+    what = {"CoordinatorLate": "cancelled (its coordinator missed its deadline while the run was down)"}.get(
+        reason, f"closed ({reason})")
+    from .refund import party_names
+
+    names = party_names(out / "keys")
+    held = {a: market.balance(where["round_id"], a) for a in names}
+    held = {a: v for a, v in held.items() if v}
+    money = ("every deposit has been withdrawn" if not held else
+             f"{len(held)} account(s) still hold deposits: `gridshare refund --chain {where['url']} --market "
+             f"{where['market']} --round {where['round_id']} --keys {out}` returns them")
+    return f"round {where['round_id']} of {where['market']} was {what} at block {block}; {money}. Nothing was sent."
+
+
+def execute(p: Prepared, progress=None, count=None) -> RunRecord:
+    """Runs the job and returns its record (never raises for an unconverged round); ``progress``
+    (label, iteration, answer) follows the rounds, ``count`` (what, done, total) the preparation."""
+    from .framework import _progress_sink
+
+    token = _progress_sink.set(count)
+    try:
+        return _run_job(p, progress)
+    finally:
+        _progress_sink.reset(token)
+
+
+def _run_job(p: Prepared, progress) -> RunRecord:
     from .protocol.driver import run_round
     from .protocol.transport import PlainTransport
 
@@ -278,6 +414,7 @@ def _record(p: Prepared, job, summary, outcomes, plain, timings) -> RunRecord:
     paid: dict[str, int] = {}
     if main.settlement is not None:
         paid = {**dict(zip(names, main.settlement.amounts)), **main.settlement.payees}
+    traded = main.converged or p.options.settle_unconverged
     parties = []
     roles = [(n, "prosumer") for n in names] + [(setup.coordinator_role, setup.coordinator_role)] + \
         [(r, r) for r in setup.payees if r != setup.coordinator_role]
@@ -285,8 +422,8 @@ def _record(p: Prepared, job, summary, outcomes, plain, timings) -> RunRecord:
         s = by_name.get(name)
         parties.append(Party(
             name=name, role=s.role if s else role, address=addresses.get(name) if transport.kind == "chain" else None,
-            cost_alone=s.cost_alone if s else None, cost_shared=s.cost_shared if s else None,
-            bill=dict(s.bill) if s else {}, payment=Payment.of(paid.get(name, 0)) if main.settled else None))
+            cost_alone=s.cost_alone if s else None, cost_shared=s.cost_shared if s and traded else None,
+            bill=dict(s.bill) if s and traded else {}, payment=Payment.of(paid.get(name, 0)) if main.settled else None))
     iterations = [Iteration(it.iteration, list(it.prices), list(it.sums), dict(it.answer.residuals),
                             transport.gas_of_iteration(it.iteration), it.seconds) for it in main.iterations]
     transactions = [t for out in outcomes for t in out.transport.transactions]
@@ -310,9 +447,15 @@ def _record(p: Prepared, job, summary, outcomes, plain, timings) -> RunRecord:
         [_round(lab, out) for lab, out in zip(job.labels, plain)]
     o = p.options
     parameters = {"mode": o.mode, "key_bits": o.key_bits, "verify_openings": o.verify_openings,
-                  "settle_unconverged": o.settle_unconverged, "options": o.mechanism_options, **job.parameters}
+                  "settle_unconverged": o.settle_unconverged, "seed": p.scenario.seed, "drop": o.drop,
+                  "drop_at": o.drop_at if o.drop else None, "cheat": o.cheat,
+                  "deployment": str(o.deployment) if o.deployment else None, "options": o.mechanism_options,
+                  **job.parameters}
     scenario = {**p.scenario.to_dict(), "profiles": job.profiles}
     lines = _lines(chain, main, gas, timings) + list(summary.lines)
+    if p.chain is not None and p.chain.stranded:
+        lines.append(("stranded transactions", f"{p.chain.stranded} left pending by the node (anvil's automine skips "
+                      "transactions that arrive out of nonce order), mined by a block the client asked for"))
     return RunRecord(
         mechanism=p.mechanism.name, title=f"{p.mechanism.title}: {p.scenario.name}",
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), software=software(),
@@ -320,9 +463,10 @@ def _record(p: Prepared, job, summary, outcomes, plain, timings) -> RunRecord:
         iterations=iterations, parties=parties,
         convergence=Convergence(main.converged, main.reason, len(main.iterations)),
         gas=gas, timings={k: round(v, 4) for k, v in timings.items()}, transactions=transactions, rounds=rounds,
-        summary=[("headline", summary.headline)] + lines, details=summary.details)
+        summary=[("headline", summary.headline if traded else NOTHING_TRADED)] + lines, details=summary.details)
 
 
+NOTHING_TRADED = "no saving: the round did not converge, so nothing was traded (costs alone shown)"
 ROUND_KINDS = ("register", "approve", "deposit", "reveal", "withdraw")  # a prosumer's transactions once per round
 
 
@@ -376,8 +520,12 @@ def _lines(chain, main, gas, timings) -> list[tuple[str, str]]:
                   "deposit, reveal, withdraw)")]
     if gas["total"]:
         rows.append(("gas total", f"{gas['total']:,}"))
-    rows.append(("wall time (s)", ", ".join(f"{k} {v:.2f}" for k, v in timings.items())))
+    rows.append(("wall time (s)", wall_line(timings)))
     return rows
+
+
+def wall_line(timings: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in timings.items())
 
 
 def exit_code(record: RunRecord) -> int:

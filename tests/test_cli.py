@@ -14,6 +14,7 @@ from offchain.cli import build_parser, main
 from offchain.record import validate
 
 from .conftest import ROOT, SCENARIO, node_available
+from .record_doc import undocumented
 
 STORAGE = ROOT / "scenarios" / "storage10.toml"
 COMMANDS = [[], ["run"], ["demo"], ["resume"], ["refund"], ["deploy"], ["audit"], ["chain"], ["chain", "up"], ["bench"], ["bench", "round"],
@@ -37,7 +38,10 @@ def _fails(argv, capsys, within: float = 10.0) -> str:
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["demo", "--prosumers", "1"], "prosumers: must be >= 2"),
+    (["demo", "--prosumers", "2"], "--prosumers: must be at least 3"),
+    (["demo", "--prosumers", "100001"], "prosumers: must be <= 100000"),
+    (["demo", "--drop", "1", "--drop-at", "99"], "--drop-at 99 never comes: the round runs iterations 0..49 at most"),
+    (["demo", "--drop-at", "3"], "--drop-at 3 without --drop"),
     (["demo", "--key-bits", "2047"], "--key-bits: must be even"),
     (["demo", "--key-bits", "7"], "--key-bits: must be in [512, 8192]"),
     (["run", "/nonexistent.toml"], "scenario file not found"),
@@ -99,8 +103,10 @@ def test_the_demo_writes_a_valid_record_and_a_self_contained_report(capsys, tmp_
     assert main(["demo", "--prosumers", "3", "--out", str(out), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     record = json.loads((out / "run.json").read_text())
-    assert validate(record) == []
+    assert validate(record) == [] and undocumented(record) == []
     assert record["mechanism"] == "tariff" and record["convergence"]["converged"]
+    assert record["timings"]["wall"] >= record["timings"]["prepare"] + record["timings"]["round total"]
+    assert all(isinstance(x, int) for x in record["parameters"]["rule"]["floor"] + record["parameters"]["rule"]["cap"])
     assert summary["chain"]["contracts"]["market"] == record["chain"]["contracts"]["market"]
     prosumers = [p for p in record["parties"] if p["role"] == "prosumer"]
     assert len(prosumers) == 3 and all(p["payment"] and set(p["bill"]) == {"internal", "grid share"} for p in prosumers)
@@ -123,8 +129,9 @@ def test_a_run_that_does_not_converge_says_so_first_exits_3_and_settles_nothing(
     printed = capsys.readouterr().out
     assert printed.lstrip().startswith("NOT CONVERGED: iteration cap 2 reached")
     record = json.loads((out / "run.json").read_text())
-    assert validate(record) == [] and record["convergence"]["converged"] is False
-    assert all(p["payment"] is None for p in record["parties"])
+    assert validate(record) == [] and record["convergence"]["converged"] is False and undocumented(record) == []
+    assert all(p["payment"] is None and p["cost_shared"] is None for p in record["parties"])
+    assert "saving" not in printed.replace("no saving", "") and "nothing was traded" in record["summary"][0][1]
     assert {t["kind"] for t in record["transactions"]} >= {"close", "withdraw"}
     assert "settle" not in {t["kind"] for t in record["transactions"]}
     settled = tmp_path / "settled"
@@ -138,7 +145,7 @@ def test_run_writes_the_same_record_schema_for_the_storage_mechanism(tmp_path, c
     out = tmp_path / "storage"
     assert main(["run", str(STORAGE), "--case", "3", "--prosumers", "3", "--out", str(out)]) == 0
     record = json.loads((out / "run.json").read_text())
-    assert validate(record) == []
+    assert validate(record) == [] and undocumented(record) == []
     assert record["mechanism"] == "storage-p2p" and record["rounds"][0]["matches_mirror"]
     roles = {p["role"] for p in record["parties"]}
     assert roles == {"prosumer", "operator", "centre", "grid"}
@@ -147,7 +154,10 @@ def test_run_writes_the_same_record_schema_for_the_storage_mechanism(tmp_path, c
     assert all(p["cost_shared"] <= p["cost_alone"] + 0.5 for p in prosumers)
     assert record["details"]["cases"]["3"]["admm"]["converged"] and abs(record["details"]["reference_gap_pct"]["3"]) < 0.1
     assert "Rented capacity per prosumer" in (out / "report.html").read_text()
-    assert "case 3" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "case 3" in printed
+    header = next(line for line in printed.splitlines() if "cost alone" in line)
+    assert all(item in header for item in ("rent", "usage", "transmission", "grid", "p2p"))  # a pipe gets every column
 
 
 def test_bench_round_reports_phases_gas_and_the_privacy_overhead(tmp_path, capsys):
@@ -189,3 +199,13 @@ def test_deploy_any_mechanism_and_run_on_its_deployment_file(tmp_path, capsys):
 def test_the_parser_knows_every_command():
     parser = build_parser()
     assert parser.parse_args(["chain", "up", "--port", "0"]).port == 0
+
+
+def test_the_record_document_names_every_kind_of_transaction_the_chain_transport_records():
+    import re
+
+    from .record_doc import documented
+
+    source = (ROOT / "offchain" / "protocol" / "transport.py").read_text()
+    kinds = set(re.findall(r'self\._record\("([a-z_ ]+)"', source))
+    assert len(kinds) >= 15 and kinds <= documented()["gas"], kinds - documented()["gas"]

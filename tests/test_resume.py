@@ -153,6 +153,28 @@ def test_refund_cancels_a_round_whose_coordinator_is_gone_and_returns_every_depo
             assert market.balance(1, a) == 0
             assert market.token.balance_of(a) == wallets[a] + deposits[a] + shares.get(a, 0)
         assert {dev_account(i, seed).address for i in range(10)} >= set(members)
+        assert "H01 withdrew" in printed and " tokens (tx 0x" in printed  # names and tokens, not base units
+
+        # resuming the refunded run reads the round's end on chain and sends nothing
+        before = chain.block_number
+        assert main(["resume", str(out)]) == 1
+        said = capsys.readouterr().err
+        assert f"round 1 of {market.address} was" in said and "every deposit has been withdrawn" in said, said
+        assert "Nothing was sent" in said and chain.block_number - before <= 2  # only the node's interval blocks
+        assert not [tx for b in range(before + 1, chain.block_number + 1)
+                    for tx in chain.w3.eth.get_block(b).transactions]
+        findings, _ = run_audit(chain, market.address)
+        assert [f for f in findings if not f.ok] == []  # a cancelled round is what it is, not a failure
+        assert any(f.note and "have withdrawn (refunded)" in f.detail for f in findings)
+
+        # bad input: an unknown round (decoded by name), a key store of nobody in the round
+        bad = ["refund", "--chain", node.url, "--market", market.address]
+        assert main(bad + ["--round", "99", "--keys", str(out)]) == 2
+        assert "UnknownRound" in capsys.readouterr().err
+        stranger = tmp_path / "stranger"
+        KeyStore(stranger).account_seed()
+        assert main(bad + ["--round", "1", "--keys", str(stranger)]) == 2
+        assert "none of its accounts is a member" in capsys.readouterr().err
 
 
 def test_the_journal_gives_each_call_its_earlier_transaction_once(tmp_path):

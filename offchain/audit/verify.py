@@ -50,6 +50,7 @@ class Finding:
     tx: str | None = None
     block: int | None = None
     note: bool = False  # informational: not a check that can fail
+    culprit: bool = False  # a party the chain proved at fault and punished by the rules: named, not a market failure
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -633,9 +634,10 @@ class RoundAudit:
                        where=e)
 
     def check_faults(self) -> None:
-        """Each party the chain named at fault, at the transaction that proved it: a failure of
-        that party, except a participant that did not open in a blame step (offline or a cheat:
-        the chain cannot tell), which is a note."""
+        """Each party the chain named at fault, at the transaction that proved it: a culprit (a
+        failure of that party, which the market punished as its rules say, not of the market),
+        except a participant that did not open in a blame step (offline or a cheat: the chain
+        cannot tell), which is a note."""
         for e in self._named("Blamed"):
             who, fault, amount = e.args["culprit"], FAULTS[e.args["fault"]], e.args["forfeited"]
             k = self._state_before(e.tx)["k"]
@@ -644,8 +646,9 @@ class RoundAudit:
                            "the chain cannot tell", k, where=e)
                 continue
             party = f"the coordinator {who}" if fault.startswith("Coordinator") else who
-            self._add("culprit", False, f"{party} {FAULT_TEXT.get(fault, fault)} ({fault}): forfeited "
-                      f"{amount / 1e18:g} tokens" + (", shared among the others" if amount else ""), k, where=e)
+            self.findings.append(Finding("culprit", True, f"{party} {FAULT_TEXT.get(fault, fault)} ({fault}): forfeited "
+                                         f"{amount / 1e18:g} tokens" + (", shared among the others" if amount else ""),
+                                         self.rid, k, **_at(e), culprit=True))
 
     # ------------------------------------------------------------------ the end
     def check_settlement(self, concluded: Event | None, rules) -> None:
@@ -843,8 +846,11 @@ class RoundAudit:
             return
         reason = CLOSE_REASONS[closed.args["reason"]] if closed.args["reason"] < len(CLOSE_REASONS) else "unknown"
         text = CLOSE_TEXT.get(reason, reason) + ("" if reason != "CoordinatorLate" else f"; {closed.args['by']} cancelled it")
+        held = {e.args["account"] for e in self._named("Deposited")}
+        back = {e.args["account"] for e in self._named("Withdrawn")} & held
         self._note("conclusion", f"closed at iteration {closed.args['iteration']} without trading ({text}): every "
-                   "deposit is withdrawable, less what culprits forfeited", closed.args["iteration"], where=closed)
+                   f"deposit is withdrawable, less what culprits forfeited; {len(back)} of {len(held)} depositors "
+                   "have withdrawn (refunded)", closed.args["iteration"], where=closed)
 
     # ------------------------------------------------------------------ rejected calls
     def check_failed_transactions(self) -> None:
@@ -862,8 +868,11 @@ class RoundAudit:
                    f"the settlement charges {unpayable} (InsufficientDeposit)" if unpayable else self._diagnose(call))
             detail = f"{call.name} by {call.tx.sender} reverted" + (f": {why}" if why else "")
             k = call.args.get("iteration")
+            ended = self._state_before(call.tx)["phase"] in ("Settled", "Closed")
             if call.tx.sender.lower() not in parties:
                 self._note("outsider", detail + " (not a party of the round)", k, where=call)
+            elif ended and call.name != "settle":  # e.g. a party that was down, back after a cancellation
+                self._note("rejected", f"{detail}: the round had already ended; nothing changed", k, where=call)
             elif race:
                 self._note("rejected", detail, k, where=call)
             elif unpayable:

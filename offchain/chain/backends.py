@@ -29,7 +29,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 from hexbytes import HexBytes
-from web3 import Web3
+from web3 import HTTPProvider, Web3
 from web3.contract import Contract
 from web3.logs import DISCARD
 
@@ -219,6 +219,7 @@ class TxJournal:
                     self._sent[entry["call"]].append(HexBytes(entry["hash"]))
         self._seen: Counter[str] = Counter()
         self._waits_seen = 0
+        self.reused = self.sent = 0  # this process's calls answered from the journal, and sent anew
 
     @staticmethod
     def _digest(sender: str, to: str | None, data: bytes, value: int) -> str:
@@ -234,6 +235,7 @@ class TxJournal:
     def record(self, sent: Sequence[tuple[str, str | None, bytes, int, bytes]]) -> None:
         """(sender, to, data, value, hash) of transactions about to be sent, each after its recall."""
         lines = []
+        self.sent += len(sent)
         for sender, to, data, value, tx_hash in sent:
             digest = self._digest(sender, to, data, value)
             hashes, slot = self._sent[digest], self._seen[digest] - 1
@@ -268,6 +270,7 @@ class Chain:
         # secret (a run keeps its own in its key store), fresh for each connection unless given
         self.account_seed = account_seed or (EMBEDDED_SEED if kind == "embedded" else secrets.token_bytes(32))
         self.journal: "TxJournal | None" = None  # a resumable run's record of what it sent
+        self.stranded = 0  # transactions a dev node left pending, mined by a block the client asked for
         self.chain_id = int(w3.eth.chain_id)
         self._nonces: dict[str, int] = {}
         self._gas_cache: dict[tuple, int] = {}
@@ -644,6 +647,7 @@ class Chain:
         sent = self.journal.recall(sender.address, tx.get("to"), tx["data"], tx["value"])
         if sent is None or self._rpc("eth_getTransactionByHash", [sent.to_0x_hex()]) is None:
             return None
+        self.journal.reused += 1
         return _Pending(tx, sender, bytes(sent), key, b"")
 
     def _remember(self, signed: Sequence[tuple[dict, LocalAccount, Any]]) -> None:
@@ -704,11 +708,16 @@ class Chain:
                 out.append(resp["result"])
             return out
         payload = [{"jsonrpc": "2.0", "id": next(self._rpc_ids), "method": m, "params": p} for m, p in calls]
-        try:
-            resp = self._session.post(self.url, json=payload, timeout=max(RPC_TIMEOUT, 0.05 * len(calls)))
-            body = resp.json()
-        except (requests.RequestException, ValueError) as exc:
-            raise ChainError(f"{self.url}: JSON-RPC batch failed: {exc}") from exc
+        reads = all(m != "eth_sendRawTransaction" for m, _ in calls)
+        for attempt in range(6):
+            try:
+                resp = self._session.post(self.url, json=payload, timeout=max(RPC_TIMEOUT, 0.05 * len(calls)))
+                body = resp.json()
+            except (requests.RequestException, ValueError) as exc:
+                raise ChainError(f"{self.url}: JSON-RPC batch failed: {exc}") from exc
+            if not (reads and isinstance(body, list) and "BlockOutOfRange" in str(body)):
+                break
+            time.sleep(0.05 * (attempt + 1))  # a read at the block the node is sealing (see _Provider)
         if isinstance(body, dict):
             raise ChainError(f"{self.url}: {body.get('error', body)}")
         by_id = {r.get("id"): r for r in body}
@@ -748,6 +757,7 @@ class Chain:
         arrives (anvil), mines a block, so that what did not fit the last one is not left pending."""
         try:
             self._rpc("evm_mine", [])
+            self.stranded += len(todo)
         except ChainError:
             pass  # not a dev node: its blocks come on their own
         known = self._rpc_batch([("eth_getTransactionByHash", [h]) for h in todo])
@@ -794,6 +804,21 @@ def _embedded() -> Chain:
     return Chain(w3, "embedded", None, tester=tester)
 
 
+class _Provider(HTTPProvider):
+    """web3's HTTP provider, asking again when a node answers a read with a transient error:
+    anvil, mining interval blocks beside automine, can refuse a read at the block it is just
+    sealing (``BlockOutOfRangeError: block height is N+1 but requested was N``)."""
+
+    def make_request(self, method, params):  # type: ignore[override]
+        for attempt in range(6):
+            response = super().make_request(method, params)
+            error = response.get("error") if isinstance(response, dict) else None
+            if not (error and "BlockOutOfRange" in str(error.get("message", ""))):
+                return response
+            time.sleep(0.05 * (attempt + 1))
+        return response
+
+
 def _rpc(url: str) -> Chain:
     payload = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
     try:
@@ -810,9 +835,7 @@ def _rpc(url: str) -> Chain:
         int(body["result"], 16)
     except (ValueError, KeyError, TypeError):
         raise ChainError(f"{url}: not an Ethereum JSON-RPC node (HTTP {resp.status_code}, no eth_chainId result)") from None
-    from web3 import HTTPProvider
-
-    w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 60}))
+    w3 = Web3(_Provider(url, request_kwargs={"timeout": 60}))
     try:
         return Chain(w3, "rpc", url)
     except Exception as exc:  # noqa: BLE001
@@ -879,6 +902,9 @@ class AnvilProcess:
                 self.proc.wait(timeout=5)
 
 
+STRAND_BLOCK_TIME = 2  # seconds between the interval blocks of a node gridshare starts
+
+
 def start_anvil(accounts: int = 10, gas_limit: int = EMBEDDED_GAS_LIMIT, timeout: float = 20.0,
                 port: int = 0, hardfork: str | None = None, prune_history: bool = True) -> AnvilProcess:
     """Starts anvil (chain id 31337; at its default hardfork unless ``hardfork`` names one, e.g.
@@ -888,8 +914,11 @@ def start_anvil(accounts: int = 10, gas_limit: int = EMBEDDED_GAS_LIMIT, timeout
     binary = anvil_binary()
     if binary is None:
         raise ChainError("anvil not found (run `npm ci` to install node_modules/@foundry-rs/anvil)")
+    # mixed mining: a block per transaction (automine) and one every STRAND_BLOCK_TIME seconds, which
+    # mines what automine left pending (it skips transactions that arrive out of nonce order)
     cmd = [binary, "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(DEV_CHAIN_ID),
-           "--accounts", str(accounts), "--balance", str(10**9), "--gas-limit", str(gas_limit)]
+           "--accounts", str(accounts), "--balance", str(10**9), "--gas-limit", str(gas_limit),
+           "--mixed-mining", "--block-time", str(STRAND_BLOCK_TIME)]
     if prune_history:
         cmd.append("--prune-history")
     if hardfork:
@@ -897,6 +926,7 @@ def start_anvil(accounts: int = 10, gas_limit: int = EMBEDDED_GAS_LIMIT, timeout
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     listening: list[int] = []
     ready = threading.Event()
+    said = bytearray()  # what anvil printed before it listened: its reason, if it never does
 
     def pump() -> None:
         buf = b""
@@ -907,6 +937,7 @@ def start_anvil(accounts: int = 10, gas_limit: int = EMBEDDED_GAS_LIMIT, timeout
                 ready.set()
                 return
             if not listening:
+                said.extend(chunk[:4096])
                 buf += chunk
                 m = re.search(rb"Listening on [\d.]+:(\d+)", buf)
                 if m:
@@ -918,6 +949,10 @@ def start_anvil(accounts: int = 10, gas_limit: int = EMBEDDED_GAS_LIMIT, timeout
     ready.wait(timeout)
     if not listening:
         proc.kill()
+        lines = [x.strip() for x in said.decode(errors="replace").splitlines() if x.strip()]
+        errors = [x for x in lines if x.lower().startswith("error")]
+        if lines:
+            raise ChainError(f"anvil did not start: {(errors or lines)[-1]}")
         raise ChainError(f"anvil did not start listening on 127.0.0.1:{port} within {timeout:.0f} s "
                          "(port in use?)" if port else f"anvil did not start listening within {timeout:.0f} s")
     return AnvilProcess(proc, f"http://127.0.0.1:{listening[0]}", listening[0])

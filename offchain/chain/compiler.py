@@ -110,6 +110,12 @@ def _load(path: Path) -> dict[str, Artifact]:
             for name, a in data.items()}
 
 
+def compiled() -> bool:
+    """Whether the current sources are compiled already (a run then loads them in milliseconds)."""
+    sources = _sources()
+    return bool(sources) and (BUILD_DIR / f"{_cache_key(sources, _compiler_version())}.json").exists()
+
+
 def compile_contracts(force: bool = False) -> dict[str, Artifact]:
     """All contracts by name; compiled once per distinct (sources, settings, compiler)."""
     sources = _sources()

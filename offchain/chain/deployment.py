@@ -30,12 +30,17 @@ def abi_hash(abi: list) -> str:
     return hashlib.sha256(json.dumps(abi, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def operator_keys(path: Path):
-    """The key store beside a deployment file (made, with a fresh seed, if missing)."""
+def operator_keys(path: Path, existing: bool = False):
+    """The key store beside a deployment file (made, with a fresh seed, if missing; with
+    ``existing``, a missing one is an error and nothing is made)."""
     from ..keystore import KeyStore
 
     path = Path(path)
-    return KeyStore(path.with_name(path.stem + ".keys"))
+    folder = path.with_name(path.stem + ".keys")
+    if existing and not (folder / "accounts.jsonl").exists():
+        raise ChainError(f"{path}: no operator key store beside it ({folder}); a run on a deployment acts with "
+                         "the key of the operator that deployed it")
+    return KeyStore(folder)
 
 
 def operator_address(path: Path) -> str:

@@ -12,6 +12,7 @@ from eth_account.signers.local import LocalAccount
 from eth_account.messages import encode_defunct
 from eth_utils import keccak, to_checksum_address
 
+from ..framework import MIN_PARTICIPANTS  # noqa: F401 - PrivateRounds.MIN_PARTICIPANTS, re-exported
 from .backends import Chain, ContractRevert, _revert_data
 
 PHASES = ("Registering", "Iterating", "Concluded", "Settled", "Closed")
@@ -25,7 +26,6 @@ CULPRIT_FAULTS = ("WithheldReveal", "FalseOpening", "FalseCheck", "SumCheated", 
 MARKET_CONTRACT = "PrivateRounds"
 TOKEN_CONTRACT = "SettlementToken"
 MODULES = ("PaillierMath", "RoundOpenings", "RoundSettlement", "RoundDisputes")  # deployed before PrivateRounds
-MIN_PARTICIPANTS = 3  # PrivateRounds.MIN_PARTICIPANTS: the privacy minimum
 
 
 @dataclass(frozen=True)
@@ -342,7 +342,7 @@ class Market:
         """Challenges an opening (``key``: as the contract keeps it) to its end, ``steps`` 256-bit
         steps per transaction (default: what fits the chain's gas cap); (whether it held, the receipts)."""
         nb = self.modulus_bytes(round_id)
-        n = int.from_bytes(bytes(self._fn().modulus(round_id).call()), "big")
+        n = int.from_bytes(bytes(self._view(self._fn().modulus(round_id))), "big")
         words, n2 = nb // 32, n * n
         steps = steps or self.chain.challenge_steps
         published = bytes(ciphertext) + self._m(round_id, plaintext) + self._m(round_id, opening)
@@ -415,7 +415,7 @@ class Market:
 
     # ------------------------------------------------------------------ views
     def participants(self, round_id: int) -> list[str]:
-        return list(self._fn().participants(round_id).call())
+        return list(self._view(self._fn().participants(round_id)))
 
     def registered(self, round_id: int, from_block: int = 0) -> list[tuple[str, bytes]]:
         """(address, keys) of every participant in registration order, from the Registered events."""
@@ -424,17 +424,17 @@ class Market:
         return [(a, k) for _, a, k in rows]
 
     def prices(self, round_id: int) -> list[int]:
-        return [int(p) for p in self._fn().prices(round_id).call()]
+        return [int(p) for p in self._view(self._fn().prices(round_id))]
 
     def final_sums(self, round_id: int) -> list[int]:
-        return [int(s) for s in self._fn().finalSums(round_id).call()]
+        return [int(s) for s in self._view(self._fn().finalSums(round_id))]
 
     def terms(self, round_id: int) -> bytes:
-        return bytes(self._fn().terms(round_id).call())
+        return bytes(self._view(self._fn().terms(round_id)))
 
     def member_index(self, round_id: int, account: Any) -> int | None:
         """Position of ``account`` in the round's allow-list (None: not a member)."""
-        i = int(self._fn().memberIndex(round_id, _addr(account)).call())
+        i = int(self._view(self._fn().memberIndex(round_id, _addr(account))))
         return i - 1 if i else None
 
     def quote(self, round_id: int, values: Sequence[Sequence[int]]) -> tuple[list[int], dict[str, int], list[list[int]]]:
@@ -447,7 +447,7 @@ class Market:
         return [int(a) for a in amounts], others, [[int(x) for x in b] for b in bills]
 
     def round_info(self, round_id: int) -> dict:
-        info = self._fn().roundInfo(round_id).call()
+        info = self._view(self._fn().roundInfo(round_id))
         keys = ("phase", "step", "iteration", "attempt", "deadline", "coordinator", "grid_account", "rule",
                 "parent_round_id", "key_data", "participant_count", "active", "submissions", "revealed", "slots",
                 "slot_bits", "slot_width", "max_iterations", "aggregated", "modulus_bytes", "pair_lanes", "allow_list",
@@ -460,7 +460,7 @@ class Market:
         return out
 
     def coordinator_deadline(self, round_id: int) -> int:
-        return int(self._fn().coordinatorDeadline(round_id).call())
+        return int(self._view(self._fn().coordinatorDeadline(round_id)))
 
     def reveal_length(self, round_id: int) -> int:
         info = self.round_info(round_id)
@@ -468,14 +468,14 @@ class Market:
         return int(rule.functions.revealLength(info["slots"], info["pair_lanes"], info["participant_count"]).call())
 
     def balance(self, round_id: int, account: Any) -> int:
-        return int(self._fn().balanceOf(round_id, _addr(account)).call())
+        return int(self._view(self._fn().balanceOf(round_id, _addr(account))))
 
     def member(self, round_id: int, account: Any) -> dict:
         """A participant's stored state (PrivateRounds.member)."""
         keys = ("submission_hash", "position", "submitted_iteration_plus_one", "submitted_attempt",
                 "dropped_before_plus_one", "member_index_plus_one", "opened_plus_one", "culprit", "revealed", "cleared",
                 "point_hash", "next_point_hash", "key_hash", "check_hash", "reveal_hash")
-        out = dict(zip(keys, self._fn().member(round_id, _addr(account)).call()))
+        out = dict(zip(keys, self._view(self._fn().member(round_id, _addr(account)))))
         for k in ("submission_hash", "point_hash", "next_point_hash", "key_hash", "check_hash", "reveal_hash"):
             out[k] = bytes(out[k])
         return out

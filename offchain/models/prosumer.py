@@ -250,4 +250,7 @@ def build_models(scenario, profiles=None) -> list[ProsumerModel]:
 
     profiles = profiles if profiles is not None else build_profiles(scenario)
     market = scenario.market
-    return [ProsumerModel(spec, prof, market) for spec, prof in zip(scenario.prosumers, profiles.prosumers)]
+    from ..framework import counted
+
+    pairs = list(zip(scenario.prosumers, profiles.prosumers))
+    return [ProsumerModel(spec, prof, market) for spec, prof in counted(pairs, "building the prosumers' models")]

@@ -406,6 +406,8 @@ class ChainTransport(_Sealing, Transport):
         self.accounts = {setup.coordinator_role: self.coordinator_account, "coordinator": self.coordinator_account,
                          **dict(zip(setup.payees, payees)), **{p.name: a for p, a in zip(setup.participants, parts)}}
         self.addresses = {k: a.address for k, a in self.accounts.items()}
+        if self.kept is not None:  # whose account is whose, for a refund that names the parties
+            self.kept("names").keep("addresses", lambda: {a: k for k, a in self.addresses.items() if k != "coordinator"})
         self._keys(setup, self.key_bits)
         t0 = time.perf_counter()
         operator = self.coordinator_account

@@ -51,7 +51,8 @@ def _txs(t, kind):
 def test_a_dispute_names_its_culprit_at_the_accusation_and_fails_nobody_else(hostile_market):
     mine, t = _round(hostile_market, "dispute")
     garbler = t.addresses["H02"]
-    bad = [f for f in mine if not f.ok]
+    assert all(f.ok for f in mine), [f for f in mine if not f.ok]
+    bad = [f for f in mine if f.culprit]
     assert len(bad) == 1 and bad[0].check == "culprit", bad
     assert garbler in bad[0].detail and "FalseCheck" in bad[0].detail and bad[0].tx in _txs(t, "accuse")
     checks = {f.check: f for f in mine if f.ok and not f.note}
@@ -73,7 +74,8 @@ def test_a_participant_that_did_not_open_in_a_dispute_is_noted_at_the_advance(ho
 
 def test_a_sum_cheat_is_named_at_the_settlement_and_nobody_else(hostile_market):
     mine, t = _round(hostile_market, "cheat")
-    bad = [f for f in mine if not f.ok]
+    assert all(f.ok for f in mine), [f for f in mine if not f.ok]
+    bad = [f for f in mine if f.culprit]
     assert len(bad) == 1 and bad[0].check == "culprit", bad
     assert t.addresses["H02"] in bad[0].detail and "SumCheated" in bad[0].detail
     assert bad[0].tx == _txs(t, "settle")[-1]  # the second settle, after the blame step
@@ -89,7 +91,8 @@ def test_a_false_mask_point_is_named_at_the_accusation_and_its_reveal_does_not_c
     _, _, errors = hostile_market
     assert "bad point" not in errors, errors.get("bad point")
     mine, t = _round(hostile_market, "bad point")
-    bad = [f for f in mine if not f.ok]
+    assert all(f.ok for f in mine), [f for f in mine if not f.ok]
+    bad = [f for f in mine if f.culprit]
     assert len(bad) == 1 and bad[0].check == "culprit", bad
     assert t.addresses["H03"] in bad[0].detail and bad[0].tx in _txs(t, "accuse")
     assert next(f for f in mine if f.check == "accusation").iteration == 1

@@ -185,9 +185,9 @@ def test_a_missing_iteration_table_is_named(raw):
         parse_scenario(data)
 
 
-@pytest.mark.parametrize("n", [1, 0, -3])
-def test_fewer_than_two_prosumers_is_an_error(n):
-    with pytest.raises(ScenarioError, match=rf"^prosumers: must be >= 2, got {n}"):
+@pytest.mark.parametrize("n", [2, 1, 0, -3])
+def test_fewer_than_the_privacy_minimum_of_prosumers_is_an_error(n):
+    with pytest.raises(ScenarioError, match=rf"^prosumers: must be >= 3 \(a round's privacy minimum\), got {n}"):
         load_scenario(prosumers=n)
 
 

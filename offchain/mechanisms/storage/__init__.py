@@ -116,6 +116,9 @@ class StorageMechanism(Mechanism):
 
         return (operator_slots(scenario.hours), SLOT_BITS, len(scenario.prosumers))
 
+    def iteration_cap(self, scenario) -> int:
+        return scenario.admm.max_iterations + 1  # the ADMM iterations and the closing one
+
     def check_options(self, scenario, options: dict) -> None:
         from ...errors import UsageError
 

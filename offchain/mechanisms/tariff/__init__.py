@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...framework import Job, Mechanism, MirrorSettlement, PartySummary, RoundSetup, Summary
+from ...framework import Job, Mechanism, MirrorSettlement, PartySummary, RoundSetup, Summary, counted
 
 BILL_ITEMS = ("internal", "grid share")
 
@@ -38,6 +38,9 @@ class TariffMechanism(Mechanism):
     def layout(self, scenario) -> tuple[int, int, int]:
         return (scenario.hours, 64, len(scenario.prosumers))
 
+    def iteration_cap(self, scenario) -> int:
+        return scenario.iteration.max_iterations
+
     def prepare(self, scenario, options: dict) -> Job:
         from ...models.profiles import build_profiles
         from ...models.prosumer import build_models
@@ -46,7 +49,7 @@ class TariffMechanism(Mechanism):
 
         profiles = build_profiles(scenario)
         models = build_models(scenario, profiles)
-        for m in models:  # every prosumer's stand-alone optimum first (its cost alone; warm starts follow it)
+        for m in counted(models, "solving each prosumer's day alone"):  # its cost alone; warm starts follow it
             m.alone()
         rule = TariffRule.from_scenario(scenario)
         initial = scenario.initial_tariff()
@@ -73,7 +76,8 @@ class TariffMechanism(Mechanism):
         return Job(scenario=scenario, rounds=[setup], labels=["day-ahead round"],
                    reference=lambda: centralized_reference(models, scenario.market),
                    profiles=profiles.to_dict([p.name for p in scenario.prosumers]), plaintext_check=True,
-                   parameters={"prosumers": len(models), "periods": len(floor), "rule": rule.to_dict()},
+                   parameters={"prosumers": len(models), "periods": len(floor),
+                               "rule": {**rule.to_dict(), "floor": floor, "cap": cap}},  # prices as on chain
                    state={"models": models, "rule": rule})
 
     def summarise(self, job: Job, outcomes: list, plain: list, reference: Any) -> Summary:

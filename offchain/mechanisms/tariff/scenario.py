@@ -5,7 +5,7 @@ batteries) come from the reader kit :mod:`offchain.models.scenario`; this module
 mechanism's own tables: ``[sharing]`` (the default trade cost and limit), ``[iteration]`` (the
 coordinator's tariff update and stop rule) and the ``[[prosumer]]`` templates.
 
-Scaling: ``prosumers=N`` (N >= 2) builds a community of N prosumers by cycling the file's
+Scaling: ``prosumers=N`` (3 <= N <= 100,000) builds a community of N prosumers by cycling the file's
 ``[[prosumer]]`` templates. The first copy of each template is the template itself; later copies
 (cycle c >= 1) are named ``<template>-<c>`` and get seeded, deterministic size variation (annual
 demand, kWp, wind kW, battery capacity and power each multiplied by a factor in [0.7, 1.3]).
@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ...framework import MIN_PARTICIPANTS as MIN_SCALED
 from ...models.scenario import (
     HEADER_KEYS,
     BatterySpec,
@@ -218,8 +219,8 @@ def parse(data: dict, source: str = "", prosumers: int | None = None, seed: int 
     if prosumers is not None:
         if isinstance(prosumers, bool) or not isinstance(prosumers, (int, np.integer)):
             fail("prosumers", f"must be an integer, got {type(prosumers).__name__} {prosumers!r}")
-        if prosumers < 2:
-            fail("prosumers", f"must be >= 2, got {prosumers}")
+        if prosumers < MIN_SCALED:
+            fail("prosumers", f"must be >= {MIN_SCALED} (a round's privacy minimum), got {prosumers}")
         if prosumers > MAX_PROSUMERS:
             fail("prosumers", f"must be <= {MAX_PROSUMERS}, got {prosumers}")
         members = _scale(templates, int(prosumers), header["seed"])
