@@ -16,7 +16,16 @@ from rich.console import Console
 
 from . import terminal
 
-STARTED = time.perf_counter()  # about when the user pressed enter: the wall time counts from here
+def _process_age() -> float:
+    """Seconds since this process started (interpreter start and imports included; Linux), else 0."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        return max(0.0, float(Path("/proc/uptime").read_text().split()[0]) - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+STARTED = time.perf_counter() - _process_age()  # when the user pressed enter: the wall time counts from here
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEMO_SCENARIO = PROJECT_ROOT / "scenarios" / "community10.toml"
 console = Console(stderr=True)
@@ -63,8 +72,10 @@ def _add_run_options(p: argparse.ArgumentParser, mechanism_options: bool = True)
     p.add_argument("--mode", choices=("chain", "private", "plaintext"), default="chain",
                    help="chain: the private round through a chain (default); private: the same protocol in process "
                         "(masked, Paillier-encrypted, no chain); plaintext: the reference mode in the clear")
-    p.add_argument("--chain", metavar="URL", help="JSON-RPC URL of a node (default: the scenario's [chain] url, "
-                                                   "normally the embedded eth-tester chain)")
+    p.add_argument("--chain", metavar="URL", help="the chain: 'anvil' (a local anvil the run starts and stops, at "
+                                                   "its default hardfork, its chain kept in the run folder), 'embedded' "
+                                                   "(the in-process eth-tester chain, Prague) or a node's JSON-RPC URL "
+                                                   "(default: the scenario's [chain] url, normally 'anvil')")
     p.add_argument("--deployment", type=Path, metavar="FILE",
                    help="run on the contracts of this deployment file (gridshare deploy, brownie scripts/deploy.py)")
     p.add_argument("--key-bits", type=_integer, help="Paillier modulus size, even, 512..8192 (default: the scenario's)")
@@ -119,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the one-command demo: gridshare run scenarios/community10.toml",
                           description="The one-command demo, the same as `gridshare run scenarios/community10.toml`: "
-                                      "ten prosumers through one private round of the tariff mechanism on the "
-                                      "embedded chain.")
+                                      "ten prosumers through one private round of the tariff mechanism on a local "
+                                      "anvil the run starts and stops.")
     demo.add_argument("--scenario", type=Path, default=DEMO_SCENARIO, help="scenario TOML (default: %(default)s)")
     _add_run_options(demo)
 
@@ -128,8 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Continue a run whose process was killed at any step: with the options, "
                                         "key store (keys/) and transaction journal it kept in its folder, the run "
                                         "makes the same steps again; what the chain already holds is read, not sent "
-                                        "again, and the rest is done. A run on the embedded chain (which died with its "
-                                        "process) or in process starts again from the beginning.")
+                                        "again, and the rest is done; a run on a node it started ('anvil') restarts "
+                                        "that node from the chain it kept in the folder. A run on the embedded chain "
+                                        "(which died with its process) or in process starts again from the beginning.")
     resume.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the killed run's --out folder")
     resume.add_argument("--json", action="store_true", help="print the run record's summary as JSON on stdout")
 
@@ -154,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--hardfork", help="e.g. prague (default: anvil's own, Osaka or later)")
     up.add_argument("--port", type=_int_in(0, 65535), default=8545, help="port (default: %(default)s; 0 picks a free one)")
     up.add_argument("--accounts", type=_int_at_least(1), default=10, help="unlocked accounts (default: %(default)s)")
+    up.add_argument("--state", type=Path, metavar="FILE",
+                    help="load the chain from FILE (a run's chain-state.json) if it exists, and save it there while "
+                         "running and when stopped")
 
     comp = sub.add_parser("compile", help="compile the contracts (make install does it once)",
                           description="Compile the Solidity contracts of contracts/ and of every registered "
@@ -395,34 +410,47 @@ def _run(args) -> int:
             value = getattr(args, _dest(o.flag))
             if value is not None:
                 mech_opts[(m.name, o.flag)] = value
-    options = RunOptions(mode=args.mode, chain_url=args.chain, key_bits=args.key_bits,
+    options = RunOptions(mode=args.mode, chain_url=args.chain, key_bits=args.key_bits, run_dir=out,
                          verify_openings=False if args.no_verify_openings else None, deployment=args.deployment,
                          settle_unconverged=args.settle_unconverged, prosumers=args.prosumers, seed=args.seed,
                          drop=args.drop, drop_at=args.drop_at, cheat=args.cheat)
-    prepared = prepare(scenario, options)
-    mechanism = prepared.mechanism
     from .errors import UsageError
+    from .registry import load_scenario
 
+    mechanism, _ = load_scenario(scenario, prosumers=args.prosumers, seed=args.seed)
     for (name, flag), value in mech_opts.items():
         if name != mechanism.name:
             raise UsageError(f"{flag} is an option of the {name} mechanism; {scenario} runs {mechanism.name}")
         options.mechanism_options[flag.lstrip("-").replace("-", "_")] = value
     for o in mechanism.options:
         options.mechanism_options.setdefault(o.flag.lstrip("-").replace("-", "_"), o.default)
-    mechanism.check_options(prepared.scenario, options.mechanism_options)
-    from .runner import keep_run
+    prepared = prepare(scenario, options)  # checks the mechanism's options too; a node it starts is its last step
+    try:
+        from .runner import keep_run
 
-    keep_run(prepared, scenario, out)
-    return _execute(prepared, out, args)
+        keep_run(prepared, scenario, out)
+        return _execute(prepared, out, args)
+    finally:
+        prepared.close()
 
 
 def _resume(args) -> int:
-    from .chain.backends import ContractRevert
-    from .runner import ended_round, keep_run, prepare, resume_options, run_progress
+    from .runner import prepare, resume_options, run_progress
 
     scenario, options = resume_options(args.run_dir)
     before = run_progress(args.run_dir)  # read before the resumed run writes its lines again
+    options.run_dir = args.run_dir
     prepared = prepare(scenario, options)
+    try:
+        return _resume_prepared(args, scenario, prepared, before)
+    finally:
+        prepared.close()
+
+
+def _resume_prepared(args, scenario, prepared, before: list[dict]) -> int:
+    from .chain.backends import ContractRevert
+    from .runner import ended_round, keep_run
+
     if prepared.chain is None or prepared.chain.kind != "rpc":
         console.print(f"{args.run_dir}: the killed run's {'chain lived' if prepared.chain else 'round ran'} in its "
                       "process and ended with it; running it again from the beginning", soft_wrap=True)
@@ -505,9 +533,14 @@ def _execute(prepared, out: Path, args) -> int:
         printer.print(party_table(data))
         for key, value in data["summary"]:
             printer.print(f"[bold]{key}:[/bold] {value}", soft_wrap=True)
-        if data["chain"] and data["chain"]["url"]:
+        market = data["chain"]["contracts"]["market"] if data["chain"] else None
+        if data["chain"] and data["chain"]["kind"] == "anvil":
+            printer.print(f"verify it from chain data: the node this run started is stopped, its chain kept in "
+                          f"{data['chain']['state']}; `gridshare chain up --state {data['chain']['state']}` serves "
+                          f"it again for `gridshare audit --chain URL --market {market}`", soft_wrap=True)
+        elif data["chain"] and data["chain"]["url"]:
             printer.print(f"verify it from chain data: gridshare audit --chain {data['chain']['url']} "
-                          f"--market {data['chain']['contracts']['market']}", soft_wrap=True)
+                          f"--market {market}", soft_wrap=True)
         printer.print(f"[bold]written:[/bold] {out / 'run.json'}, {out / 'report.html'}")
     return code
 
@@ -555,7 +588,12 @@ def _chain_up(args) -> int:
 
     _stop_on_sigterm()  # the node stops with us instead of being orphaned
     # a node users query (`cast call --block N`) keeps its past states
-    with start_anvil(accounts=args.accounts, port=args.port, hardfork=args.hardfork, prune_history=False) as node:
+    if args.state is not None:
+        from .errors import OutputError
+
+        OutputError.check_file(args.state, "--state file")
+    with start_anvil(accounts=args.accounts, port=args.port, hardfork=args.hardfork, prune_history=False,
+                     state=args.state) as node:
         print(node.url, flush=True)
         console.print(f"anvil ({args.hardfork or 'default hardfork'}) listening on {node.url}; Ctrl-C stops it")
         try:

@@ -134,7 +134,8 @@ _TOP = {"schema": str, "mechanism": str, "title": str, "created": str, "software
 _PARTY = {"name": str, "role": str, "address": (str, type(None)), "cost_alone": (float, int, type(None)),
           "cost_shared": (float, int, type(None)), "bill": dict, "payment": (dict, type(None))}
 _ITERATION = {"iteration": int, "prices": list, "sums": list, "residuals": dict, "gas": dict, "seconds": (float, int)}
-_CHAIN = {"kind": str, "url": (str, type(None)), "chain_id": int, "hardfork": str, "contracts": dict, "rounds": list}
+_CHAIN = {"kind": str, "url": (str, type(None)), "chain_id": int, "hardfork": str, "state": (str, type(None)),
+          "contracts": dict, "rounds": list}
 _TX = {"hash": str, "party": str, "kind": str, "iteration": (int, type(None)), "gas": int}
 
 

@@ -34,6 +34,7 @@ class RunOptions:
     seed: int | None = None
     mechanism_options: dict[str, Any] = field(default_factory=dict)
     executor: Any = None
+    run_dir: Path | None = None  # where a node the run starts keeps its chain (chain-state.json)
     drop: int = 0  # participants that go silent (simulated crashes) ...
     drop_at: int = 1  # ... from this iteration on
     cheat: int = 0  # participants that encrypt other values than they commit to (found by the blame step)
@@ -53,6 +54,13 @@ class Prepared:
     rules: dict[str, str] = field(default_factory=dict)
     store: Any = None  # the run folder's KeyStore (keep_run; runs on a node only)
     log: Any = None  # appends a line to the run folder's progress.jsonl
+    node: Any = None  # the anvil the run started (chain "anvil"), stopped by close()
+
+    def close(self) -> None:
+        """Stops the node the run started (which saves its chain in the run folder)."""
+        if self.node is not None:
+            self.node.stop()
+            self.node = None
 
 
 def prepare(scenario_path: Path, options: RunOptions) -> Prepared:
@@ -79,8 +87,19 @@ def prepare(scenario_path: Path, options: RunOptions) -> Prepared:
         from .chain.backends import connect
 
         url = options.chain_url or scenario.chain.url
-        prepared.chain = connect(None if url == "embedded" else url)
-        prepared.chain.check_rules()
+        if url == ANVIL:  # the last check: nothing below fails on a node the run started
+            prepared.node = _start_node(options, participants)
+            url = prepared.node.url
+        try:
+            prepared.chain = connect(None if url == "embedded" else url)
+            prepared.chain.check_rules()
+        except BaseException:
+            if prepared.node is not None:
+                prepared.node.proc.kill()  # gone without saving anything
+            raise
+        if prepared.node is not None:
+            prepared.chain.started_here = True
+            prepared.chain.state_file = options.run_dir / CHAIN_STATE if options.run_dir else None
         if options.deployment is not None:
             from .chain.deployment import load_deployment, operator_keys
 
@@ -94,6 +113,21 @@ def prepare(scenario_path: Path, options: RunOptions) -> Prepared:
     elif options.deployment is not None or options.chain_url:
         raise UsageError(f"--chain and --deployment run the chain mode, not --mode {options.mode}")
     return prepared
+
+
+ANVIL = "anvil"  # the chain "URL" of a local anvil the run starts and stops itself
+CHAIN_STATE = "chain-state.json"  # where that node keeps its chain, in the run folder
+
+
+def _start_node(o: RunOptions, participants: int):
+    """A local anvil at its default hardfork, in mixed mining, bound to this process; its chain is
+    kept in the run folder (loaded from there when a killed run is resumed)."""
+    from .chain.backends import start_anvil
+
+    if o.deployment is not None:
+        raise UsageError("--deployment needs the node it was deployed on (--chain URL); the chain 'anvil' is a "
+                         "fresh node the run starts")
+    return start_anvil(state=o.run_dir / CHAIN_STATE if o.run_dir else None, bound=True)
 
 
 def _check_drops(o: RunOptions, participants: int, cap: int | None) -> None:
@@ -438,7 +472,9 @@ def _record(p: Prepared, job, summary, outcomes, plain, timings) -> RunRecord:
     chain = None
     if transport.chain_info is not None:
         info = transport.chain_info
-        chain = {"kind": info.kind, "url": info.url, "chain_id": info.chain_id, "hardfork": info.hardfork,
+        started = p.chain is not None and p.chain.started_here
+        chain = {"kind": "anvil" if started else info.kind, "url": info.url, "chain_id": info.chain_id,
+                 "hardfork": info.hardfork, "state": str(p.chain.state_file) if started and p.chain.state_file else None,
                  "contracts": {"market": info.market, "token": info.token, "rule": info.rule},
                  "rounds": [{"label": lab, "round_id": out.transport.chain_info.round_id,
                              "parent_round_id": out.transport.chain_info.parent_round_id}

@@ -43,8 +43,9 @@ def test_a_folder_a_live_run_holds_is_refused_naming_the_holder_and_a_stale_lock
     assert not (tmp_path / "busy" / RUN_LOCK).exists()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
-def test_an_interrupted_run_says_how_to_finish_it_and_resume_does(tmp_path, sig):
+def test_an_interrupted_run_says_how_to_finish_it_and_resume_does(tmp_path):
+    """SIGTERM (a `kill`) stops a run as Ctrl-C does: one KeyboardInterrupt, the same path."""
+    sig = signal.SIGTERM
     out = tmp_path / "run"
     proc = subprocess.Popen([*GRIDSHARE, "demo", "--prosumers", "3", "--out", str(out)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -66,8 +67,9 @@ def test_bad_input_writes_nothing_and_never_ends_in_an_internal_error(tmp_path, 
     work.mkdir()
     os.chdir(work)
     cases = [
-        (["demo", "--deployment", str(ROOT / "README.md"), "--out", "r1"], "not a deployment file"),
-        (["demo", "--deployment", "nope.json", "--out", "r2"], "deployment file not found"),
+        (["demo", "--chain", "embedded", "--deployment", str(ROOT / "README.md"), "--out", "r1"], "not a deployment file"),
+        (["demo", "--chain", "embedded", "--deployment", "nope.json", "--out", "r2"], "deployment file not found"),
+        (["demo", "--deployment", "nope.json", "--out", "r2"], "--deployment needs the node it was deployed on"),
         (["demo", "--drop", "1", "--drop-at", "99", "--out", "r3"], "never comes"),
         (["bench", "settle", "--json", str(work)], "is a folder"),
         (["resume", str(work)], "not a run folder"),

@@ -201,3 +201,22 @@ def test_the_key_store_keeps_each_secret_once_in_files_only_its_owner_reads(tmp_
     assert KeyStore(tmp_path / "keys").party("round0-0xabc").get("x") == 1
     assert store.account_seed() == KeyStore(tmp_path / "keys").account_seed()
     assert oct(os.stat(party.path).st_mode & 0o777) == "0o600"
+
+
+def test_a_killed_run_on_the_node_it_started_resumes_from_the_chain_it_kept(tmp_path, capsys):
+    """The default chain 'anvil': the node dies with the run (SIGKILL), keeping its chain in the run
+    folder; resume restarts the node from it and finishes; the kept chain is audited afterwards."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([*GRIDSHARE, "demo", "--out", str(out), "--prosumers", "4"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children = _kill_after(proc, out, 60)
+    assert children and not _alive(children), "the node outlived the run"
+    assert (out / "chain-state.json").exists()
+    assert main(["resume", str(out)]) == 0
+    assert "journaled transaction(s) reused" in capsys.readouterr().err
+    record = json.loads((out / "run.json").read_text())
+    assert record["chain"]["kind"] == "anvil" and record["convergence"]["converged"]
+    assert record["chain"]["state"] == str(out / "chain-state.json")
+    with start_anvil(state=out / "chain-state.json") as node:  # `gridshare chain up --state ...`
+        findings, _ = run_audit(connect(node.url), record["chain"]["contracts"]["market"])
+    assert findings and [f for f in findings if not f.ok] == []

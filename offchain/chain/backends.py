@@ -15,6 +15,7 @@ import json
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -34,6 +35,7 @@ from web3.contract import Contract
 from web3.logs import DISCARD
 
 from ..errors import ChainError
+from ..processes import die_with_parent
 from .compiler import ROOT, Artifact, compile_contracts
 
 DEV_ACCOUNTS = 256
@@ -271,6 +273,8 @@ class Chain:
         self.account_seed = account_seed or (EMBEDDED_SEED if kind == "embedded" else secrets.token_bytes(32))
         self.journal: "TxJournal | None" = None  # a resumable run's record of what it sent
         self.stranded = 0  # transactions a dev node left pending, mined by a block the client asked for
+        self.started_here: bool = False  # a node the run started and stops (runner.ANVIL)
+        self.state_file: Path | None = None  # where that node keeps its chain
         self.chain_id = int(w3.eth.chain_id)
         self._nonces: dict[str, int] = {}
         self._gas_cache: dict[tuple, int] = {}
@@ -906,11 +910,15 @@ STRAND_BLOCK_TIME = 2  # seconds between the interval blocks of a node gridshare
 
 
 def start_anvil(accounts: int = 10, gas_limit: int = EMBEDDED_GAS_LIMIT, timeout: float = 20.0,
-                port: int = 0, hardfork: str | None = None, prune_history: bool = True) -> AnvilProcess:
+                port: int = 0, hardfork: str | None = None, prune_history: bool = True,
+                state: Path | None = None, bound: bool = False) -> AnvilProcess:
     """Starts anvil (chain id 31337; at its default hardfork unless ``hardfork`` names one, e.g.
     "prague") on ``port`` (0: a free one) and waits until it listens. ``prune_history`` keeps no
     past block states: otherwise anvil writes every mined block's state under ~/.foundry/anvil/tmp
-    and leaves it there when stopped (a long load run filled a 79 GB disk)."""
+    and leaves it there when stopped (a long load run filled a 79 GB disk). ``state``: a file the
+    chain (blocks, transactions, receipts, state) is loaded from if it exists and saved to every
+    second and when the node stops. ``bound``: the node stops (SIGTERM, saving its state) when
+    this process dies, even by SIGKILL."""
     binary = anvil_binary()
     if binary is None:
         raise ChainError("anvil not found (run `npm ci` to install node_modules/@foundry-rs/anvil)")
@@ -923,7 +931,10 @@ def start_anvil(accounts: int = 10, gas_limit: int = EMBEDDED_GAS_LIMIT, timeout
         cmd.append("--prune-history")
     if hardfork:
         cmd += ["--hardfork", hardfork]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    if state is not None:
+        cmd += ["--state", str(state), "--state-interval", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=(lambda: die_with_parent(signal.SIGTERM)) if bound else None)
     listening: list[int] = []
     ready = threading.Event()
     said = bytearray()  # what anvil printed before it listened: its reason, if it never does

@@ -103,7 +103,7 @@ class PrivacySpec:
 
 @dataclass(frozen=True)
 class ChainSpec:
-    url: str = "embedded"  # "embedded" (in-process eth-tester) or a JSON-RPC URL
+    url: str = "anvil"  # "anvil" (a local node the run starts and stops), "embedded" (in process) or a JSON-RPC URL
     # the round's deadlines, in blocks (docs/protocol.md, "Deadlines"); None: sized to the round
     registration_blocks: int | None = None
     submission_blocks: int | None = None
@@ -321,8 +321,8 @@ def read_privacy(t: dict) -> PrivacySpec:
 def read_chain(t: dict) -> ChainSpec:
     r = Reader(t, "chain")
     url = r.str_("url", default=ChainSpec.url)
-    if url != "embedded" and not url.startswith(("http://", "https://")):
-        fail("chain.url", f"must be \"embedded\" or an http(s):// JSON-RPC URL, got {url!r}")
+    if url not in ("anvil", "embedded") and not url.startswith(("http://", "https://")):
+        fail("chain.url", f"must be \"anvil\", \"embedded\" or an http(s):// JSON-RPC URL, got {url!r}")
     blocks = {}
     for key in ("registration_blocks", "submission_blocks", "coordinator_blocks", "challenge_blocks"):
         if t.get("chain", {}).get(key) is None:

@@ -22,6 +22,8 @@ from functools import cached_property
 import gmpy2
 from phe import paillier as phe_paillier
 
+from ..processes import die_with_parent
+
 DEFAULT_KEY_BITS = 2048
 
 
@@ -115,18 +117,6 @@ def _random_r_batch(n: int, count: int) -> list[tuple[int, int]]:
 _precompute_executor: ProcessPoolExecutor | None = None
 
 
-def _die_with_parent() -> None:
-    """Worker initializer: the kernel kills this process when its parent dies (Linux prctl
-    PR_SET_PDEATHSIG), even by SIGKILL; elsewhere the closed call queue ends it."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def _executor() -> ProcessPoolExecutor:
     """One worker process: precomputation runs on the second core while the round goes on.
 
@@ -137,7 +127,7 @@ def _executor() -> ProcessPoolExecutor:
     global _precompute_executor
     if _precompute_executor is None:
         _precompute_executor = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("fork"),
-                                                   initializer=_die_with_parent)
+                                                   initializer=die_with_parent)
         atexit.register(_precompute_executor.shutdown, wait=False, cancel_futures=True)
         _precompute_executor.submit(int).result()  # forks the worker now
     return _precompute_executor

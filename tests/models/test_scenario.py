@@ -215,7 +215,7 @@ def test_to_dict_is_json_serialisable():
     assert back["prosumers"][0]["battery"]["efficiency"] == 0.95
     assert back["mechanism"] == "tariff" and back["iteration"]["max_iterations"] == 50
     assert back["privacy"] == {"key_bits": 2048, "verify_openings": True}
-    assert back["chain"]["url"] == "embedded" and back["chain"]["submission_blocks"] is None  # sized to the round
+    assert back["chain"]["url"] == "anvil" and back["chain"]["submission_blocks"] is None  # sized to the round
 
 
 def test_missing_file_and_bad_toml_raise_scenario_error(tmp_path):
@@ -234,7 +234,7 @@ def test_privacy_and_chain_tables_are_optional_with_the_documented_defaults(raw,
         bare = _with(doc, lambda d: (d.pop("privacy"), d.pop("chain")))
         sc = parse(bare)
         assert sc.privacy == kit.PrivacySpec(key_bits=2048, verify_openings=True)
-        assert sc.chain == kit.ChainSpec(url="embedded")
+        assert sc.chain == kit.ChainSpec(url="anvil")
 
 
 def test_privacy_and_chain_tables_are_read_by_both_mechanisms(raw, storage_raw):
@@ -273,7 +273,7 @@ def test_other_privacy_and_chain_fields_are_checked(raw):
     cases = [
         (lambda d: d["privacy"].update(verify_openings="yes"), r"^privacy\.verify_openings: must be true or false"),
         (lambda d: d["privacy"].update(curve="x25519"), r"^privacy\.curve: unknown key"),
-        (lambda d: d["chain"].update(url="ftp://node"), r"^chain\.url: must be \"embedded\" or an http\(s\)://"),
+        (lambda d: d["chain"].update(url="ftp://node"), r"^chain\.url: must be \"anvil\", \"embedded\" or an http\(s\)://"),
         (lambda d: d["chain"].update(url="127.0.0.1:8545"), r"^chain\.url: must be"),
         (lambda d: d["chain"].update(url=""), r"^chain\.url: must not be empty"),
         (lambda d: d["chain"].update(url=8545), r"^chain\.url: must be a string, got int"),
