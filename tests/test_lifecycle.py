@@ -93,3 +93,21 @@ def test_node_side_bad_input_is_named_in_one_line(capsys):
     with start_anvil() as node:
         assert main(["audit", "--chain", node.url, "--market", "0x" + "11" * 20, "--from-block", "999999"]) == 2
         assert "past the chain's head" in capsys.readouterr().err
+
+
+def test_the_preparation_of_a_large_run_reports_counts_and_totals():
+    from offchain.runner import RunOptions, execute, prepare
+
+    seen = []
+    execute(prepare(ROOT / "scenarios" / "community10.toml", RunOptions(mode="plaintext", prosumers=5)),
+            count=lambda what, done, total: seen.append((what, done, total)))
+    assert ("building the prosumers' models", 5, 5) in seen and ("solving each prosumer's day alone", 0, 5) in seen
+    assert [d for w, d, _ in seen if w == "solving each prosumer's day alone"] == [0, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes in any folder")
+def test_a_read_only_output_folder_is_refused_before_any_work(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    assert main(["demo", "--out", str(ro)]) == 2
+    assert "cannot write in it" in capsys.readouterr().err

@@ -906,7 +906,8 @@ class AnvilProcess:
                 self.proc.wait(timeout=5)
 
 
-STRAND_BLOCK_TIME = 2  # seconds between the interval blocks of a node gridshare starts
+STRAND_BLOCK_TIME = 10  # seconds between the interval blocks of a node gridshare starts (a block is a
+# deadline tick: 2 s ate a 200-participant round's coordinator window in the load benchmark)
 
 
 def start_anvil(accounts: int = 10, gas_limit: int = EMBEDDED_GAS_LIMIT, timeout: float = 20.0,
