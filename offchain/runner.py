@@ -120,7 +120,7 @@ CHAIN_STATE = "chain-state.json"  # where that node keeps its chain, in the run 
 
 
 def _start_node(o: RunOptions, participants: int):
-    """A local anvil at its default hardfork, in mixed mining, bound to this process; its chain is
+    """A local anvil at its default hardfork, bound to this process; its chain is
     kept in the run folder (loaded from there when a killed run is resumed)."""
     from .chain.backends import start_anvil
 

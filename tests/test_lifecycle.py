@@ -57,8 +57,9 @@ def test_an_interrupted_run_says_how_to_finish_it_and_resume_does(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert f"gridshare resume {out}` finishes it" in err and "Traceback" not in err, err
-    assert not (out / RUN_LOCK).exists() and not (out / "run.json").exists()
-    assert subprocess.run([*GRIDSHARE, "resume", str(out)], cwd=ROOT, capture_output=True, timeout=300).returncode == 0
+    assert not (out / RUN_LOCK).exists() and not (out / "run.json").exists(), sorted(p.name for p in out.iterdir())
+    resumed = subprocess.run([*GRIDSHARE, "resume", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert json.loads((out / "run.json").read_text())["convergence"]["converged"]
 
 
