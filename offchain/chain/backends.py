@@ -355,7 +355,7 @@ class Chain:
         elif missing > 0:
             try:
                 self._rpc("anvil_mine", [hex(missing)])
-            except ChainError:
+            except ChainError:  # e.g. no answer within the timeout on a long chain: it still mines them
                 while self.block_number < block:
                     time.sleep(1.0)
         if self.journal is not None:
