@@ -402,6 +402,14 @@ class RoundAudit:
                       last.k if last else 0, where=self.events[-1])
         return None
 
+    def _fate_of_dropped(self) -> str:
+        """What became of a dropped participant: the round's end decides."""
+        if self._one("Settled") is not None:
+            return "settled by the mechanism's fallback"
+        if self._one("Closed") is not None:
+            return "the round then closed without trading (its deposit withdrawable)"
+        return "to be settled by the mechanism's fallback"
+
     def _check_start_drops(self, rules) -> None:
         """Participants dropped at the start: their deposit was below the round's collateral."""
         collateral = self.params["collateral"]
@@ -410,7 +418,7 @@ class RoundAudit:
             held = sum(d.args["amount"] for d in self._before(e.tx, "Deposited") if d.args["account"] == who)
             if held < collateral and DROP_REASONS[e.args["reason"]] == "NoCollateral":
                 self._note("dropout", f"{who} deposited {held}, less than the collateral {collateral}: dropped at the "
-                           "start, settled by the mechanism's fallback", 0, where=e)
+                           f"start, {self._fate_of_dropped()}", 0, where=e)
             else:
                 self._add("dropout", False, f"{who} was dropped at the start though it deposited {held}, the "
                           f"collateral being {collateral}", 0, where=e)
@@ -425,7 +433,7 @@ class RoundAudit:
             text = {"MissedSubmission": f"did not submit in {att.label}",
                     "MissedOpening": f"did not open in the dispute of {att.label}",
                     "Culprit": f"was proven a culprit in the dispute of {att.label}"}.get(reason, reason)
-            self._note("dropout", f"{self._who(i)} {text}: dropped, settled by the mechanism's fallback", att.k, where=e)
+            self._note("dropout", f"{self._who(i)} {text}: dropped, {self._fate_of_dropped()}", att.k, where=e)
         aggregated = next(iter(att.named("Aggregated")), None)
         if self.key is not None and aggregated is not None:
             product = self.key.add(*(self._int(self.ciphertexts[e.tx.hash]) for e in subs if e.tx.hash in self.ciphertexts))
