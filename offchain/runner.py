@@ -127,7 +127,7 @@ def _start_node(o: RunOptions, participants: int):
     if o.deployment is not None:
         raise UsageError("--deployment needs the node it was deployed on (--chain URL); the chain 'anvil' is a "
                          "fresh node the run starts")
-    return start_anvil(state=o.run_dir / CHAIN_STATE if o.run_dir else None, bound=True)
+    return start_anvil(state=o.run_dir / CHAIN_STATE if o.run_dir else None)
 
 
 def _check_drops(o: RunOptions, participants: int, cap: int | None) -> None:

@@ -908,14 +908,14 @@ class AnvilProcess:
 
 def start_anvil(accounts: int = 10, gas_limit: int = EMBEDDED_GAS_LIMIT, timeout: float = 20.0,
                 port: int = 0, hardfork: str | None = None, prune_history: bool = True,
-                state: Path | None = None, bound: bool = False) -> AnvilProcess:
+                state: Path | None = None) -> AnvilProcess:
     """Starts anvil (chain id 31337; at its default hardfork unless ``hardfork`` names one, e.g.
     "prague") on ``port`` (0: a free one) and waits until it listens. ``prune_history`` keeps no
     past block states: otherwise anvil writes every mined block's state under ~/.foundry/anvil/tmp
     and leaves it there when stopped (a long load run filled a 79 GB disk). ``state``: a file the
     chain (blocks, transactions, receipts, state) is loaded from if it exists and saved to every
-    second and when the node stops. ``bound``: the node stops (SIGTERM, saving its state) when
-    this process dies, even by SIGKILL."""
+    second and when the node stops. The node stops (SIGTERM, saving its state) when the thread
+    that started it dies, even by SIGKILL: a killed run or benchmark leaves no node behind."""
     binary = anvil_binary()
     if binary is None:
         raise ChainError("anvil not found (run `npm ci` to install node_modules/@foundry-rs/anvil)")
@@ -931,7 +931,7 @@ def start_anvil(accounts: int = 10, gas_limit: int = EMBEDDED_GAS_LIMIT, timeout
     if state is not None:
         cmd += ["--state", str(state), "--state-interval", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                            preexec_fn=(lambda: die_with_parent(signal.SIGTERM)) if bound else None)
+                            preexec_fn=lambda: die_with_parent(signal.SIGTERM))
     listening: list[int] = []
     ready = threading.Event()
     said = bytearray()  # what anvil printed before it listened: its reason, if it never does
