@@ -328,28 +328,52 @@ def main(argv: list[str] | None = None) -> int:
         except SystemExit as done:  # --help, or a usage error already printed as one line
             return int(done.code or 0)
         return _dispatch(args)
-    except KeyboardInterrupt:
-        if _running is not None and not (_running / "run.json").exists():
-            console.print(f"interrupted; the run's folder keeps what it did: `gridshare resume {_running}` finishes it",
-                          soft_wrap=True)
-        else:
-            console.print("interrupted")
-        return 130
     except Exception as exc:  # noqa: BLE001 - every failure becomes one line
-        from .errors import GridshareError
+        if not (_interrupted or _caused_by_interrupt(exc)):
+            return _failed(exc)
+        return _said_interrupted()
+    except KeyboardInterrupt:
+        return _said_interrupted()
 
-        if os.environ.get("GRIDSHARE_DEBUG"):
-            raise
-        if isinstance(exc, GridshareError):
-            print(f"gridshare: error: {exc}", file=sys.stderr)
-            return exc.exit_code
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        print(f"gridshare: internal error: {type(exc).__name__}: {first} (GRIDSHARE_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
-        return 1
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    """Whether an interrupt surfaced as another error (e.g. ImportError from a module whose import
+    it cut short)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _said_interrupted() -> int:
+    if _running is not None and not (_running / "run.json").exists():
+        console.print(f"interrupted; the run's folder keeps what it did: `gridshare resume {_running}` finishes it",
+                      soft_wrap=True)
+    else:
+        console.print("interrupted")
+    return 130
+
+
+def _failed(exc: Exception) -> int:
+    """One line for a failure: the error's own for a user-facing one, else an internal error."""
+    from .errors import GridshareError
+
+    if os.environ.get("GRIDSHARE_DEBUG"):
+        raise exc
+    if isinstance(exc, GridshareError):
+        print(f"gridshare: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    print(f"gridshare: internal error: {type(exc).__name__}: {first} (GRIDSHARE_DEBUG=1 shows the traceback)",
+          file=sys.stderr)
+    return 1
 
 
 _running: Path | None = None  # the folder of the run in progress, for the hint on an interruption
+_interrupted = False  # a SIGTERM arrived
 
 
 def _stop_on_sigterm() -> None:
@@ -357,6 +381,8 @@ def _stop_on_sigterm() -> None:
     import signal
 
     def stop(*_):
+        global _interrupted
+        _interrupted = True  # even if the interrupt surfaces as another error
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # once: a second kill is not caught
         raise KeyboardInterrupt
 
