@@ -97,6 +97,10 @@ def _add_run_options(p: argparse.ArgumentParser, mechanism_options: bool = True)
     p.add_argument("--seed", type=_int_at_least(0), help="seed for profiles and scaling (default: the scenario's)")
     p.add_argument("--settle-unconverged", action="store_true",
                    help="settle a round that did not converge at its last prices (default: close it, nothing traded)")
+    p.add_argument("--processes", action="store_true",
+                   help="run every party (each prosumer, the coordinator, each payee) as its own OS process that holds "
+                        "only its own keys and data and talks to the others through the chain (chain mode on a node; "
+                        "default: every party in this process, the same protocol, faster)")
     p.add_argument("--out", type=Path, help="output folder for run.json and report.html (default: runs/<time>)")
     p.add_argument("--json", action="store_true", help="print the run record's summary as JSON on stdout")
     if mechanism_options:
@@ -156,6 +160,23 @@ def build_parser() -> argparse.ArgumentParser:
     refund.add_argument("--keys", type=Path, metavar="DIR", required=True,
                         help="the key store of the accounts that deposited: a run folder (RUN_DIR or RUN_DIR/keys) "
                              "or a deployment's <file>.keys")
+
+    party = sub.add_parser("party", help="run one party's side of a round, as its own process",
+                           description="Run one party of a chain round (a prosumer, the coordinator, a payee) to the "
+                                       "round's end: it acts only on what the chain shows and on what its own folder "
+                                       "holds (party.json, its account key and secrets, its agent), as `gridshare run "
+                                       "--processes` writes them under RUN_DIR/parties/. A party restarted after a "
+                                       "crash resumes from its folder and the chain and sends nothing twice. Exit "
+                                       "status 0 when the round settled or closed.")
+    party.add_argument("--chain", metavar="URL", required=True, help="JSON-RPC URL of the node")
+    party.add_argument("--market", metavar="ADDRESS", required=True, help="the round contract")
+    party.add_argument("--round", type=_int_at_least(1), help="the round (a participant or payee; the coordinator "
+                                                               "creates its round and keeps its id)")
+    party.add_argument("--name", required=True, help="the party's name, as its folder's party.json gives it")
+    party.add_argument("--keys", type=Path, metavar="DIR", required=True, help="the party's folder")
+    party.add_argument("--patience", type=float, default=30.0, metavar="SECONDS",
+                       help="on a dev chain, how long a party waits for the others before it mines the blocks "
+                            "to a deadline (default: %(default)s)")
 
     chain = sub.add_parser("chain", help="manage a local development chain", description="Manage a local development chain.")
     chain_sub = chain.add_subparsers(dest="chain_command", required=True, metavar="ACTION", parser_class=_Parser)
@@ -404,6 +425,10 @@ def _dispatch(args) -> int:
         from .audit.command import audit_command
 
         return audit_command(args, console)
+    if args.command == "party":
+        from .protocol.parties import party_command
+
+        return party_command(args, console)
     if args.command == "chain":
         return _chain_up(args)
     if args.command == "compile":
@@ -439,7 +464,7 @@ def _run(args) -> int:
     options = RunOptions(mode=args.mode, chain_url=args.chain, key_bits=args.key_bits, run_dir=out,
                          verify_openings=False if args.no_verify_openings else None, deployment=args.deployment,
                          settle_unconverged=args.settle_unconverged, prosumers=args.prosumers, seed=args.seed,
-                         drop=args.drop, drop_at=args.drop_at, cheat=args.cheat)
+                         drop=args.drop, drop_at=args.drop_at, cheat=args.cheat, processes=args.processes)
     from .errors import UsageError
     from .registry import load_scenario
 

@@ -240,6 +240,7 @@ class Mechanism(ABC):
     rule_sources: tuple[Path, ...] = ()
     bill_items: tuple[str, ...] = ()
     options: tuple[Option, ...] = ()
+    processes_unsupported: str = ""  # why its rounds cannot yet run with every party its own process ("": they can)
 
     # -- scenario layer ------------------------------------------------------------------------
     @abstractmethod

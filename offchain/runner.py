@@ -38,9 +38,10 @@ class RunOptions:
     drop: int = 0  # participants that go silent (simulated crashes) ...
     drop_at: int = 1  # ... from this iteration on
     cheat: int = 0  # participants that encrypt other values than they commit to (found by the blame step)
+    processes: bool = False  # every party its own OS process (chain mode on a node)
 
     KEPT = ("mode", "chain_url", "key_bits", "verify_openings", "deployment", "settle_unconverged", "prosumers",
-            "seed", "mechanism_options", "drop", "drop_at", "cheat")  # what run-options.json keeps for a resume
+            "seed", "mechanism_options", "drop", "drop_at", "cheat", "processes")  # what run-options.json keeps for a resume
 
 
 @dataclass
@@ -78,6 +79,7 @@ def prepare(scenario_path: Path, options: RunOptions) -> Prepared:
         options.verify_openings = scenario.privacy.verify_openings
     slots, slot_bits, participants = mechanism.layout(scenario)
     _check_drops(options, participants, mechanism.iteration_cap(scenario))
+    _check_processes(options, mechanism, scenario)
     if slots and options.mode != "plaintext":
         from .privacy.packing import SlotLayout
 
@@ -128,6 +130,20 @@ def _start_node(o: RunOptions, participants: int):
         raise UsageError("--deployment needs the node it was deployed on (--chain URL); the chain 'anvil' is a "
                          "fresh node the run starts")
     return start_anvil(state=o.run_dir / CHAIN_STATE if o.run_dir else None)
+
+
+def _check_processes(o: RunOptions, mechanism, scenario) -> None:
+    if not o.processes:
+        return
+    if o.mode != "chain" or (o.chain_url or scenario.chain.url) == "embedded":
+        raise UsageError("--processes runs the parties on a node (--chain anvil or a URL): the embedded chain lives "
+                         "inside one process")
+    if o.drop or o.cheat:
+        raise UsageError("--drop and --cheat simulate parties inside one process; with --processes, stop a party's "
+                         "process instead (`gridshare party` resumes it)")
+    if mechanism.processes_unsupported:
+        raise UsageError(f"--processes: the {mechanism.name} mechanism cannot run as processes yet: "
+                         f"{mechanism.processes_unsupported}")
 
 
 def _check_drops(o: RunOptions, participants: int, cap: int | None) -> None:
@@ -316,6 +332,9 @@ def resume_options(out: Path) -> tuple[Path, RunOptions]:
         raise UsageError(f"{path}: not a run's options ({exc})") from None
     if options.deployment:
         options.deployment = Path(options.deployment)
+    if options.processes:
+        raise UsageError(f"{out} ran every party as its own process: restart a stopped party with `gridshare party` "
+                         f"(its folder under {Path(out) / 'parties'}); a run cannot resume them all at once yet")
     return scenario, options
 
 
@@ -398,9 +417,12 @@ def _run_job(p: Prepared, progress) -> RunRecord:
         if job.plaintext_check and o.mode != "plaintext":
             plain.append(run_round(factory(), PlainTransport(drops), executor=o.executor,
                                    progress=_bar(progress, f"{label}, plaintext mode")))
+        bar = _logged(p.log, label, _bar(progress, f"{label}, {o.mode} mode"))
+        if o.processes:
+            outcomes.append(_in_processes(p, setup, i, bar))
+            continue
         transport = PlainTransport(drops) if o.mode == "plaintext" else _transport(p, drops, i, _cheats(o, setup, drops))
-        out = run_round(setup, transport, executor=o.executor, settle_unconverged=o.settle_unconverged,
-                        progress=_logged(p.log, label, _bar(progress, f"{label}, {o.mode} mode")))
+        out = run_round(setup, transport, executor=o.executor, settle_unconverged=o.settle_unconverged, progress=bar)
         if o.mode == "chain":  # later rounds reuse the market and the rule contracts
             p.market, p.rules = transport.market, transport.rules
         outcomes.append(out)
@@ -416,6 +438,24 @@ def _run_job(p: Prepared, progress) -> RunRecord:
         timings["plaintext mode"] = plain[-1].seconds["total"]
     timings["wall"] = time.perf_counter() - t_start
     return _record(p, job, summary, outcomes, plain, timings)
+
+
+def _in_processes(p: Prepared, setup, index: int, progress):
+    """Round ``index`` with every party its own OS process (:mod:`offchain.protocol.spawn`), on the
+    run's market and rule contracts (deployed here, by the coordinator's account, if not given)."""
+    from .chain.market import Market, deploy_rule
+    from .protocol import spawn
+
+    chain, o = p.chain, p.options
+    operator = chain.accounts(1)[0]
+    if p.market is None:
+        p.market = Market.deploy(chain, operator)
+    name = p.mechanism.rule_contract
+    if name not in p.rules:
+        p.rules[name] = deploy_rule(chain, name, operator)
+    return spawn.run(setup, chain, p.market, p.rules[name], o.run_dir / "parties" / f"round{index}", key_bits=o.key_bits,
+                     verify_openings=o.verify_openings, windows=p.scenario.chain.windows,
+                     settle_unconverged=o.settle_unconverged, progress=progress)
 
 
 def _logged(log, label: str, progress):

@@ -54,9 +54,14 @@ class MarketHistory:
         self.contract = w3.eth.contract(address=self.address, abi=abi)
         self.token_abi = artifacts["SettlementToken"].abi
         self._by_topic = {event_abi_to_log_topic(e): e["name"] for e in abi if e["type"] == "event"}
-        self.txs = txs
+        self.txs: list[Tx] = []
         self.events: list[Event] = []
         self.calls: list[Call] = []
+        self.extend(txs)
+
+    def extend(self, txs: list[Tx]) -> None:
+        """Decodes ``txs`` (later in the chain than those read before) and adds them."""
+        self.txs.extend(txs)
         for tx in txs:
             try:
                 fn, args = self.contract.decode_function_input(tx.input)

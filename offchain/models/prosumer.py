@@ -166,6 +166,18 @@ class ProsumerModel:
         self._alone: Response | None = None
         self.solves = 0
 
+    def __getstate__(self) -> dict:
+        """Pickled without the problem, whose solver cache holds native objects: rebuilt on load."""
+        return {k: v for k, v in self.__dict__.items() if k != "problem"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.problem = cp.Problem(cp.Minimize(self.block.cost + self.payment), self.block.constraints)
+        if self._alone is not None:  # the solver is built on the first problem it solved (its scaling is kept
+            solves = self.solves     # across updates): solve that one again, so that later solves match to the bit
+            self._run(np.zeros(self.hours), 0.0)
+            self.solves = solves
+
     # -- building block for the centralised reference ---------------------------------------
     def fresh_block(self) -> Block:
         """A new, independent copy of this prosumer's variables (trade cap as a constant)."""

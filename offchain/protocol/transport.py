@@ -758,17 +758,7 @@ class ChainTransport(_Sealing, Transport):
         return result
 
     def _settlement(self, result) -> MirrorSettlement:
-        names = [p.name for p in self.setup.participants]
-        paid = result.payments
-        by_address = {self.addresses[r].lower(): r for r in (*self.setup.payees, self.setup.coordinator_role)}
-        payees: dict[str, int] = {}
-        participants = {self.addresses[n].lower() for n in names}
-        for address, amount in paid.items():
-            if address.lower() not in participants:
-                role = by_address.get(address.lower(), address)
-                payees[role] = payees.get(role, 0) + amount
-        return MirrorSettlement([paid.get(self.addresses[n], 0) for n in names], payees,
-                                [result.bills[self.addresses[n]] for n in names] if result.bills else [])
+        return settlement_by_role(result, self.setup, self.addresses)
 
     def close_round(self) -> None:
         self._later.clear()  # nothing is settled: no decryption needs a challenge
@@ -792,6 +782,22 @@ class ChainTransport(_Sealing, Transport):
         """The Python mirror of the rule applied to the settled reveals (equals the chain's)."""
         length = len(next(iter(self.sealed.values())).reveal)
         return self._mirror(self.setup, [r or [0] * length for r in self._final_reveals()], prices)
+
+
+def settlement_by_role(result, setup: RoundSetup, addresses: dict[str, str]) -> MirrorSettlement:
+    """A settlement booked on chain (:class:`~offchain.chain.market.Settlement`, by address) by
+    participant (registration order) and payee role."""
+    names = [p.name for p in setup.participants]
+    paid = result.payments
+    by_address = {addresses[r].lower(): r for r in (*setup.payees, setup.coordinator_role)}
+    payees: dict[str, int] = {}
+    participants = {addresses[n].lower() for n in names}
+    for address, amount in paid.items():
+        if address.lower() not in participants:
+            role = by_address.get(address.lower(), address)
+            payees[role] = payees.get(role, 0) + amount
+    return MirrorSettlement([paid.get(addresses[n], 0) for n in names], payees,
+                            [result.bills[addresses[n]] for n in names] if result.bills else [])
 
 
 def describe(transport: Transport) -> dict[str, Any]:

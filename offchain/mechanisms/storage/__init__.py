@@ -98,6 +98,8 @@ class StorageMechanism(Mechanism):
     title = "shared-storage capacity renting with P2P trading"
     rule_contract = "StorageRule"
     bill_items = ITEMS
+    processes_unsupported = ("its operator's closing announcement (Answer.closing) is not yet published on chain, "
+                             "and a prosumer's process would not learn it")
     options = (
         Option("--case", "storage-p2p: 1 grid only, 2 P2P, 3 shared storage, 4 both, or all (default 4; case 1 is "
                "always solved centrally as every prosumer's cost alone)", choices=CASES, default="4"),

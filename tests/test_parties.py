@@ -1,0 +1,100 @@
+"""Every party its own process: a round whose prosumers, coordinator and payee each run as
+`gridshare party` processes on anvil, one prosumer killed mid-round and restarted, settles with
+the payments of the same round run in one process; each party's folder holds its secrets only."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from offchain.chain.backends import connect, start_anvil
+from offchain.chain.market import Market, deploy_rule
+from offchain.protocol import spawn
+from offchain.protocol.driver import run_round
+from offchain.protocol.transport import ChainTransport
+from offchain.registry import load_scenario
+
+from .conftest import SCENARIO, node_available
+
+pytestmark = pytest.mark.skipif(not node_available(), reason="anvil not installed (npm ci)")
+
+
+def _setup(prosumers: int = 4):
+    mechanism, scenario = load_scenario(SCENARIO, prosumers=prosumers, seed=3)
+    job = mechanism.prepare(scenario, {})
+    return mechanism, scenario, job.rounds[-1]
+
+
+def _submits(folder, k: int) -> int:
+    path = folder / "transactions.jsonl"
+    lines = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+    return sum(1 for x in lines if x["kind"] == "submit" and x["iteration"] == k)
+
+
+def test_party_processes_settle_as_one_process_does_after_a_prosumer_is_killed_and_restarted(tmp_path):
+    mechanism, scenario, factory = _setup()
+    with start_anvil() as node:
+        chain = connect(node.url)
+        operator = chain.accounts(1)[0]
+        market = Market.deploy(chain, operator)
+        rule = deploy_rule(chain, mechanism.rule_contract, operator)
+        alone = run_round(factory(), ChainTransport(chain, market=market, rules={mechanism.rule_contract: rule}))
+        setup = factory()
+        victim = setup.participants[1].name
+        events = []
+
+        def chaos(parties, info):
+            folder = parties.root / victim
+            if not events and info["phase"] == "Iterating" and _submits(folder, 1):
+                parties.kill(victim)  # SIGKILL after its submission of iteration 1
+                events.append(("killed", info["iteration"]))
+                parties.spawn(victim)  # resumes from its folder and the chain
+
+        out = spawn.run(setup, chain, market, rule, tmp_path / "parties", key_bits=2048, verify_openings=True,
+                        windows={}, settle_unconverged=False, watch=chaos)
+    assert events, "the prosumer was never killed"
+    assert out.settled and alone.settled
+    assert out.settlement.amounts == alone.settlement.amounts
+    assert out.settlement.payees == alone.settlement.payees
+    assert len(out.iterations) == len(alone.iterations)
+    assert out.transport.dropped_at == {}  # the restart came before the deadline: nobody dropped
+    # the restarted party sent nothing twice: one submission per iteration, one reveal
+    folder = tmp_path / "parties" / victim
+    assert all(_submits(folder, k) == 1 for k in range(len(out.iterations)))
+    kinds = [json.loads(x)["kind"] for x in (folder / "transactions.jsonl").read_text().splitlines()]
+    assert kinds.count("reveal") == 1 and kinds.count("register") == 1
+    # each party's folder holds its own account key and no other party's
+    keys = {}
+    for party in (tmp_path / "parties").iterdir():
+        first = json.loads((party / "secrets.jsonl").read_text().splitlines()[0])
+        assert first["k"] == "account"
+        keys[party.name] = first["v"]
+        assert oct((party / "secrets.jsonl").stat().st_mode)[-3:] == "600"
+    for name, key in keys.items():
+        for other in (tmp_path / "parties").iterdir():
+            if other.name != name:
+                assert key not in (other / "secrets.jsonl").read_text()
+    # only the coordinator's folder holds the Paillier key
+    holders = [p.name for p in (tmp_path / "parties").iterdir() if '"paillier"' in (p / "secrets.jsonl").read_text()]
+    assert holders == ["coordinator"]
+
+
+def test_run_processes_refuses_what_it_cannot_do_before_any_work(tmp_path):
+    from offchain.cli import main
+
+    for argv, says in [(["--mode", "private"], "on a node"), (["--chain", "embedded"], "on a node"),
+                       (["--drop", "1"], "stop a party's process")]:
+        code = main(["run", str(SCENARIO), "--processes", *argv, "--out", str(tmp_path / "x")])
+        assert code == 2, argv
+        assert not (tmp_path / "x").exists()
+    code = main(["run", str(SCENARIO.parent / "storage10.toml"), "--processes", "--out", str(tmp_path / "x")])
+    assert code == 2 and not (tmp_path / "x").exists()
+
+
+def test_party_command_checks_its_folder(tmp_path, capsys):
+    from offchain.cli import main
+
+    code = main(["party", "--chain", "http://127.0.0.1:1", "--market", "0x" + "1" * 40, "--round", "1",
+                 "--name", "H01", "--keys", str(tmp_path)])
+    assert code == 2
+    assert "not a party's folder" in capsys.readouterr().err
