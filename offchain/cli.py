@@ -104,17 +104,58 @@ def _add_run_options(p: argparse.ArgumentParser, mechanism_options: bool = True)
     p.add_argument("--out", type=Path, help="output folder for run.json and report.html (default: runs/<time>)")
     p.add_argument("--json", action="store_true", help="print the run record's summary as JSON on stdout")
     if mechanism_options:
-        from .registry import all_mechanisms
-
-        for m in all_mechanisms():
-            group = p.add_argument_group(f"options of the {m.name} mechanism")
-            for o in m.options:
-                kw = {"action": o.action} if o.action else {"type": o.type, "choices": o.choices}
-                group.add_argument(o.flag, dest=_dest(o.flag), default=None, help=o.help, **kw)
+        p.epilog = _mechanism_options_help()
+        p.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
-def _dest(flag: str) -> str:
-    return "mech_" + flag.lstrip("-").replace("-", "_")
+def _mechanism_options_help() -> str:
+    """Each mechanism's own options, in its own namespace (the scenario's mechanism parses them); a
+    mechanism that does not load is named, and breaks no other command."""
+    from .errors import MechanismError
+    from .registry import get, names
+
+    lines = ["options of the scenario's mechanism (each mechanism has its own):"]
+    for name in names():
+        try:
+            options = get(name).options
+        except MechanismError as exc:
+            lines.append(f"  {name}: not available ({exc})")
+            continue
+        lines.append(f"  {name}:" + ("" if options else " none"))
+        for o in options:
+            lines.append(f"    {o.flag}" + (f" {{{','.join(o.choices)}}}" if o.choices else "") + f"  {o.help}")
+    return "\n".join(lines)
+
+
+def mechanism_parser(mechanism) -> argparse.ArgumentParser:
+    """The parser of one mechanism's own options. An option that shadows one of `gridshare run`'s
+    is the mechanism's error (a :class:`MechanismError`), not every command's."""
+    from .errors import MechanismError
+
+    generic = {flag for action in _run_actions() for flag in action.option_strings}
+    parser = _MechanismParser(prog=f"gridshare run (mechanism {mechanism.name})", add_help=False)
+    for o in mechanism.options:
+        if o.flag in generic:
+            raise MechanismError(f"mechanism {mechanism.name!r}: its option {o.flag} shadows gridshare run's own")
+        kw = {"action": o.action} if o.action else {"type": o.type, "choices": o.choices}
+        try:
+            parser.add_argument(o.flag, dest=o.flag.lstrip("-").replace("-", "_"), default=o.default, help=o.help, **kw)
+        except argparse.ArgumentError as exc:
+            raise MechanismError(f"mechanism {mechanism.name!r}: {exc}") from None
+    return parser
+
+
+class _MechanismParser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]
+        from .errors import UsageError
+
+        raise UsageError(f"{message} (see 'gridshare run --help')")
+
+
+def _run_actions() -> list:
+    p = argparse.ArgumentParser(add_help=True)
+    _add_run_options(p, mechanism_options=False)
+    return p._actions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -345,7 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         try:
-            args = parser.parse_args(argv)
+            args, extra = parser.parse_known_args(argv)
+            if extra and args.command not in ("run", "demo"):
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            args.mechanism_args = extra  # the scenario's mechanism parses them (its own options)
         except SystemExit as done:  # --help, or a usage error already printed as one line
             return int(done.code or 0)
         return _dispatch(args)
@@ -448,33 +492,20 @@ def _dispatch(args) -> int:
 def _run(args) -> int:
     import datetime as dt
 
-    from .registry import all_mechanisms
     from .report import check_output_dir
     from .runner import RunOptions, prepare
 
     scenario = args.scenario
     out = args.out or Path("runs") / dt.datetime.now().strftime(f"{scenario.stem}-%Y%m%d-%H%M%S")
     check_output_dir(out)
-    mech_opts = {}
-    for m in all_mechanisms():
-        for o in m.options:
-            value = getattr(args, _dest(o.flag))
-            if value is not None:
-                mech_opts[(m.name, o.flag)] = value
     options = RunOptions(mode=args.mode, chain_url=args.chain, key_bits=args.key_bits, run_dir=out,
                          verify_openings=False if args.no_verify_openings else None, deployment=args.deployment,
                          settle_unconverged=args.settle_unconverged, prosumers=args.prosumers, seed=args.seed,
                          drop=args.drop, drop_at=args.drop_at, cheat=args.cheat, processes=args.processes)
-    from .errors import UsageError
     from .registry import load_scenario
 
     mechanism, _ = load_scenario(scenario, prosumers=args.prosumers, seed=args.seed)
-    for (name, flag), value in mech_opts.items():
-        if name != mechanism.name:
-            raise UsageError(f"{flag} is an option of the {name} mechanism; {scenario} runs {mechanism.name}")
-        options.mechanism_options[flag.lstrip("-").replace("-", "_")] = value
-    for o in mechanism.options:
-        options.mechanism_options.setdefault(o.flag.lstrip("-").replace("-", "_"), o.default)
+    options.mechanism_options = _mechanism_options(mechanism, args.mechanism_args, scenario)
     prepared = prepare(scenario, options)  # checks the mechanism's options too; a node it starts is its last step
     try:
         from .runner import keep_run
@@ -483,6 +514,27 @@ def _run(args) -> int:
         return _execute(prepared, out, args)
     finally:
         prepared.close()
+
+
+def _mechanism_options(mechanism, extra: list[str], scenario: Path) -> dict:
+    """The scenario's mechanism's own options from the command line (its defaults for the rest);
+    an option of another mechanism, or none's, is a usage error naming it."""
+    from .errors import MechanismError, UsageError
+    from .registry import get, names
+
+    values, unknown = mechanism_parser(mechanism).parse_known_args(extra)
+    for arg in unknown:
+        flag = arg.split("=")[0]
+        for name in names():
+            try:
+                if name != mechanism.name and any(o.flag == flag for o in get(name).options):
+                    raise UsageError(f"{flag} is an option of the {name} mechanism; {scenario} runs {mechanism.name}")
+            except MechanismError:
+                continue
+        if flag.startswith("-"):
+            raise UsageError(f"unrecognized argument {flag} (see 'gridshare run --help')")
+        raise UsageError(f"unrecognized argument {arg!r}")
+    return vars(values)
 
 
 def _resume(args) -> int:
@@ -598,9 +650,14 @@ def _execute(prepared, out: Path, args) -> int:
 
 def _compile(args) -> int:
     from .chain.compiler import BUILD_DIR, compile_contracts, compiled
-    from .registry import all_mechanisms
+    from .errors import MechanismError
+    from .registry import get, names
 
-    all_mechanisms()  # their rule contracts' sources join the compilation
+    for name in names():  # their rule contracts' sources join the compilation
+        try:
+            get(name)
+        except MechanismError as exc:  # a broken mechanism breaks only its own commands
+            print(f"gridshare: warning: {exc}; its rule contract is not compiled", file=sys.stderr)
     if compiled() and not args.force:
         print(f"contracts up to date in {BUILD_DIR}")
         return 0

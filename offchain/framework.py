@@ -173,7 +173,9 @@ class RoundSetup:
 
     ``terms(addresses)``: the ABI-encoded terms of the rule contract given every party's address
     ({participant name or payee role or "coordinator": address}); ``settlement(values, prices,
-    addresses)``: the Python mirror of the rule (:class:`MirrorSettlement`); ``collateral(name)``:
+    addresses, standing)``: the Python mirror of the rule (:class:`MirrorSettlement`), ``standing``
+    giving each participant's standing at settlement (0 in the final sums, 1 dropped and revealed,
+    2 dropped and silent: RoundTypes.Standing); ``collateral(name)``:
     the token base units a participant or payee deposits before the round starts (locked until it
     ends; a participant that deposits less than the least of them is dropped at the start);
     ``bond``: what the coordinator deposits, forfeited if it is proven at fault.
@@ -187,7 +189,7 @@ class RoundSetup:
     price_cap: list[int]
     max_iterations: int
     public_rule: dict  # the mechanism name and its public update rule, published for auditors
-    settlement: Callable[[list[list[int]], list[int], dict[str, str]], "MirrorSettlement"]
+    settlement: Callable[[list[list[int]], list[int], dict[str, str], list[int]], "MirrorSettlement"]
     collateral: Callable[[str], int]
     payees: list[str] = field(default_factory=lambda: ["grid"])
     coordinator_role: str = "coordinator"

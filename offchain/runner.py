@@ -524,7 +524,7 @@ def _record(p: Prepared, job, summary, outcomes, plain, timings) -> RunRecord:
     o = p.options
     parameters = {"mode": o.mode, "key_bits": o.key_bits, "verify_openings": o.verify_openings,
                   "settle_unconverged": o.settle_unconverged, "seed": p.scenario.seed, "drop": o.drop,
-                  "drop_at": o.drop_at if o.drop else None, "cheat": o.cheat,
+                  "drop_at": o.drop_at if o.drop else None, "cheat": o.cheat, "processes": o.processes,
                   "deployment": str(o.deployment) if o.deployment else None, "options": o.mechanism_options,
                   **job.parameters}
     scenario = {**p.scenario.to_dict(), "profiles": job.profiles}

@@ -209,3 +209,47 @@ def test_the_record_document_names_every_kind_of_transaction_the_chain_transport
     source = (ROOT / "offchain" / "protocol" / "transport.py").read_text()
     kinds = set(re.findall(r'self\._record\("([a-z_ ]+)"', source))
     assert len(kinds) >= 15 and kinds <= documented()["gas"], kinds - documented()["gas"]
+
+
+def test_mechanism_options_live_in_its_own_namespace_and_a_broken_mechanism_breaks_only_itself(tmp_path, capsys):
+    """Two mechanisms may declare the same flag; one that does not load leaves every other command
+    working; an option shadowing one of `gridshare run`'s is that mechanism's error."""
+    from offchain import registry
+    from offchain.cli import main, mechanism_parser
+    from offchain.errors import MechanismError
+    from offchain.framework import Option
+
+    registry.register("broken", "tests.no_such_package")
+    try:
+        assert main(["chain", "up", "--help"]) == 0
+        assert main(["run", "--help"]) == 0
+        out = capsys.readouterr().out
+        assert "broken:" in out and "not available" in out and "--case" in out
+        code = main(["run", "scenarios/community10.toml", "--case", "2", "--out", str(tmp_path / "x")])
+        assert code == 2 and "option of the storage-p2p mechanism" in capsys.readouterr().err
+        assert not (tmp_path / "x").exists()
+    finally:
+        registry.unregister("broken")
+    storage = registry.get("storage-p2p")
+
+    class Shadowing:
+        name = "shadowing"
+        options = (Option("--seed", "a clash with run's own"),)
+
+    class SameFlag:
+        name = "same-flag"
+        options = storage.options  # the same --case as storage-p2p: fine, each has its own namespace
+
+    assert mechanism_parser(SameFlag()).parse_args(["--case", "2"]).case == "2"
+    with pytest.raises(MechanismError, match="shadows"):
+        mechanism_parser(Shadowing())
+
+
+def test_duplicate_prosumer_names_are_named_by_position():
+    from types import SimpleNamespace
+
+    from offchain.errors import ScenarioError
+    from offchain.models.scenario import check_unique_names
+
+    with pytest.raises(ScenarioError, match=r"prosumer\[2\]\.name.*prosumer\[0\]"):
+        check_unique_names([SimpleNamespace(name="A"), SimpleNamespace(name="B"), SimpleNamespace(name="A")])

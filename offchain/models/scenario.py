@@ -459,8 +459,9 @@ def read_prosumer_list(data: dict) -> list:
 
 
 def check_unique_names(members) -> None:
+    """``members``: anything with a ``name``, in the order of the file's ``[[prosumer]]`` tables."""
     seen: dict[str, int] = {}
-    for p in members:
+    for i, p in enumerate(members):
         if p.name in seen:
-            fail(f"prosumer[{p.index}].name", f"duplicate of prosumer[{seen[p.name]}].name {p.name!r}")
-        seen[p.name] = p.index
+            fail(f"prosumer[{i}].name", f"duplicate of prosumer[{seen[p.name]}].name {p.name!r}")
+        seen[p.name] = i
