@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -350,3 +351,44 @@ def bench_blame_command(args, console: Console) -> int:
     from .benchmarks_chain import blame_command
 
     return blame_command(args, console)
+
+
+def bench_processes_command(args, console: Console) -> int:
+    """The same round with every party in this process and with every party its own OS process
+    (`gridshare run --processes`), side by side on one anvil: wall time, gas, payments."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from .chain.backends import start_anvil
+
+    runs = {}
+    with start_anvil() as node, tempfile.TemporaryDirectory() as tmp:
+        for label, extra in (("in process", []), ("processes", ["--processes"])):
+            cmd = [sys.executable, "-m", "offchain.cli", "run", str(args.scenario), "--chain", node.url,
+                   "--out", f"{tmp}/{len(runs)}"] + (["--prosumers", str(args.prosumers)] if args.prosumers else []) + \
+                (["--seed", str(args.seed)] if args.seed is not None else []) + extra
+            with console.status(f"the round, every party {label}"):
+                t0 = time.perf_counter()
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                seconds = time.perf_counter() - t0
+            if proc.returncode != 0:
+                console.print(f"gridshare: error: the run {label} failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
+                return 1
+            record = json.loads(Path(f"{tmp}/{len(runs)}/run.json").read_text())
+            runs[label] = {"command_seconds": seconds, "round_seconds": record["timings"]["round total"],
+                           "iterations": record["convergence"]["iterations"],
+                           "gas_per_prosumer_per_iteration": record["gas"]["per_prosumer_per_iteration"],
+                           "gas_total": record["gas"]["total"],
+                           "payments": {p["name"]: p["payment"]["base_units"] for p in record["parties"] if p["payment"]}}
+    a, b = runs["in process"], runs["processes"]
+    out = {"scenario": str(args.scenario), "prosumers": len(a["payments"]) - 2, "runs": runs,
+           "payments_identical": a["payments"] == b["payments"],
+           "round_time_ratio": b["round_seconds"] / a["round_seconds"]}
+    printer().print(f"{out['prosumers']} prosumers, {a['iterations']} iterations on anvil: round {a['round_seconds']:.1f} s "
+                    f"in process, {b['round_seconds']:.1f} s as {out['prosumers'] + 2} processes "
+                    f"({out['round_time_ratio']:.1f}x); gas per prosumer per iteration {a['gas_per_prosumer_per_iteration']:,.0f} "
+                    f"and {b['gas_per_prosumer_per_iteration']:,.0f}; payments identical: {out['payments_identical']}")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+    return 0 if out["payments_identical"] else 1

@@ -355,6 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the step to measure (default: %(default)s)")
     blm.add_argument("--scenario", type=Path, default=DEMO_SCENARIO, help="scenario TOML (default: %(default)s)")
     blm.add_argument("--json", type=Path, help="write the figures to this JSON file")
+    prc = bench_sub.add_parser("processes", help="a round with every party in process and as its own process",
+                               description="Run a scenario's round on an anvil node started here twice, side by side: "
+                                           "every party in one process, then every party its own OS process "
+                                           "(`gridshare run --processes`); report round and command times, gas per "
+                                           "prosumer and whether the payments are identical (exit status 1 if not).")
+    prc.add_argument("--scenario", type=Path, default=DEMO_SCENARIO, help="scenario TOML (default: %(default)s)")
+    prc.add_argument("--prosumers", type=_int_at_least(MIN_PARTICIPANTS), metavar="N", help="scale the scenario to N prosumers")
+    prc.add_argument("--seed", type=_int_at_least(0), help="seed for profiles and scaling")
+    prc.add_argument("--json", type=Path, help="write the figures to this JSON file")
     lod = bench_sub.add_parser("load", help="many prosumers through back-to-back rounds with random dropouts",
                                description="Run the tariff scenario scaled to N prosumers through back-to-back private "
                                            "rounds on one market of an anvil node started here, with a random share "
@@ -486,7 +495,7 @@ def _dispatch(args) -> int:
             "admm": bench.bench_admm_command, "settle": bench.bench_settle_command,
             "fuzz": bench.bench_fuzz_command, "registration": bench.bench_registration_command,
             "aggregate": bench.bench_aggregate_command, "load": bench.bench_load_command,
-            "blame": bench.bench_blame_command}[args.bench_command](args, console)
+            "blame": bench.bench_blame_command, "processes": bench.bench_processes_command}[args.bench_command](args, console)
 
 
 def _run(args) -> int:

@@ -13,7 +13,7 @@ from .conftest import node_available
 no_node = pytest.mark.skipif(not node_available(), reason="node or node_modules/.bin/anvil missing: run `make install`")
 
 
-@pytest.mark.parametrize("bench", ["fuzz", "registration", "aggregate", "blame", "load"])
+@pytest.mark.parametrize("bench", ["fuzz", "registration", "aggregate", "blame", "load", "processes"])
 def test_every_new_bench_has_help(bench, capsys):
     assert main(["bench", bench, "--help"]) == 0
     out = capsys.readouterr().out
