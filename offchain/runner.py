@@ -332,9 +332,6 @@ def resume_options(out: Path) -> tuple[Path, RunOptions]:
         raise UsageError(f"{path}: not a run's options ({exc})") from None
     if options.deployment:
         options.deployment = Path(options.deployment)
-    if options.processes:
-        raise UsageError(f"{out} ran every party as its own process: restart a stopped party with `gridshare party` "
-                         f"(its folder under {Path(out) / 'parties'}); a run cannot resume them all at once yet")
     return scenario, options
 
 

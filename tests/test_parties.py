@@ -1,6 +1,7 @@
 """Every party its own process: a round whose prosumers, coordinator and payee each run as
-`gridshare party` processes on anvil, one prosumer killed mid-round and restarted, settles with
-the payments of the same round run in one process; each party's folder holds its secrets only."""
+`gridshare party` processes on anvil, one prosumer and then the coordinator killed mid-round and
+restarted, settles with the payments of the same round run in one process; each party's folder
+holds its secrets only."""
 from __future__ import annotations
 
 import json
@@ -47,12 +48,16 @@ def test_party_processes_settle_as_one_process_does_after_a_prosumer_is_killed_a
             folder = parties.root / victim
             if not events and info["phase"] == "Iterating" and _submits(folder, 1):
                 parties.kill(victim)  # SIGKILL after its submission of iteration 1
-                events.append(("killed", info["iteration"]))
+                events.append((victim, info["iteration"]))
                 parties.spawn(victim)  # resumes from its folder and the chain
+            elif len(events) == 1 and info["phase"] == "Iterating" and info["iteration"] >= 3:
+                parties.kill("coordinator")  # and the coordinator, in iteration 3 or later
+                events.append(("coordinator", info["iteration"]))
+                parties.spawn("coordinator")  # replays its answers from the sums on chain
 
         out = spawn.run(setup, chain, market, rule, tmp_path / "parties", key_bits=2048, verify_openings=True,
                         windows={}, settle_unconverged=False, watch=chaos)
-    assert events, "the prosumer was never killed"
+    assert [who for who, _ in events] == [victim, "coordinator"], events
     assert out.settled and alone.settled
     assert out.settlement.amounts == alone.settlement.amounts
     assert out.settlement.payees == alone.settlement.payees
@@ -98,3 +103,34 @@ def test_party_command_checks_its_folder(tmp_path, capsys):
                  "--name", "H01", "--keys", str(tmp_path)])
     assert code == 2
     assert "not a party's folder" in capsys.readouterr().err
+
+
+def test_a_killed_processes_run_resumes_and_its_round_audits(tmp_path):
+    """SIGKILL the whole `gridshare run --processes` (its party processes die with it) in the middle
+    of the round; `gridshare resume` restarts every party from its folder and the round settles."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from offchain.audit.command import run_audit
+
+    out = tmp_path / "run"
+    with start_anvil() as node:
+        run = subprocess.Popen([sys.executable, "-m", "offchain.cli", "run", str(SCENARIO), "--prosumers", "3",
+                                "--chain", node.url, "--processes", "--out", str(out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log = out / "parties" / "round0" / "coordinator" / "iterations.jsonl"
+        deadline = time.monotonic() + 240
+        while not (log.exists() and len(log.read_text().splitlines()) >= 2) and time.monotonic() < deadline:
+            assert run.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.2)
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        done = subprocess.run([sys.executable, "-m", "offchain.cli", "resume", str(out)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-500:]
+        record = json.loads((out / "run.json").read_text())
+        assert record["parameters"]["processes"] and record["convergence"]["converged"]
+        assert all(p["payment"] is not None for p in record["parties"])
+        findings, _ = run_audit(connect(node.url), record["chain"]["contracts"]["market"])
+    assert all(f.ok for f in findings), [f for f in findings if not f.ok]

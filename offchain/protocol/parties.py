@@ -59,6 +59,17 @@ def write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def json_lines(path: Path) -> list[dict]:
+    """The lines of a JSON-lines file a party appends to (a line cut short by a kill is skipped)."""
+    out = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
 @dataclass
 class PartyConfig:
     """What a party's folder says about it (``party.json``): public facts only; its key and its
@@ -262,15 +273,16 @@ class ProsumerParty(_Party):
         """Positions of the participants in attempt ``attempt`` of iteration ``k``: the submitters
         of that attempt once it is over, else everyone not dropped."""
         began = self._attempt_block(k, attempt)
+        began = self.feed.next_block - 1 if began is None else began
         gone = {e.args["participant"].lower() for e in self.feed.events("Dropped") if e.tx.block <= began}
         return {i for i, a in enumerate(self.addresses) if a not in gone}
 
-    def _attempt_block(self, k: int, attempt: int) -> int:
-        """The block in which attempt ``attempt`` of iteration ``k`` began."""
+    def _attempt_block(self, k: int, attempt: int) -> int | None:
+        """The block in which attempt ``attempt`` of iteration ``k`` began (None: not read yet)."""
         for e in self.feed.events("StepChanged", iteration=k):
             if e.args["attempt"] == attempt and e.args["step"] == 0 and e.args["phase"] == 1:
                 return e.tx.block
-        return self.chain.block_number
+        return None
 
     def _prices(self, k: int) -> list[int] | None:
         if k == 0:
@@ -336,8 +348,8 @@ class ProsumerParty(_Party):
             return
         self._catch_up(k)
         it = self._iteration(k)
-        if it is None:
-            return
+        if it is None or self._attempt_block(k, attempt) is None:
+            return  # the feed has not read the attempt's start yet (who is in it)
         active = self._active_in(k, attempt)
         c = it.contribution
         sealed = self.keys.seal(self.round_id, k, attempt, c, self._partners(c, active), self._points(k), active)
@@ -400,7 +412,8 @@ class ProsumerParty(_Party):
     def _open_check(self, info: dict) -> None:
         """A dispute of an attempt it submitted in: opens its submission and check values."""
         k, attempt = int(info["iteration"]), int(info["attempt"])
-        if self.secrets.get(f"opened {k}/{attempt}") or self.secrets.get("last submission") != [k, attempt]:
+        if self.secrets.get(f"opened {k}/{attempt}") or self.secrets.get("last submission") != [k, attempt] \
+                or self._attempt_block(k, attempt) is None:
             return
         sealed = self._sealed_of(k, attempt)
         opened = self.keys.check_opening(sealed, self._points(k), self._active_in(k, attempt))
@@ -474,7 +487,8 @@ class CoordinatorParty(_Party):
         super().__init__(chain, market, folder, None, patience)
         self.plan = json.loads((self.folder / "round.json").read_text())
         self.agent = pickle.loads((self.folder / "agent.pkl").read_bytes())
-        self.answers: dict[int, Answer] = {}
+        self.answers: dict[int, Answer] = {}  # its answer to each iteration's sums
+        self._told: set[str] = set()  # the dropped participants its agent has been told of
 
     def _create(self) -> None:
         from ..chain.market import RoundParams, Windows
@@ -561,10 +575,8 @@ class CoordinatorParty(_Party):
         if check:
             self._record("dispute", self.market.dispute(self.account, self.round_id, agg, plaintext, opening), k)
             return None
-        self._tell_dropped(k)
-        answer = self.agent.answer(k, sums)
-        self.answers[k] = answer
-        self._log(k, info, sums, answer)
+        answer = self._answer(k, sums)
+        self._log(k, int(info["attempt"]) + 1, sums, answer)
         if answer.final and not answer.converged and not self.plan["settle_unconverged"]:
             self._record("close", self.market.close(self.account, self.round_id))
         elif answer.final:
@@ -590,19 +602,36 @@ class CoordinatorParty(_Party):
                    and (me[m]["submitted_iteration_plus_one"], me[m]["submitted_attempt"]) != (k + 1, attempt)]
         self._try("advance", lambda: self.market.advance(self.account, self.round_id, missing), k)
 
-    def _tell_dropped(self, k: int) -> None:
+    def _answer(self, k: int, sums: list[int]) -> Answer:
+        """Its agent's answer to iteration k's sums, after telling it who dropped out up to k."""
         hook = getattr(self.agent, "dropped", None)
         members = [m.lower() for m in self.plan["members"]]
-        told = set(self.secrets.get("told dropped", []))
-        gone = [members.index(e.args["participant"].lower()) for e in self.feed.events("Dropped")
-                if e.args["participant"].lower() not in told]
-        if gone and hook is not None:
-            hook(k, gone)
-        if gone:
-            self.secrets.put("told dropped", sorted(told | {members[i] for i in gone}))
+        gone = [e.args["participant"].lower() for e in self.feed.events("Dropped") if e.args["iteration"] <= k]
+        new = [members.index(a) for a in gone if a not in self._told]
+        if new and hook is not None:
+            hook(k, new)
+        self._told.update(gone)
+        self.answers[k] = self.agent.answer(k, [int(v) for v in sums])
+        return self.answers[k]
 
-    def _log(self, k: int, info: dict, sums: list[int], answer: Answer) -> None:
-        line = {"iteration": k, "attempts": int(info["attempt"]) + 1, "sums": [int(s) for s in sums],
+    def _replay(self) -> None:
+        """A restarted coordinator: its agent takes again the sums it answered before, as the chain
+        holds them (its answers are a function of them), and must give the answers it published."""
+        self.feed.poll()
+        done = {e.args["iteration"]: e for e in self.feed.events("Published") + self.feed.events("Concluded")}
+        for k in sorted(done):
+            answer = self._answer(k, done[k].args["sums"])
+            if done[k].name == "Published" and list(answer.prices or []) != [int(p) for p in done[k].args["nextPrices"]]:
+                raise ProtocolViolation(f"iteration {k}: the restarted coordinator answers other prices than it published")
+        for k in sorted(done):
+            attempts = 1 + max((e.args["attempt"] for e in self.feed.events("Submitted", iteration=k)), default=0)
+            self._log(k, attempts, done[k].args["sums"], self.answers[k])
+
+    def _log(self, k: int, attempts: int, sums: list[int], answer: Answer) -> None:
+        """One line per iteration in ``iterations.jsonl`` (once: a restarted coordinator logs only the new)."""
+        if any(line["iteration"] == k for line in json_lines(self.folder / "iterations.jsonl")):
+            return
+        line = {"iteration": k, "attempts": attempts, "sums": [int(s) for s in sums],
                 "answer": {"prices": answer.prices, "final": answer.final, "closing": answer.closing,
                            "converged": answer.converged, "reason": answer.reason, "residuals": answer.residuals}}
         with open(self.folder / "iterations.jsonl", "a") as f:
@@ -624,7 +653,10 @@ class CoordinatorParty(_Party):
             self._past(int(info["challenge_until"]), ("blame challenge",), patience=2.0)
         elif not all(state[m]["revealed"] for m in stayed) and not self._past(int(info["reveal_until"]), ("reveal",)):
             return
+        self.feed.poll()  # the reveals the views above count
         posted = {c.tx.sender.lower(): c.args for c in self.feed.calls("reveal")}
+        if any(state[m]["revealed"] and m not in posted for m in members):
+            return
         reveals = []
         for m in members:
             a = posted.get(m)
@@ -650,6 +682,7 @@ class CoordinatorParty(_Party):
 
     def run(self) -> str:
         self._create()
+        self._replay()
         return super().run()
 
 

@@ -25,7 +25,7 @@ from ..errors import ProtocolViolation
 from ..framework import Answer, RoundSetup
 from ..record import Transaction
 from .driver import IterationRecord, RoundOutcome
-from .parties import PartyConfig, party_folder, write_private
+from .parties import PartyConfig, json_lines, party_folder, write_private
 from .transport import ChainInfo, Transport, settlement_by_role
 
 COORDINATOR = "coordinator"
@@ -133,21 +133,24 @@ def run(setup: RoundSetup, chain, market, rule: str, root: Path, *, key_bits: in
         progress: Callable[[int, Answer], None] | None = None) -> RoundOutcome:
     """Runs ``setup`` with each party in its own process; the outcome as read back."""
     t0 = time.perf_counter()
-    root = party_folder(root)
-    addresses = prepare(setup, chain, market, rule, root, key_bits=key_bits, verify_openings=verify_openings,
-                        windows=windows, settle_unconverged=settle_unconverged)
+    resumed = (root / COORDINATOR / "round.json").exists()
+    if resumed:  # a resumed run: every party goes on from its folder
+        addresses = _addresses(root, setup)
+    else:
+        addresses = prepare(setup, chain, market, rule, party_folder(root), key_bits=key_bits,
+                            verify_openings=verify_openings, windows=windows, settle_unconverged=settle_unconverged)
     parties = Parties(chain.url, market.address, root, patience)
     try:
+        first = chain.block_number
         parties.spawn(COORDINATOR)
-        secrets = root / COORDINATOR / "secrets.jsonl"
-        while parties.round_id is None:
+        while parties.round_id is None:  # the round its coordinator creates, as the chain shows it
             if parties.failed():
                 raise ProtocolViolation(f"the coordinator's process failed: {_last_line(root / COORDINATOR)}")
-            for line in secrets.read_text().splitlines():
-                entry = json.loads(line) if line.strip().startswith("{") else {}
-                if entry.get("k") == "round id":
-                    parties.round_id = int(entry["v"])
-            time.sleep(0.1)
+            created = market.contract.events.RoundCreated.get_logs(
+                argument_filters={"coordinator": addresses[COORDINATOR]}, from_block=0 if resumed else first)
+            if created:
+                parties.round_id = int(created[-1]["args"]["roundId"])
+            time.sleep(0.2)
         for name in [*setup.payees, *(p.name for p in setup.participants)]:
             parties.spawn(name)
         seen = 0
@@ -165,6 +168,19 @@ def run(setup: RoundSetup, chain, market, rule: str, root: Path, *, key_bits: in
     return _outcome(setup, chain, market, rule, root, parties.round_id, addresses, time.perf_counter() - t0)
 
 
+def _addresses(root: Path, setup: RoundSetup) -> dict[str, str]:
+    """{party name: address} of the parties' folders under ``root`` (and the coordinator's role)."""
+    from eth_account import Account
+
+    out = {}
+    for folder in root.iterdir():
+        if (folder / "party.json").exists():
+            key = next(x["v"] for x in json_lines(folder / "secrets.jsonl") if x["k"] == "account")
+            out[PartyConfig.read(folder).name] = Account.from_key(bytes.fromhex(key)).address
+    out[setup.coordinator_role] = out[COORDINATOR]
+    return out
+
+
 def _last_line(folder: Path) -> str:
     log = folder / "party.log"
     lines = log.read_text().strip().splitlines() if log.exists() else []
@@ -172,8 +188,7 @@ def _last_line(folder: Path) -> str:
 
 
 def _iterations(root: Path) -> list[dict]:
-    path = root / COORDINATOR / "iterations.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return json_lines(root / COORDINATOR / "iterations.jsonl")
 
 
 def _progress(root: Path, seen: int, progress) -> int:
@@ -200,9 +215,8 @@ def _outcome(setup: RoundSetup, chain, market, rule: str, root: Path, round_id: 
             setup.participants[names.index(name)] = pickle.loads(state.read_bytes())["agent"]
         elif state.exists():
             setup.coordinator = pickle.loads(state.read_bytes())["agent"]
-        path = root / name / "transactions.jsonl"
-        for line in path.read_text().splitlines() if path.exists() else []:
-            x = Transaction(**json.loads(line))
+        for line in json_lines(root / name / "transactions.jsonl"):
+            x = Transaction(**line)
             if name == COORDINATOR:
                 x = Transaction(x.hash, setup.coordinator_role, x.kind, x.iteration, x.gas)
             t.transactions.append(x)
