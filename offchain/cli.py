@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
                                            "settle gas next to the figures recorded before the typed ABI rule.")
     stl.add_argument("--json", type=Path, help="write the figures to this JSON file")
     fuz = bench_sub.add_parser("fuzz", help="random honest and hostile call sequences against the round contract",
-                               description="Run hypothesis' stateful test of the round contract (offchain/fuzz.py): "
+                               description="Run hypothesis' stateful test of the round contract (offchain/tools/fuzz.py): "
                                            "random sequences of register, deposit, start, submit (honest or hostile: "
                                            "copies, made-up encryptions and masks, false mask points, cheats), "
                                            "disputes (openings, accusations), publish, challenge, reveal, settle (with "
@@ -486,7 +486,7 @@ def _dispatch(args) -> int:
         return _chain_up(args)
     if args.command == "compile":
         return _compile(args)
-    from . import bench
+    from .tools import bench
     from .errors import OutputError
 
     if args.json is not None:  # before the benchmark runs, not after

@@ -1,4 +1,4 @@
-"""A short run of the stateful property test (offchain/fuzz.py): random sequences of registration,
+"""A short run of the stateful property test (offchain/tools/fuzz.py): random sequences of registration,
 deposits, honest and hostile submissions, disputes (openings, accusations, challenges), publish,
 conclusion, reveals, settlement with its blame step, cancellation, withdrawals and hostile calls,
 with token conservation, zero-sum payments, forward-only phases, forfeits = compensations,
@@ -7,7 +7,7 @@ withdrawable deposits, no frozen round and the chain equal to the model checked 
 import pytest
 
 from offchain.chain.market import RoundParams, Windows
-from offchain.fuzz import BOND, CAP, FLOOR, SLOT_BITS, SLOT_WIDTH, SLOTS, run_fuzz, shared_env
+from offchain.tools.fuzz import BOND, CAP, FLOOR, SLOT_BITS, SLOT_WIDTH, SLOTS, run_fuzz, shared_env
 
 
 def test_random_call_sequences_keep_every_invariant():

@@ -48,15 +48,15 @@ from hypothesis import HealthCheck, settings, strategies as st
 from hypothesis.reporting import with_reporter
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
 
-from .chain import compiler
-from .chain.backends import Chain, ContractRevert, connect
-from .chain.market import (CLOSE_REASONS, DROP_REASONS, FAULTS, MIN_PARTICIPANTS, PHASES, STEPS, Market, Reveal,
+from ..chain import compiler
+from ..chain.backends import Chain, ContractRevert, connect
+from ..chain.market import (CLOSE_REASONS, DROP_REASONS, FAULTS, MIN_PARTICIPANTS, PHASES, STEPS, Market, Reveal,
                            RoundParams, Windows, aggregate_key, blame_key, commitment, deploy_rule, dispute_key,
                            values_hash)
-from .mechanisms.tariff.market import settlement as tariff_settlement
-from .privacy import secagg
-from .privacy.packing import SlotLayout
-from .privacy.paillier import generate_keypair
+from ..mechanisms.tariff.market import settlement as tariff_settlement
+from ..privacy import secagg
+from ..privacy.packing import SlotLayout
+from ..privacy.paillier import generate_keypair
 
 # ----------------------------------------------------------------------------- the rounds' shape
 KEY_BITS = 512

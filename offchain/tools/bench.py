@@ -10,7 +10,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from .terminal import printer
+from ..terminal import printer
 
 TARGETS = {"embedded_seconds": 30.0, "anvil_seconds": 10.0, "private_over_plaintext": 4.0,
            "transactions_per_prosumer_per_iteration": 1.0, "gas_per_prosumer_per_iteration": 150_000}
@@ -18,7 +18,7 @@ TARGETS = {"embedded_seconds": 30.0, "anvil_seconds": 10.0, "private_over_plaint
 
 def _main_round(scenario_path, prosumers=None, seed=None):
     """The mechanism, the scenario and a factory of the main round (agents built once)."""
-    from .registry import load_scenario
+    from ..registry import load_scenario
 
     mechanism, scenario = load_scenario(scenario_path, prosumers=prosumers, seed=seed)
     job = mechanism.prepare(scenario, {o.flag.lstrip("-"): o.default for o in mechanism.options})
@@ -27,7 +27,7 @@ def _main_round(scenario_path, prosumers=None, seed=None):
 
 def _gas_figures(outcome) -> dict[str, Any]:
     """Gas by kind, and what a prosumer pays counting every transaction it sends (runner.prosumer_costs)."""
-    from .runner import prosumer_costs
+    from ..runner import prosumer_costs
 
     gas = outcome.transport.gas
     n = len(outcome.setup.participants)
@@ -46,9 +46,9 @@ def _gas_figures(outcome) -> dict[str, Any]:
 
 
 def bench_round(args, console: Console) -> dict[str, Any]:
-    from .chain.backends import connect, start_anvil
-    from .protocol.driver import run_round
-    from .protocol.transport import ChainTransport, PlainTransport
+    from ..chain.backends import connect, start_anvil
+    from ..protocol.driver import run_round
+    from ..protocol.transport import ChainTransport, PlainTransport
 
     mechanism, scenario, job = _main_round(args.scenario, args.prosumers, args.seed)
     factory = job.rounds[-1]
@@ -124,10 +124,10 @@ def bench_audit_command(args, console: Console) -> int:
     import sys
     import tempfile
 
-    from .audit.command import run_audit
-    from .chain.backends import connect, start_anvil
-    from .protocol.driver import run_round
-    from .protocol.transport import ChainTransport
+    from ..audit.command import run_audit
+    from ..chain.backends import connect, start_anvil
+    from ..protocol.driver import run_round
+    from ..protocol.transport import ChainTransport
 
     _, _, job = _main_round(args.scenario, args.prosumers, args.seed)
     with start_anvil() as node:
@@ -156,14 +156,14 @@ def bench_audit_command(args, console: Console) -> int:
 def bench_admm_command(args, console: Console) -> int:
     """The storage + P2P ADMM of one case against the centralized QP, side by side in one run:
     serial solves, solves on a Dask cluster, the private protocol through anvil (gas)."""
-    from .chain.backends import connect, start_anvil
-    from .mechanisms.storage import solve_admm
-    from .mechanisms.storage.market import AdmmSettings, centralized_qp
-    from .models.profiles import build_profiles
-    from .models.storage_p2p import build_market
-    from .protocol.executors import DaskExecutor
-    from .protocol.transport import ChainTransport, PrivateTransport
-    from .registry import load_scenario
+    from ..chain.backends import connect, start_anvil
+    from ..mechanisms.storage import solve_admm
+    from ..mechanisms.storage.market import AdmmSettings, centralized_qp
+    from ..models.profiles import build_profiles
+    from ..models.storage_p2p import build_market
+    from ..protocol.executors import DaskExecutor
+    from ..protocol.transport import ChainTransport, PrivateTransport
+    from ..registry import load_scenario
 
     _, scenario = load_scenario(args.scenario)
     models, data = build_market(scenario, args.case, profiles=build_profiles(scenario))
@@ -247,13 +247,13 @@ def bench_settle_command(args, console: Console) -> int:
     calldata version's figures recorded before the change (tests/fixtures/golden_main.json)."""
     from pathlib import Path
 
-    from .chain.backends import connect, start_anvil
-    from .mechanisms.storage import solve_admm
-    from .mechanisms.storage.market import AdmmSettings
-    from .models.profiles import build_profiles
-    from .models.storage_p2p import build_market
-    from .protocol.transport import ChainTransport
-    from .registry import load_scenario
+    from ..chain.backends import connect, start_anvil
+    from ..mechanisms.storage import solve_admm
+    from ..mechanisms.storage.market import AdmmSettings
+    from ..models.profiles import build_profiles
+    from ..models.storage_p2p import build_market
+    from ..protocol.transport import ChainTransport
+    from ..registry import load_scenario
 
     root = Path(__file__).resolve().parent.parent
     golden = json.loads((root / "tests" / "fixtures" / "golden_main.json").read_text())["storage"]["cases"]
@@ -287,7 +287,7 @@ def bench_fuzz_command(args, console: Console) -> int:
     """Random sequences of honest and hostile calls against the round contract (offchain.fuzz),
     every invariant checked after every step; exit 1 with hypothesis' shrunk failure if one broke."""
     from .fuzz import run_fuzz
-    from .report import progress_bar
+    from ..report import progress_bar
 
     with progress_bar(console) as bar:
         task = bar.add_task(f"fuzz: {args.examples} sequences of up to {args.steps} calls", total=args.examples)
@@ -330,25 +330,25 @@ def bench_fuzz_command(args, console: Console) -> int:
 
 
 def bench_registration_command(args, console: Console) -> int:
-    from .benchmarks_chain import registration_command
+    from .bench_chain import registration_command
 
     return registration_command(args, console)
 
 
 def bench_aggregate_command(args, console: Console) -> int:
-    from .benchmarks_chain import aggregate_command
+    from .bench_chain import aggregate_command
 
     return aggregate_command(args, console)
 
 
 def bench_load_command(args, console: Console) -> int:
-    from .benchmarks_load import load_command
+    from .bench_load import load_command
 
     return load_command(args, console)
 
 
 def bench_blame_command(args, console: Console) -> int:
-    from .benchmarks_chain import blame_command
+    from .bench_chain import blame_command
 
     return blame_command(args, console)
 
@@ -360,7 +360,7 @@ def bench_processes_command(args, console: Console) -> int:
     import sys
     import tempfile
 
-    from .chain.backends import start_anvil
+    from ..chain.backends import start_anvil
 
     runs = {}
     with start_anvil() as node, tempfile.TemporaryDirectory() as tmp:

@@ -20,9 +20,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from .benchmarks_chain import BATCH, _check_json, _write, prefund
-from .errors import UsageError
-from .terminal import printer
+from .bench_chain import BATCH, _check_json, _write, prefund
+from ..errors import UsageError
+from ..terminal import printer
 
 # Market methods timed per kind of transaction (the kinds ChainTransport records)
 TIMED = {"create_round": "create_round", "register_many": "register", "approve_many": "approve",
@@ -60,7 +60,7 @@ class Clock:
 
 
 def _drop_count(args, participants: int) -> int:
-    from .chain.market import MIN_PARTICIPANTS
+    from ..chain.market import MIN_PARTICIPANTS
 
     if not 0 <= args.drop_rate < 1:
         raise UsageError(f"--drop-rate must be in [0, 1), got {args.drop_rate}")
@@ -145,13 +145,13 @@ def _summarise(out: dict[str, Any], rounds: list[dict[str, Any]], clock: Clock, 
 
 
 def load(args, console: Console) -> dict[str, Any]:
-    from .chain.backends import connect, start_anvil
-    from .chain.market import Market, deploy_rule
-    from .models.scenario import check_key_bits
-    from .protocol.driver import run_round
-    from .protocol.transport import ChainTransport
-    from .registry import load_scenario
-    from .report import progress_bar
+    from ..chain.backends import connect, start_anvil
+    from ..chain.market import Market, deploy_rule
+    from ..models.scenario import check_key_bits
+    from ..protocol.driver import run_round
+    from ..protocol.transport import ChainTransport
+    from ..registry import load_scenario
+    from ..report import progress_bar
 
     key_bits = check_key_bits(args.key_bits, "--key-bits")
     _check_json(args.json)
@@ -161,7 +161,7 @@ def load(args, console: Console) -> dict[str, Any]:
     scenario = replace(scenario, iteration=replace(scenario.iteration, max_iterations=args.iterations))
     slots, slot_bits, participants = mechanism.layout(scenario)
     k_drop = _drop_count(args, participants)
-    from .privacy.packing import SlotLayout
+    from ..privacy.packing import SlotLayout
 
     SlotLayout.for_round(slots, participants, key_bits, slot_bits=slot_bits)
     with console.status(f"preparing {participants} prosumers (profiles, models, stand-alone solves)"):

@@ -16,9 +16,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from .chain.backends import TX_GAS_CAP
-from .errors import OutputError, UsageError
-from .terminal import printer
+from ..chain.backends import TX_GAS_CAP
+from ..errors import OutputError, UsageError
+from ..terminal import printer
 
 BATCH = 500  # calls per JSON-RPC batch
 # Transactions sent at once in the 2,000-participant round: all must fit one block (60M gas at
@@ -48,7 +48,7 @@ def prefund(chain, n: int, offset: int = 0) -> None:
     account, all in one JSON-RPC batch, and anvil may take a batch's calls out of order and leave
     a transaction whose nonce came early unmined: with hundreds of accounts it then waits out its
     timeout."""
-    from .chain.backends import FUND_AMOUNT
+    from ..chain.backends import FUND_AMOUNT
 
     for i in range(offset, offset + n, BATCH):
         chain._rpc_batch([("anvil_setBalance", [_address(chain, j), hex(FUND_AMOUNT)])
@@ -57,7 +57,7 @@ def prefund(chain, n: int, offset: int = 0) -> None:
 
 def _address(chain, index: int) -> str:
     """The address of ``chain.accounts``' account ``index`` (its key family: ``account_seed``)."""
-    from .chain.backends import dev_account
+    from ..chain.backends import dev_account
 
     seed = getattr(chain, "account_seed", None)
     return (dev_account(index, seed) if seed is not None else dev_account(index)).address
@@ -75,10 +75,10 @@ def _sizes(text: str) -> list[int]:
 
 # ----------------------------------------------------------------------------- registration
 def registration(args, console: Console) -> dict[str, Any]:
-    from .chain.backends import connect, start_anvil
-    from .models.scenario import check_key_bits
-    from .protocol.transport import ChainTransport
-    from .registry import load_scenario
+    from ..chain.backends import connect, start_anvil
+    from ..models.scenario import check_key_bits
+    from ..protocol.transport import ChainTransport
+    from ..registry import load_scenario
 
     sizes = _sizes(args.sizes)
     key_bits = check_key_bits(args.key_bits, "--key-bits")
@@ -152,8 +152,8 @@ def registration_command(args, console: Console) -> int:
 # ----------------------------------------------------------------------------- aggregation
 def _nodes(stack: contextlib.ExitStack, hardforks: list[str]) -> dict[str, Any]:
     """An anvil node per hardfork, all started before any work (a bad name fails at once)."""
-    from .chain.backends import start_anvil
-    from .errors import ChainError
+    from ..chain.backends import start_anvil
+    from ..errors import ChainError
 
     nodes = {}
     for name in hardforks:
@@ -167,9 +167,9 @@ def _nodes(stack: contextlib.ExitStack, hardforks: list[str]) -> dict[str, Any]:
 def _submissions(n: int, key_bits: int, console: Console) -> dict[str, Any]:
     """A key, every participant's values (a day of 24 signed slots) and their ciphertexts, packed
     without masks (what aggregation costs does not depend on them; the check slot sums to zero)."""
-    from .privacy.packing import SlotLayout
-    from .privacy.paillier import generate_keypair
-    from .report import progress_bar
+    from ..privacy.packing import SlotLayout
+    from ..privacy.paillier import generate_keypair
+    from ..report import progress_bar
 
     slots = 24
     with console.status(f"generating a {key_bits}-bit Paillier key"):
@@ -191,10 +191,10 @@ def _submissions(n: int, key_bits: int, console: Console) -> dict[str, Any]:
 def _aggregate_on(url: str, data: dict[str, Any], chunk: int | None, console: Console) -> dict[str, Any]:
     from eth_utils import keccak
 
-    from .chain.backends import connect
-    from .chain.market import Market, RoundParams, Windows, commitment, deploy_rule
-    from .privacy import secagg
-    from .units import price_to_fixed
+    from ..chain.backends import connect
+    from ..chain.market import Market, RoundParams, Windows, commitment, deploy_rule
+    from ..privacy import secagg
+    from ..units import price_to_fixed
 
     chain = connect(url)
     pub, layout, values, cts = data["pub"], data["layout"], data["values"], data["ciphertexts"]
@@ -327,12 +327,12 @@ def _aggregate_on(url: str, data: dict[str, Any], chunk: int | None, console: Co
 
 
 def aggregate(args, console: Console) -> dict[str, Any]:
-    from .models.scenario import check_key_bits
+    from ..models.scenario import check_key_bits
 
     key_bits = check_key_bits(args.key_bits, "--key-bits")
     hardforks = list(dict.fromkeys(h.strip().lower() for h in (args.hardfork or ["default", "prague"])))
     _check_json(args.json)
-    from .privacy.packing import SlotLayout
+    from ..privacy.packing import SlotLayout
 
     SlotLayout.for_round(24, args.participants, key_bits)  # the day's 24 slots and the check slot must fit
     with contextlib.ExitStack() as stack:
@@ -401,9 +401,9 @@ STEPS = {"blame": "cheat", "dispute": "garble"}  # what each step takes: a parti
 
 def _hostile_round(url: str, job, behaviour: str) -> dict[str, Any]:
     """The scenario's main round with one hostile participant: its outcome and every transaction."""
-    from .chain.backends import connect
-    from .protocol.driver import run_round
-    from .protocol.transport import ChainTransport
+    from ..chain.backends import connect
+    from ..protocol.driver import run_round
+    from ..protocol.transport import ChainTransport
 
     setup = job.rounds[-1]()
     hostile = setup.participants[HOSTILE].name
@@ -469,8 +469,8 @@ def _dispute_figures(run: dict[str, Any]) -> dict[str, Any]:
 def blame(args, console: Console) -> dict[str, Any]:
     """The demo scenario's round with one hostile participant per step asked, on an anvil node at
     its default hardfork and one at Prague: the gas of the step's transactions."""
-    from .chain.backends import connect
-    from .registry import load_scenario
+    from ..chain.backends import connect
+    from ..registry import load_scenario
 
     _check_json(args.json)
     steps = list(STEPS) if args.what == "both" else [args.what]
