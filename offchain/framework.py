@@ -201,6 +201,13 @@ class RoundSetup:
     bond: int | None = None  # the coordinator's bond (base units); None: the largest participant collateral
     details: dict = field(default_factory=dict)  # anything the mechanism wants back in summarise
 
+    @property
+    def balancing_role(self) -> str:
+        """The party whose account balances the market (the round contract's ``gridAccount``: a rule
+        pays it what the participants' payments leave, and it takes forfeits nobody else may share):
+        the first payee, or the coordinator in a round without payees."""
+        return self.payees[0] if self.payees else self.coordinator_role
+
 
 @dataclass(frozen=True)
 class MirrorSettlement:

@@ -159,6 +159,9 @@ def test_a_round_without_a_key_runs_commit_reveal_only(scenario_file):
     kinds = {t.kind for t in transport.transactions}
     assert "aggregate" not in kinds and {"submit", "conclude", "settle"} <= kinds
     assert out.settlement.amounts == run_round(mechanism.setup(scenario), PlainTransport()).settlement.amounts
+    keyless = mechanism.setup(scenario)
+    keyless.encrypted = False
+    assert run_round(keyless, PlainTransport()).iterations[0].sums == []  # no sums in any mode
     findings, _ = run_audit(chain, transport.market.address)
     assert all(f.ok for f in findings), [f for f in findings if not f.ok]
 
@@ -197,3 +200,31 @@ def test_mechanism_math_imports_no_chain_and_no_crypto():
                     names = ["offchain." + (node.module or "")]
                 assert not any(n.startswith(forbidden) or n.replace("offchain.", "").startswith(("chain", "privacy", "protocol"))
                                for n in names), f"{path.relative_to(ROOT)} imports {names}"
+
+
+def test_a_round_without_payees_is_balanced_by_its_coordinator(scenario_file):
+    """Payee roles come from the mechanism: a round with none runs on chain, its coordinator's
+    account balancing the market (the round contract's gridAccount)."""
+    from offchain.framework import MirrorSettlement
+
+    mechanism, scenario = registry.load_scenario(scenario_file)
+
+    def without_payees():
+        setup = mechanism.setup(scenario)
+        mirror = setup.settlement
+
+        def settlement(values, prices, addresses, standing):
+            m = mirror(values, prices, addresses, standing)
+            return MirrorSettlement(m.amounts, {setup.coordinator_role: m.payees["grid"]}, m.bills)
+        setup.payees, setup.settlement = [], settlement
+        return setup
+
+    assert without_payees().balancing_role == "coordinator"
+    chain = connect(None)
+    transport = ChainTransport(chain, key_bits=1024)
+    out = run_round(without_payees(), transport)
+    assert out.settled and "grid" not in transport.addresses
+    plain = run_round(without_payees(), PlainTransport())
+    assert out.settlement.amounts == plain.settlement.amounts
+    assert out.settlement.payees == plain.settlement.payees == {"coordinator": -sum(plain.settlement.amounts)}
+    assert transport.market.round_info(transport.round_id)["grid_account"] == transport.addresses["coordinator"]

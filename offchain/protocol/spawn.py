@@ -109,7 +109,7 @@ def prepare(setup: RoundSetup, chain, market, rule: str, root: Path, *, key_bits
     plan = {"label": setup.label, "key_bits": key_bits, "encrypted": setup.encrypted, "rule": rule,
             "slots": setup.slots, "slot_bits": setup.slot_bits, "max_iterations": setup.max_iterations,
             "price_floor": list(setup.price_floor), "price_cap": list(setup.price_cap),
-            "grid_account": addresses.get("grid", coordinator.address), "mechanism": json.dumps(setup.public_rule, sort_keys=True),
+            "grid_account": addresses[setup.balancing_role], "mechanism": json.dumps(setup.public_rule, sort_keys=True),
             "pair_lanes": setup.pair_lanes, "terms": (setup.terms(addresses) if setup.terms else b"").hex(),
             "members": roster, "collateral": min((collateral[n] for n in names), default=0), "bond": bond,
             "windows": win.__dict__, "settle_unconverged": settle_unconverged,

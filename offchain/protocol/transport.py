@@ -173,7 +173,8 @@ class PlainTransport(Transport):
         self._drop(k, gone)
         n = len(self.setup.participants)
         live = [contributions[i] for i in senders]
-        sums = [sum(col) for col in zip(*(c.sums for c in live))] if self.setup.slots else []
+        keyed = self.setup.slots and self.setup.encrypted  # a round without a key carries no sums, in every mode
+        sums = [sum(col) for col in zip(*(c.sums for c in live))] if keyed else []
         received: list[dict[int, list[int]]] = [{} for _ in range(n)]
         for i in senders:
             for j, v in contributions[i].pairs.items():
@@ -428,7 +429,7 @@ class ChainTransport(_Sealing, Transport):
         self.bond = setup.bond if setup.bond is not None else max(collateral, default=0)
         params = RoundParams(
             rule=rule, slots=setup.slots, max_iterations=setup.max_iterations, price_floor=setup.price_floor,
-            price_cap=setup.price_cap, grid_account=self.addresses["grid"], n=key.n if key else None,
+            price_cap=setup.price_cap, grid_account=self.addresses[setup.balancing_role], n=key.n if key else None,
             slot_bits=self.layout.slot_bits if key else 0, slot_width=self.layout.slot_width if key else 0,
             mechanism=json.dumps(setup.public_rule, sort_keys=True), pair_lanes=setup.pair_lanes,
             terms=setup.terms(self.addresses) if setup.terms else b"",
