@@ -158,7 +158,11 @@ class Participant(Protocol):
 
 
 class Coordinator(Protocol):
-    """The coordinator's mechanism logic: it sees only the sums (and its own parameters)."""
+    """The coordinator's mechanism logic: it sees only the sums (and its own parameters).
+
+    A coordinator with heavy solves of its own (coalition values, a wide-area clearing) adds
+    ``plan(k, sums) -> list[Solve]``: the executor runs them, fanned out like the participants'
+    solves (on Dask workers), and ``answer(k, sums, solved)`` gets their results in order."""
 
     name: str
 

@@ -228,3 +228,46 @@ def test_a_round_without_payees_is_balanced_by_its_coordinator(scenario_file):
     assert out.settlement.amounts == plain.settlement.amounts
     assert out.settlement.payees == plain.settlement.payees == {"coordinator": -sum(plain.settlement.amounts)}
     assert transport.market.round_info(transport.round_id)["grid_account"] == transport.addresses["coordinator"]
+
+
+def test_a_coordinators_own_solves_run_on_the_executor(scenario_file):
+    """A coordinator with a plan(k, sums) hook has its solves fanned out by the round's executor,
+    as the participants' are, and answers with their results."""
+    from offchain.framework import Solve
+    from offchain.protocol.executors import SerialExecutor
+
+    class Counting(SerialExecutor):
+        def __init__(self):
+            self.solves = []
+
+        def run(self, solves):
+            self.solves.extend(s for s in solves if s is not None)
+            return super().run(solves)
+
+    class Doubler:
+        def twice(self, values):
+            return [2 * v for v in values]
+
+    mechanism, scenario = registry.load_scenario(scenario_file)
+    setup = mechanism.setup(scenario)
+    inner = setup.coordinator
+
+    class Planning:
+        name = inner.name
+        seen = None
+
+        def start(self):
+            return inner.start()
+
+        def plan(self, k, sums):
+            return [Solve(Doubler(), "twice", (sums,))]
+
+        def answer(self, k, sums, solved):
+            Planning.seen = solved[0]
+            return inner.answer(k, sums)
+
+    setup.coordinator = Planning()
+    executor = Counting()
+    out = run_round(setup, PlainTransport(), executor=executor)
+    assert out.settled and Planning.seen == [2 * s for s in out.iterations[0].sums]
+    assert any(s.method == "twice" for s in executor.solves)

@@ -72,7 +72,7 @@ def run_round(setup: RoundSetup, transport: Transport, *, executor=None, settle_
             delivery = transport.exchange(k, contributions)
             if delivery.dropped:
                 _tell_dropped(setup, k, delivery.dropped, transport.active)
-            answer = coordinator.answer(k, delivery.sums)
+            answer = coordinator_answer(coordinator, k, delivery.sums, executor)
             if not (answer.final and not answer.converged and not settle_unconverged):
                 transport.publish(k, answer, delivery)  # else the round is closed below, not concluded
             for i in sorted(transport.active):
@@ -100,6 +100,17 @@ def run_round(setup: RoundSetup, transport: Transport, *, executor=None, settle_
     seconds = {"solve": solve_seconds, **transport.seconds, "total": time.perf_counter() - t_start}
     return RoundOutcome(setup, transport, iterations, answer.converged, answer.reason, prices, reveals,
                         settlement, seconds)
+
+
+def coordinator_answer(coordinator, k: int, sums: list[int], executor=None) -> Answer:
+    """The coordinator's answer to iteration k's sums. A coordinator with a ``plan(k, sums)`` hook
+    (heavy solves: coalition values, a wide-area clearing) has its solves run by the executor,
+    fanned out like the participants', and gets their results: ``answer(k, sums, solved)``."""
+    plan = getattr(coordinator, "plan", None)
+    if plan is None:
+        return coordinator.answer(k, sums)
+    solves = plan(k, list(sums))
+    return coordinator.answer(k, sums, (executor or SerialExecutor()).run(solves) if solves else [])
 
 
 def _tell_dropped(setup: RoundSetup, k: int, dropped: list[int], active: set[int]) -> None:

@@ -36,6 +36,7 @@ from ..errors import ProtocolViolation
 from ..framework import Answer, Contribution
 from ..keystore import PartySecrets
 from ..record import Transaction
+from .driver import coordinator_answer
 
 POLL_SECONDS = 0.1
 
@@ -611,7 +612,7 @@ class CoordinatorParty(_Party):
         if new and hook is not None:
             hook(k, new)
         self._told.update(gone)
-        self.answers[k] = self.agent.answer(k, [int(v) for v in sums])
+        self.answers[k] = coordinator_answer(self.agent, k, [int(v) for v in sums])
         return self.answers[k]
 
     def _replay(self) -> None:
