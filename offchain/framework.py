@@ -204,13 +204,18 @@ class RoundSetup:
     encrypted: bool = True
     bond: int | None = None  # the coordinator's bond (base units); None: the largest participant collateral
     details: dict = field(default_factory=dict)  # anything the mechanism wants back in summarise
+    # the party whose account balances the market (the round contract's gridAccount: the rule pays it
+    # what the participants' payments leave, and it takes forfeits nobody else may share): a payee,
+    # or the coordinator's role in a round without payees
+    balancing: str = "grid"
 
     @property
     def balancing_role(self) -> str:
-        """The party whose account balances the market (the round contract's ``gridAccount``: a rule
-        pays it what the participants' payments leave, and it takes forfeits nobody else may share):
-        the first payee, or the coordinator in a round without payees."""
-        return self.payees[0] if self.payees else self.coordinator_role
+        """``balancing``, checked: a payee or the coordinator."""
+        if self.balancing not in (*self.payees, self.coordinator_role):
+            raise ValueError(f"{self.label}: the balancing role {self.balancing!r} is neither a payee "
+                             f"({', '.join(self.payees) or 'none'}) nor the coordinator's role")
+        return self.balancing
 
 
 @dataclass(frozen=True)

@@ -216,7 +216,7 @@ def test_a_round_without_payees_is_balanced_by_its_coordinator(scenario_file):
         def settlement(values, prices, addresses, standing):
             m = mirror(values, prices, addresses, standing)
             return MirrorSettlement(m.amounts, {setup.coordinator_role: m.payees["grid"]}, m.bills)
-        setup.payees, setup.settlement = [], settlement
+        setup.payees, setup.settlement, setup.balancing = [], settlement, "coordinator"
         return setup
 
     assert without_payees().balancing_role == "coordinator"
