@@ -271,3 +271,28 @@ def test_a_coordinators_own_solves_run_on_the_executor(scenario_file):
     out = run_round(setup, PlainTransport(), executor=executor)
     assert out.settled and Planning.seen == [2 * s for s in out.iterations[0].sums]
     assert any(s.method == "twice" for s in executor.solves)
+
+
+def test_a_keyless_bidder_that_keeps_its_reveal_forfeits_and_is_settled_as_absent(scenario_file, monkeypatch):
+    """Sealed bids (a round without a key): every bidder reveals its own commitment; one that
+    committed and keeps its reveal forfeits its deposit (shared by the others) and is settled as
+    absent, and the round settles without a blame step (there is nothing to open)."""
+    from offchain.chain.market import Market
+
+    reveal_many = Market.reveal_many
+    monkeypatch.setattr(Market, "reveal_many", lambda self, items: reveal_many(self, items[1:]))  # the first keeps it
+    mechanism, scenario = registry.load_scenario(scenario_file)
+    setup = mechanism.setup(scenario)
+    setup.encrypted = False
+    chain = connect(None)
+    transport = ChainTransport(chain)
+    out = run_round(setup, transport)
+    first = setup.participants[0].name
+    assert out.settled and transport.blamed[first][1] == "WithheldReveal"
+    assert out.settlement.amounts[0] == 0  # settled as absent: it bought and sold nothing
+    kinds = [t.kind for t in transport.transactions]
+    assert "open blame" not in kinds and kinds.count("reveal") == len(setup.participants) - 1
+    assert [t.party for t in transport.transactions if t.kind == "register"] == [p.name for p in setup.participants]
+    findings, _ = run_audit(chain, transport.market.address)
+    assert all(f.ok for f in findings), [f for f in findings if not f.ok]
+    assert any(f.culprit for f in findings)
