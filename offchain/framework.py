@@ -52,9 +52,13 @@ The five shapes
 * iterative rounds with pairwise messages (storage + P2P ADMM): also ``pairs`` ({partner index:
   vector of ``pair_lanes`` values}, sealed for the partner), and ``Answer.closing`` announces the
   closing iteration whose contributions are the bills;
-* hierarchical rounds (communities inside a wide-area round): a community's coordinator is also a
-  participant of the parent round; its ``contribute`` runs a child round with ``run_round(...,
-  parent=...)`` on a transport of the same kind, and the chain records the parent round id;
+* hierarchical rounds (communities inside a wide-area round): a community's operator is a
+  participant of the parent round with a ``child(k, prices) -> RoundSetup`` hook; in each
+  iteration the driver runs that child round (the operator as its coordinator) to its end on a
+  transport of the same kind, in every mode, and hands its outcome to the operator's
+  ``contribute`` as what it solved; ``RoundSetup.child_rounds`` declares the operators' child
+  sizes so that the parent's deadlines on chain leave room for them; the chain records each
+  child's parent round id, the run record the tree of rounds (``rounds[].parent``);
 * one-shot allocation from published coalition values (cooperative): ``max_iterations = 1``, the
   coordinator concludes at once and the rule checks the allocation against the published values;
 * one-shot sealed bids (auction): ``RoundSetup.encrypted = False`` (no Paillier key):
@@ -208,6 +212,10 @@ class RoundSetup:
     # what the participants' payments leave, and it takes forfeits nobody else may share): a payee,
     # or the coordinator's role in a round without payees
     balancing: str = "grid"
+    # operators among the participants that run a child round in each iteration (their ``child`` hook):
+    # {operator name: (the child round's participants, its iteration cap)}, so that this round's
+    # deadlines on chain leave room for them
+    child_rounds: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def balancing_role(self) -> str:

@@ -76,6 +76,7 @@ class Round:
     dropped: dict[str, int] = field(default_factory=dict)  # participant -> iteration it dropped out in
     attempts: dict[str, int] = field(default_factory=dict)  # iteration -> attempts, where a dropout or a dispute repeated it
     blamed: dict[str, dict[str, str]] = field(default_factory=dict)  # party named at fault -> {"fault", "forfeited" (base units)}
+    parent: str | None = None  # the label of the round whose operator ran this one (a child round)
 
 
 @dataclass

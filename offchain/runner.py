@@ -497,9 +497,10 @@ def _record(p: Prepared, job, summary, outcomes, plain, timings) -> RunRecord:
             bill=dict(s.bill) if s and traded else {}, payment=Payment.of(paid.get(name, 0)) if main.settled else None))
     iterations = [Iteration(it.iteration, list(it.prices), list(it.sums), dict(it.answer.residuals),
                             transport.gas_of_iteration(it.iteration), it.seconds) for it in main.iterations]
-    transactions = [t for out in outcomes for t in out.transport.transactions]
+    tree = [x for lab, out in zip(job.labels, outcomes) for x in _with_children(lab, out)]
+    transactions = [t for _, out, _ in tree for t in out.transport.transactions]
     gas_kinds: dict[str, list[int]] = {}
-    for out in outcomes:
+    for _, out, _ in tree:
         for kind, values in out.transport.gas.items():
             gas_kinds.setdefault(kind, []).extend(values)
     gas = {"per_kind": {k: {"count": len(v), "total": int(sum(v)), "mean": sum(v) / len(v)} for k, v in gas_kinds.items() if v},
@@ -514,10 +515,9 @@ def _record(p: Prepared, job, summary, outcomes, plain, timings) -> RunRecord:
                  "hardfork": info.hardfork, "state": str(p.chain.state_file) if started and p.chain.state_file else None,
                  "contracts": {"market": info.market, "token": info.token, "rule": info.rule},
                  "rounds": [{"label": lab, "round_id": out.transport.chain_info.round_id,
-                             "parent_round_id": out.transport.chain_info.parent_round_id}
-                            for lab, out in zip(job.labels, outcomes)]}
-    rounds = [_round(lab, out) for lab, out in zip(job.labels, outcomes)] + \
-        [_round(lab, out) for lab, out in zip(job.labels, plain)]
+                             "parent_round_id": out.transport.chain_info.parent_round_id} for lab, out, _ in tree]}
+    rounds = [_round(lab, out, parent) for lab, out, parent in tree] + \
+        [_round(lab, out, parent) for p_lab, p_out in zip(job.labels, plain) for lab, out, parent in _with_children(p_lab, p_out)]
     o = p.options
     parameters = {"mode": o.mode, "key_bits": o.key_bits, "verify_openings": o.verify_openings,
                   "settle_unconverged": o.settle_unconverged, "seed": p.scenario.seed, "drop": o.drop,
@@ -559,7 +559,15 @@ def prosumer_costs(outcome) -> dict[str, float]:
             "per_prosumer_per_round": sum(x.gas for x in once) / n}
 
 
-def _round(label: str, out) -> Round:
+def _with_children(label: str, out, parent: str | None = None) -> list[tuple[str, Any, str | None]]:
+    """The round and, depth first, the child rounds its operators ran: (label, outcome, parent's label)."""
+    rows = [(label, out, parent)]
+    for c in out.children:
+        rows += _with_children(f"{label} / {c.operator}, iteration {c.iteration}", c.outcome, label)
+    return rows
+
+
+def _round(label: str, out, parent: str | None = None) -> Round:
     t = out.transport
     payments = {}
     matches = None
@@ -575,7 +583,7 @@ def _round(label: str, out) -> Round:
                  len(out.iterations), out.settled, payments, matches,
                  {names[i]: k for i, k in sorted(t.dropped_at.items())},
                  {str(k): n for k, n in sorted(t.attempts.items()) if n > 1},
-                 {who: {"fault": fault, "forfeited": str(v)} for who, (v, fault) in t.blamed.items()})
+                 {who: {"fault": fault, "forfeited": str(v)} for who, (v, fault) in t.blamed.items()}, parent)
 
 
 def _lines(chain, main, gas, timings) -> list[tuple[str, str]]:

@@ -101,8 +101,8 @@ class Community:
     """A community operator: a participant of the parent round whose contribution is the total of
     the child round it coordinates (its members' net energy, which it sees only summed)."""
 
-    def __init__(self, name: str, child, parent_ref: dict, offset: int) -> None:
-        self.name, self.child, self.parent_ref, self.offset = name, child, parent_ref, offset
+    def __init__(self, name: str, members_round, parent_ref: dict, offset: int) -> None:
+        self.name, self.members_round, self.parent_ref, self.offset = name, members_round, parent_ref, offset
         self.outcome = None
 
     def plan(self, k, prices):
@@ -110,11 +110,11 @@ class Community:
 
     def contribute(self, k, prices, solved) -> Contribution:
         parent = self.parent_ref["transport"]
-        self.child.coordinator.name = self.name  # the child's coordinator is this participant of the parent
+        self.members_round.coordinator.name = self.name  # the child's coordinator is this participant of the parent
         transport = ChainTransport(parent.chain, key_bits=1024, market=parent.market, rules=parent.rules,
                                    account_offset=self.offset)
-        self.outcome = run_round(self.child, transport, parent=parent)
-        return Contribution(self.child.coordinator.total)
+        self.outcome = run_round(self.members_round, transport, parent=parent)
+        return Contribution(self.members_round.coordinator.total)
 
     def observe(self, k, answer, received) -> None:
         pass
@@ -140,7 +140,7 @@ def test_rounds_nest_communities_inside_a_parent_round(scenario_file):
         assert info["parent_round_id"] == parent.round_id and info["phase"] == "Settled"
         assert info["coordinator"] == parent.accounts[o.setup.coordinator.name].address
     # the parent's sum is the sum of the communities' totals, which is every prosumer's net
-    totals = [sum(col) for col in zip(*(c.child.coordinator.total for c in communities))]
+    totals = [sum(col) for col in zip(*(c.members_round.coordinator.total for c in communities))]
     assert out.iterations[0].sums == totals
     findings, _ = run_audit(chain, market.address)
     assert all(f.ok for f in findings), [f for f in findings if not f.ok]
@@ -296,3 +296,34 @@ def test_a_keyless_bidder_that_keeps_its_reveal_forfeits_and_is_settled_as_absen
     findings, _ = run_audit(chain, transport.market.address)
     assert all(f.ok for f in findings), [f for f in findings if not f.ok]
     assert any(f.culprit for f in findings)
+
+
+@pytest.mark.parametrize("mode", ["plaintext", "private", "chain"])
+def test_a_nested_mechanism_runs_its_child_rounds_through_gridshare_run(scenario_file, tmp_path, mode):
+    """Nested rounds, first class: the parent round's operators (one per community) each run their
+    community's child round, in every mode, through the one runner; the record holds the tree of
+    rounds with each child's payments; on chain each child names its parent and the audit passes."""
+    nested = tmp_path / "nested.toml"
+    nested.write_text(scenario_file.read_text().replace("periods = 4\n", "periods = 4\nnested = true\n"))
+    p = prepare(nested, RunOptions(mode=mode, key_bits=1024))
+    record = execute(p).to_dict()
+    assert validate(record) == []
+    top, *children = [r for r in record["rounds"] if r["transport"] == mode]
+    assert top["parent"] is None and [c["parent"] for c in children] == [top["label"]] * 2
+    assert [c["label"] for c in children] == [f"{top['label']} / community-{c}, iteration 0" for c in (1, 2)]
+    tokens = lambda units: int(units) / 1e18  # noqa: E731
+    members = {"community-1": "BDF", "community-2": "GHI"}
+    for child, (operator, names) in zip(children, members.items()):
+        assert child["settled"]
+        paid = {n: tokens(v) for n, v in child["payments"].items()}
+        assert paid == pytest.approx({**{n: EXPECTED[n] for n in names}, "coordinator": -sum(EXPECTED[n] for n in names)})
+        assert tokens(top["payments"][operator]) == pytest.approx(sum(EXPECTED[n] for n in names))
+    assert tokens(top["payments"]["grid"]) == pytest.approx(-sum(EXPECTED.values()))
+    if mode == "chain":
+        ids = {r["round_id"]: r["parent_round_id"] for r in record["chain"]["rounds"]}
+        parent_id = record["chain"]["rounds"][0]["round_id"]
+        assert sorted(ids.values()) == [0, parent_id, parent_id]
+        findings, _ = run_audit(p.chain, record["chain"]["contracts"]["market"])
+        assert all(f.ok for f in findings), [f for f in findings if not f.ok]
+        assert {f.round for f in findings} >= set(ids)
+    render(tmp_path / "out", record, p.mechanism.figures(record))

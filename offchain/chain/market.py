@@ -52,6 +52,18 @@ class Windows:
         return (self.registration, self.submission, self.coordinator, self.challenge)
 
 
+def child_round_blocks(participants: int, iterations: int) -> int:
+    """The most blocks a child round of ``participants`` and ``iterations`` takes on a chain that
+    mines a block per transaction (and up to one empty block after each that shared one): its
+    creation, registrations, mints, approvals and deposits, two blocks per submission, aggregation
+    and publication per iteration, its challenge window, reveals, settlement and withdrawals."""
+    m = participants
+    setup = 3 + 2 * (3 * m + 3)
+    per_iteration = 2 * (m + 3)
+    end = Windows.for_round(m).challenge + 2 * (2 * m + 3)
+    return setup + iterations * per_iteration + end
+
+
 @dataclass(frozen=True)
 class RoundParams:
     """``createRound``'s parameters (docs/protocol.md); ``n=None``: a round without a key."""

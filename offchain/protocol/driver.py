@@ -4,7 +4,11 @@
 A round ends in one of three ways: the coordinator's stop rule was met (converged: settled), the
 iteration cap was reached (not converged: closed with every deposit returned and nothing traded,
 unless ``settle_unconverged``), or a party broke the protocol (:class:`ProtocolViolation`).
-Nested rounds: pass the parent round's transport as ``parent``.
+Nested rounds: a participant with a ``child(k, prices)`` hook is the operator of a child round in
+iteration k (its community's round, say): the driver runs that round to its end on a transport of
+the same kind (``transport.nested()``, on chain bound to this round as its parent) and hands its
+:class:`RoundOutcome` to the operator's ``contribute`` as what it solved; the outcome is kept in
+``RoundOutcome.children``.
 """
 from __future__ import annotations
 
@@ -40,10 +44,19 @@ class RoundOutcome:
     reveals: list[list[int] | None]  # None: the participant dropped out
     settlement: MirrorSettlement | None  # None: closed without trading
     seconds: dict[str, float] = field(default_factory=dict)
+    children: list["ChildOutcome"] = field(default_factory=list)  # the child rounds its operators ran
 
     @property
     def settled(self) -> bool:
         return self.settlement is not None
+
+
+@dataclass
+class ChildOutcome:
+    """A child round run by ``operator`` (a participant of the parent) in parent iteration ``iteration``."""
+    operator: str
+    iteration: int
+    outcome: RoundOutcome
 
 
 Observer = Callable[[int, RoundSetup, Delivery, Answer], None]
@@ -63,10 +76,19 @@ def run_round(setup: RoundSetup, transport: Transport, *, executor=None, settle_
         iterations: list[IterationRecord] = []
         answer = None
         solve_seconds = 0.0
+        children: list[ChildOutcome] = []
         for k in range(setup.max_iterations):
             t0 = time.perf_counter()
             active = sorted(transport.active)
             solved = executor.run([parts[i].plan(k, prices) for i in active])
+            for n, i in enumerate(active):  # operators run their child rounds, one after the other
+                child = getattr(parts[i], "child", None)
+                child_setup = child(k, list(prices)) if child is not None else None
+                if child_setup is not None:
+                    outcome = run_round(child_setup, transport.nested(parts[i].name), executor=executor,
+                                        settle_unconverged=settle_unconverged, parent=transport)
+                    children.append(ChildOutcome(parts[i].name, k, outcome))
+                    solved[n] = outcome
             contributions = {i: parts[i].contribute(k, prices, s) for i, s in zip(active, solved)}
             solve_seconds += time.perf_counter() - t0
             delivery = transport.exchange(k, contributions)
@@ -99,7 +121,7 @@ def run_round(setup: RoundSetup, transport: Transport, *, executor=None, settle_
         transport.finish()
     seconds = {"solve": solve_seconds, **transport.seconds, "total": time.perf_counter() - t_start}
     return RoundOutcome(setup, transport, iterations, answer.converged, answer.reason, prices, reveals,
-                        settlement, seconds)
+                        settlement, seconds, children)
 
 
 def coordinator_answer(coordinator, k: int, sums: list[int], executor=None) -> Answer:

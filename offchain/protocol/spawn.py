@@ -132,6 +132,8 @@ def run(setup: RoundSetup, chain, market, rule: str, root: Path, *, key_bits: in
         watch: Callable[[Parties, dict], None] | None = None,
         progress: Callable[[int, Answer], None] | None = None) -> RoundOutcome:
     """Runs ``setup`` with each party in its own process; the outcome as read back."""
+    if any(hasattr(p, "child") for p in setup.participants):
+        raise ProtocolViolation(f"{setup.label}: its operators run child rounds, which do not run as processes yet")
     t0 = time.perf_counter()
     resumed = (root / COORDINATOR / "round.json").exists()
     if resumed:  # a resumed run: every party goes on from its folder

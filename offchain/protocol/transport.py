@@ -91,6 +91,11 @@ class Transport(ABC):
     @abstractmethod
     def open(self, setup: RoundSetup, parent: "Transport | None" = None) -> None: ...
 
+    def nested(self, operator: str) -> "Transport":
+        """A fresh transport of this kind for a child round that ``operator`` (a participant of this
+        round) coordinates."""
+        return type(self)()
+
     def start(self, prices: list[int]) -> None:
         pass
 
@@ -280,6 +285,9 @@ class PrivateTransport(_Sealing, Transport):
         super().__init__(drops)
         self.key_bits = key_bits
 
+    def nested(self, operator: str) -> "PrivateTransport":
+        return PrivateTransport(self.key_bits)
+
     def open(self, setup: RoundSetup, parent: Transport | None = None) -> None:
         self._begin(setup)
         self._name_addresses(setup)
@@ -341,6 +349,8 @@ class ChainTransport(_Sealing, Transport):
         self._checked: dict[bytes, bool] = {}  # openings checked: every party computes the same verdict from public data
         self._later: list = []  # decryptions being checked in the background
         self._culprits: set[str] = set()  # participants the chain named at fault (forfeited)
+        self._parent: ChainTransport | None = None  # the round this one is a child of
+        self._children = 0  # child rounds opened by this round's operators so far
 
     # -- bookkeeping -----------------------------------------------------------------------------
     def _record(self, kind: str, receipts, party: str | list[str], iteration: int | None = None) -> None:
@@ -398,6 +408,10 @@ class ChainTransport(_Sealing, Transport):
         self._begin(setup)
         chain = self.chain
         n = len(setup.participants)
+        self._parent = parent if isinstance(parent, ChainTransport) else None
+        if parent is not None and hasattr(parent, "allocate"):  # a child round: accounts after every other round's
+            self.account_offset = parent.allocate(n + 1 + len(setup.payees))
+        self._next_account = self.account_offset + n + 1 + len(setup.payees)
         accounts = chain.accounts(n + 1 + len(setup.payees), offset=self.account_offset)
         self.coordinator_account, payees, parts = accounts[0], accounts[1:1 + len(setup.payees)], accounts[1 + len(setup.payees):]
         self.minter = self.coordinator_account  # the token's owner mints the collateral
@@ -422,6 +436,11 @@ class ChainTransport(_Sealing, Transport):
             rule = self.rules[rule_name] = deploy_rule(chain, rule_name, operator)
         key = self.coordinator_keys.public if self.coordinator_keys else None
         windows = Windows.for_round(n, **self.windows)
+        if setup.child_rounds and self.windows.get("submission") is None:  # the operators' child rounds run in it
+            from ..chain.market import child_round_blocks
+
+            room = sum(child_round_blocks(m, cap) for m, cap in setup.child_rounds.values())
+            windows = replace(windows, submission=windows.submission + room)
         if key is None or not self.verify_openings:
             windows = replace(windows, challenge=0)
         self.challenges = windows.challenge != 0  # openings may be challenged
@@ -477,6 +496,22 @@ class ChainTransport(_Sealing, Transport):
 
     def account_of(self, name: str):
         return self.accounts[name]
+
+    def allocate(self, count: int) -> int:
+        """The first of ``count`` fresh account indices for a child round (after every round's so far)."""
+        if self._parent is not None:
+            return self._parent.allocate(count)
+        first, self._next_account = self._next_account, self._next_account + count
+        return first
+
+    def nested(self, operator: str) -> "ChainTransport":
+        """A child round's transport on this round's chain, market and rule contracts; its secrets
+        kept under its own names in this run's key store."""
+        self._children += 1
+        prefix = f"child{self._children}-{operator}"
+        kept = (lambda party: self.kept(f"{prefix}-{party}")) if self.kept is not None else None
+        return ChainTransport(self.chain, key_bits=self.key_bits, verify_openings=self.verify_openings,
+                              market=self.market, rules=self.rules, kept=kept)
 
     def start(self, prices: list[int]) -> None:
         receipt = self._timed("chain", self.market.start, self.coordinator_account, self.round_id, prices)

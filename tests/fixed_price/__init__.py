@@ -10,6 +10,13 @@ from offchain.framework import Job, Mechanism, PartySummary, RoundSetup, Summary
 from offchain.units import price_to_fixed, tokens
 
 
+def _to_operator(m):
+    """A community round's settlement: what its grid account would balance, its operator does."""
+    from offchain.framework import MirrorSettlement
+
+    return MirrorSettlement(m.amounts, {"coordinator": m.payees["grid"]}, m.bills)
+
+
 class FixedPriceMechanism(Mechanism):
     name = "fixed-price"
     title = "fixed-price market (test only)"
@@ -37,9 +44,33 @@ class FixedPriceMechanism(Mechanism):
             settlement=lambda values, p, addresses, standing: settlement(values, p),
             collateral=lambda name: 10**24, payees=["grid"])
 
+    def community(self, scenario, members) -> RoundSetup:
+        """A community's child round: its members pay their operator (the round's coordinator)."""
+        from .market import settlement
+
+        setup = self.setup(scenario, members)
+        setup.label, setup.payees, setup.balancing = "community round", [], "coordinator"
+        setup.settlement = lambda values, p, addresses, standing: _to_operator(settlement(values, p))
+        return setup
+
+    def nested(self, scenario) -> RoundSetup:
+        """The parent round: the prosumers of community 0 and one operator per other community."""
+        from .market import CommunityOperator
+
+        alone = [p for p in scenario.prosumers if p.community == 0]
+        setup = self.setup(scenario, alone)
+        communities = sorted({p.community for p in scenario.prosumers} - {0})
+        for c in communities:
+            members = [p for p in scenario.prosumers if p.community == c]
+            name = f"community-{c}"
+            setup.participants.append(CommunityOperator(name, lambda members=members: self.community(scenario, members)))
+            setup.child_rounds[name] = (len(members), 1)
+        return setup
+
     def prepare(self, scenario, options) -> Job:
-        return Job(scenario=scenario, rounds=[lambda: self.setup(scenario)], labels=["one-shot round"],
-                   parameters={"prosumers": len(scenario.prosumers)})
+        build = (lambda: self.nested(scenario)) if scenario.nested else (lambda: self.setup(scenario))
+        return Job(scenario=scenario, rounds=[build], labels=["one-shot round"],
+                   parameters={"prosumers": len(scenario.prosumers), "nested": scenario.nested})
 
     def summarise(self, job, outcomes, plain, reference) -> Summary:
         out = outcomes[-1]

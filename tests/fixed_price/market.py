@@ -2,7 +2,9 @@
 coordinator concludes at once; each pays its net at the fixed price, the grid account balances."""
 from __future__ import annotations
 
-from offchain.framework import Answer, Contribution, MirrorSettlement
+from collections.abc import Callable
+
+from offchain.framework import Answer, Contribution, MirrorSettlement, RoundSetup
 from offchain.units import AMOUNT_PER_PRICE_ENERGY, energy_to_fixed
 
 
@@ -39,3 +41,26 @@ class FixedPriceCoordinator:
 def settlement(values: list[list[int]], prices: list[int]) -> MirrorSettlement:
     amounts = [sum(p * x for p, x in zip(prices, v)) * AMOUNT_PER_PRICE_ENERGY for v in values]
     return MirrorSettlement(amounts, {"grid": -sum(amounts)}, [[a] for a in amounts])
+
+
+class CommunityOperator:
+    """The operator of a community: a participant of the parent round that runs its members' child
+    round in each iteration (as its coordinator) and contributes the community's total, which it
+    sees only summed; the members pay it, it pays the parent."""
+
+    def __init__(self, name: str, members: Callable[[], "RoundSetup"]) -> None:
+        self.name, self.members = name, members
+
+    def plan(self, k, prices):
+        return None
+
+    def child(self, k, prices):
+        setup = self.members()
+        setup.coordinator.name = self.name  # its coordinator is this participant of the parent
+        return setup
+
+    def contribute(self, k, prices, outcome) -> Contribution:
+        return Contribution(list(outcome.iterations[-1].sums))
+
+    def observe(self, k, answer, received) -> None:
+        pass
