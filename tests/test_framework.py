@@ -326,4 +326,22 @@ def test_a_nested_mechanism_runs_its_child_rounds_through_gridshare_run(scenario
         findings, _ = run_audit(p.chain, record["chain"]["contracts"]["market"])
         assert all(f.ok for f in findings), [f for f in findings if not f.ok]
         assert {f.round for f in findings} >= set(ids)
+        links = [f for f in findings if f.check in ("child round", "child result")]
+        assert len(links) == 4 and all(f.ok and not f.note for f in links), links
     render(tmp_path / "out", record, p.mechanism.figures(record))
+
+
+def test_the_audit_fails_an_operator_that_reveals_other_than_its_community_concluded(scenario_file, tmp_path,
+                                                                                     monkeypatch):
+    from tests.fixed_price.market import CommunityOperator
+
+    honest = CommunityOperator.contribute
+    monkeypatch.setattr(CommunityOperator, "contribute",
+                        lambda self, k, prices, outcome: Contribution([v + 1 for v in honest(self, k, prices, outcome).sums]))
+    nested = tmp_path / "nested.toml"
+    nested.write_text(scenario_file.read_text().replace("periods = 4\n", "periods = 4\nnested = true\n"))
+    p = prepare(nested, RunOptions(mode="chain", key_bits=1024))
+    record = execute(p).to_dict()
+    findings, _ = run_audit(p.chain, record["chain"]["contracts"]["market"])
+    failed = [f for f in findings if not f.ok]
+    assert [f.check for f in failed] == ["child result", "child result"], failed

@@ -43,3 +43,9 @@ class Rules:
         participant: 0 in the final sums, 1 dropped with a reveal, 2 dropped silent. Raise
         ValueError when the rule cannot be evaluated."""
         raise ValueError("the settlement rule is not known to the audit")
+
+    def child_link(self, child_sums: list[int], operator_values: list[int]) -> tuple[bool, str] | None:
+        """How a child round's result (its concluded sums) must show in what its operator (a
+        participant of this round) revealed here: (ok, detail), or None when the mechanism states
+        no link."""
+        return None

@@ -198,7 +198,7 @@ class RoundAudit:
         self.ciphertexts: dict[bytes, bytes] = {}  # Submitted tx hash -> the ciphertext submitted
         self.check_order()
         rules = self.rules = self._rules(params, created)
-        concluded = self.check_iterations(rules)
+        concluded = self.concluded = self.check_iterations(rules)
         self.check_challenges()
         self.check_faults()
         self.check_settlement(concluded, rules)
@@ -1062,6 +1062,44 @@ def _compare(what: str, actual: list, expected: list, ok_detail: str) -> str:
     return f"{len(actual)} {what}s on chain, the rule gives {len(expected)}"
 
 
+def _check_children(audits: dict[int, "RoundAudit"]) -> list[Finding]:
+    """Each child round against its parent: its coordinator (the operator) is a participant of the
+    parent, and what the operator revealed in the parent is what its child round concluded, as the
+    parent's mechanism links them (``Rules.child_link``)."""
+    out = []
+    for rid, child in sorted(audits.items()):
+        params = getattr(child, "params", None)
+        parent_id = int(params["parentRoundId"]) if params else 0
+        if not parent_id:
+            continue
+        parent = audits.get(parent_id)
+        if parent is None or not hasattr(parent, "participants"):
+            out.append(Finding("child round", True, f"round {rid} is a child of round {parent_id}, which was not "
+                               "audited here", rid, note=True))
+            continue
+        operator = child.coordinator.lower()
+        members = [a.lower() for a in parent.participants]
+        if operator not in members:
+            out.append(Finding("child round", False, f"round {rid}'s coordinator {child.coordinator} is not a "
+                               f"participant of its parent round {parent_id}", rid))
+            continue
+        pos = members.index(operator)
+        out.append(Finding("child round", True, f"round {rid} is run by participant {pos} of round {parent_id} "
+                           f"({child.coordinator}), its coordinator", rid))
+        concluded, revealed = getattr(child, "concluded", None), getattr(parent, "revealed", {}).get(pos)
+        link = parent.rules.child_link([int(v) for v in concluded.args["sums"]], list(revealed[0])) \
+            if concluded is not None and revealed is not None and getattr(parent, "rules", None) is not None else None
+        if link is None:
+            out.append(Finding("child result", True, f"round {rid}: its result is not linked to what its operator "
+                               f"revealed in round {parent_id} (not concluded, not revealed, or the mechanism states "
+                               "no link)", rid, note=True))
+        else:
+            ok, detail = link
+            out.append(Finding("child result", ok, f"round {rid} against its operator's reveal in round {parent_id}: "
+                               f"{detail}", rid))
+    return out
+
+
 def check_modules(chain: Chain, market: str) -> Finding:
     """The market runs the compiled PrivateRounds, and its modules the compiled PaillierMath,
     RoundOpenings, RoundSettlement and RoundDisputes (immutables aside)."""
@@ -1085,14 +1123,16 @@ def audit_market(chain: Chain, history: MarketHistory, round_id: int | None = No
     series = {}
     if round_id is not None and round_id not in known:
         return findings + [Finding("round", False, f"no round {round_id} at {history.address}", round_id)], {}
+    audits: dict[int, RoundAudit] = {}
     for rid in rounds:
-        audit = RoundAudit(chain, history, rid)
+        audit = audits[rid] = RoundAudit(chain, history, rid)
         try:
             findings += audit.run()
         except Exception as exc:  # noqa: BLE001 - a malformed round is reported, never a crash
             crash = Finding("round", False, f"round {rid} cannot be audited: {exc!r}", rid)
             findings += [audit._as_note(f) for f in audit.findings + [crash]] if audit.foreign else audit.findings + [crash]
         series[rid] = audit.series
+    findings += _check_children(audits)
     # transactions that name no round (e.g. a createRound that reverted): the sender's own business
     for call in history.calls:
         if call.tx.status == 0 and "roundId" not in call.args:

@@ -23,3 +23,9 @@ class FixedPriceRules(Rules):
         s = settlement(values, prices)
         return list(zip(participants, s.amounts)) + [(self.grid, s.payees["grid"])], \
             [(p, b) for p, b in zip(participants, s.bills)]
+
+    def child_link(self, child_sums, operator_values):
+        """A community operator reveals its child round's total net energy."""
+        ok = list(operator_values) == list(child_sums)
+        return ok, ("the operator revealed its community's concluded total" if ok else
+                    f"the operator revealed {list(operator_values)}, its community concluded {list(child_sums)}")
