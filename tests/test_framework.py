@@ -345,3 +345,45 @@ def test_the_audit_fails_an_operator_that_reveals_other_than_its_community_concl
     findings, _ = run_audit(p.chain, record["chain"]["contracts"]["market"])
     failed = [f for f in findings if not f.ok]
     assert [f.check for f in failed] == ["child result", "child result"], failed
+
+
+def test_a_nested_run_that_dies_inside_a_child_round_is_resumed(scenario_file, tmp_path, monkeypatch):
+    """`gridshare resume` covers child rounds: a run on a node that dies while a community's child
+    round registers is finished from the chain and its key store, nothing sent twice."""
+    from offchain.chain.backends import start_anvil
+    from offchain.chain.market import Market
+    from offchain.cli import main
+    from offchain.runner import release_run_folder
+
+    from .conftest import node_available
+
+    if not node_available():
+        pytest.skip("anvil not installed (npm ci)")
+    nested = tmp_path / "nested.toml"
+    nested.write_text(scenario_file.read_text().replace("periods = 4\n", "periods = 4\nnested = true\n"))
+    out = tmp_path / "run"
+    register_many = Market.register_many
+    seen = []
+
+    def dies(self, items):
+        seen.extend(r for _, r, *_ in items)
+        if len([r for r in seen if r == 3]) == 2:  # the second registration in the second community's round
+            raise RuntimeError("the run's process died")
+        return register_many(self, items)
+
+    with start_anvil() as node:
+        monkeypatch.setattr(Market, "register_many", dies)
+        assert main(["run", str(nested), "--chain", node.url, "--key-bits", "1024", "--out", str(out)]) == 1
+        release_run_folder(out)  # the lock of the "dead" run (this process lives on)
+        monkeypatch.setattr(Market, "register_many", register_many)
+        assert main(["resume", str(out)]) == 0
+        record = json.loads((out / "run.json").read_text())
+        history = [r for r in record["chain"]["rounds"]]
+        assert [r["parent_round_id"] for r in history] == [0, 1, 1]
+        assert all(r["settled"] for r in record["rounds"] if r["transport"] == "chain")
+        chain = connect(node.url)
+        market = Market(chain, record["chain"]["contracts"]["market"])
+        created = market.contract.events.RoundCreated.get_logs(from_block=0)
+        assert len(created) == 3  # no round created twice
+        findings, _ = run_audit(chain, market.address)
+    assert all(f.ok for f in findings), [f for f in findings if not f.ok]
