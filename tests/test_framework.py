@@ -387,3 +387,23 @@ def test_a_nested_run_that_dies_inside_a_child_round_is_resumed(scenario_file, t
         assert len(created) == 3  # no round created twice
         findings, _ = run_audit(chain, market.address)
     assert all(f.ok for f in findings), [f for f in findings if not f.ok]
+
+
+@pytest.mark.parametrize("mode", ["plaintext", "private", "chain"])
+def test_sealed_bids_run_through_gridshare_run_in_every_mode(scenario_file, tmp_path, mode):
+    """A keyless round (sealed bids) through the one runner: no sums in any mode, the same
+    payments, audited on chain (no key, no aggregate) and reported."""
+    sealed = tmp_path / "sealed.toml"
+    sealed.write_text(scenario_file.read_text().replace("periods = 4\n", "periods = 4\nsealed = true\n"))
+    p = prepare(sealed, RunOptions(mode=mode))
+    record = execute(p).to_dict()
+    assert validate(record) == [] and record["iterations"][0]["sums"] == []
+    paid = {q["name"]: q["payment"]["tokens"] for q in record["parties"]}
+    assert paid == pytest.approx({**EXPECTED, "coordinator": 0.0, "grid": -sum(EXPECTED.values())})
+    if mode == "chain":
+        assert "aggregate" not in {t["kind"] for t in record["transactions"]}
+        assert {t["kind"] for t in record["transactions"] if t["kind"] == "register"} == {"register"}
+        findings, _ = run_audit(p.chain, record["chain"]["contracts"]["market"])
+        assert findings and all(f.ok for f in findings), [f for f in findings if not f.ok]
+    render(tmp_path / "out", record, p.mechanism.figures(record))
+    assert (tmp_path / "out" / "report.html").exists()

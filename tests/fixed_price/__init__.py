@@ -17,6 +17,12 @@ def _to_operator(m):
     return MirrorSettlement(m.amounts, {"coordinator": m.payees["grid"]}, m.bills)
 
 
+def _sealed(setup):
+    """The round without a key: each bid is committed, then opened by its bidder's own reveal."""
+    setup.encrypted = False
+    return setup
+
+
 class FixedPriceMechanism(Mechanism):
     name = "fixed-price"
     title = "fixed-price market (test only)"
@@ -69,6 +75,8 @@ class FixedPriceMechanism(Mechanism):
 
     def prepare(self, scenario, options) -> Job:
         build = (lambda: self.nested(scenario)) if scenario.nested else (lambda: self.setup(scenario))
+        if scenario.sealed:
+            build = lambda plain=build: _sealed(plain())  # noqa: E731
         return Job(scenario=scenario, rounds=[build], labels=["one-shot round"],
                    parameters={"prosumers": len(scenario.prosumers), "nested": scenario.nested})
 

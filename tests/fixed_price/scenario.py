@@ -19,6 +19,7 @@ class Scenario(ScenarioBase):
     price: tuple[float, ...]
     prosumers: tuple[Prosumer, ...]
     nested: bool = False  # communities 1, 2, ... clear in their own child rounds, their operators in the parent
+    sealed: bool = False  # sealed bids: a round without a key (commitments only, each opened by its own reveal)
     source: str = field(default="")
     mechanism: str = "fixed-price"
 
@@ -30,6 +31,7 @@ def parse(data: dict, source: str = "", prosumers=None, seed=None) -> Scenario:
     periods = m.int_("periods", lo=1, hi=48)
     price = m.vec("price", periods, lo=0.0)
     nested = m.bool_("nested", default=False)
+    sealed = m.bool_("sealed", default=False)
     m.done()
     members = []
     for i, t in enumerate(read_prosumer_list(data)):
@@ -38,4 +40,4 @@ def parse(data: dict, source: str = "", prosumers=None, seed=None) -> Scenario:
         r.done()
     if len(members) < 2:
         fail("prosumer", f"needs at least 2 prosumers, got {len(members)}")
-    return Scenario(**header, price=price, prosumers=tuple(members), nested=nested, source=source)
+    return Scenario(**header, price=price, prosumers=tuple(members), nested=nested, sealed=sealed, source=source)
