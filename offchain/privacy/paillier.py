@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import multiprocessing as mp
+import os
 import secrets
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
@@ -118,15 +119,18 @@ _precompute_executor: ProcessPoolExecutor | None = None
 
 
 def _executor() -> ProcessPoolExecutor:
-    """One worker process: precomputation runs on the second core while the round goes on.
+    """Worker processes, one per core beyond the first: precomputation (the encryptions' offline
+    part, opening checks) runs on the other cores while the round goes on.
 
-    Forked (fork does not re-run the caller's main script), once per process and by
-    :func:`start_worker` before any key exists, so its copy of the parent's memory holds no
-    secret; it needs only the public modulus it is given. It dies with its parent.
+    Forked (fork does not re-run the caller's main script), all at once (a forking pool starts
+    every worker at its first task), once per process and by :func:`start_worker` before any key
+    exists, so their copies of the parent's memory hold no secret; they need only the public
+    modulus they are given. They die with their parent.
     """
     global _precompute_executor
     if _precompute_executor is None:
-        _precompute_executor = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("fork"),
+        workers = max(1, (os.cpu_count() or 2) - 1)
+        _precompute_executor = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork"),
                                                    initializer=die_with_parent)
         atexit.register(_precompute_executor.shutdown, wait=False, cancel_futures=True)
         _precompute_executor.submit(int).result()  # forks the worker now
