@@ -1,4 +1,6 @@
 """The Paillier precomputation workers."""
+
+
 def test_every_precomputation_worker_is_forked_at_start_before_any_key_exists():
     """The workers (one per core beyond the first) are all forked by start_worker(), so no worker
     is forked later with a key in the parent's memory."""
