@@ -134,3 +134,73 @@ def test_a_killed_processes_run_resumes_and_its_round_audits(tmp_path):
         assert all(p["payment"] is not None for p in record["parties"])
         findings, _ = run_audit(connect(node.url), record["chain"]["contracts"]["market"])
     assert all(f.ok for f in findings), [f for f in findings if not f.ok]
+
+
+def test_a_prosumer_process_that_never_comes_back_is_dropped_and_the_round_settles(tmp_path):
+    """A prosumer killed for good: once the coordinator's patience is up it mines to the deadline and
+    drops it, the others submit that iteration again and the round settles; started again after
+    the end, the party withdraws what the round left it."""
+    mechanism, scenario, factory = _setup(prosumers=5)
+    with start_anvil() as node:
+        chain = connect(node.url)
+        operator = chain.accounts(1)[0]
+        market = Market.deploy(chain, operator)
+        rule = deploy_rule(chain, mechanism.rule_contract, operator)
+        setup = factory()
+        victim = setup.participants[2].name
+        gone = []
+
+        def crash(parties, info):
+            if not gone and info["phase"] == "Iterating" and info["iteration"] >= 1:
+                parties.kill(victim)
+                gone.append(info["iteration"])
+
+        out = spawn.run(setup, chain, market, rule, tmp_path / "parties", key_bits=2048, verify_openings=True,
+                        windows={}, settle_unconverged=False, patience=3.0, watch=crash)
+        assert gone and out.settled
+        k = out.transport.dropped_at[2]  # the iteration it was killed in, or the next if it had submitted
+        assert list(out.transport.dropped_at) == [2] and k in (gone[0], gone[0] + 1)
+        assert out.transport.attempts[k] == 2  # that iteration was submitted again without it
+        account = out.transport.addresses[victim]
+        left = market.balance(out.transport.chain_info.round_id, account)
+        assert left > 0  # its collateral, less what the fallback settled
+        from offchain.cli import main
+
+        assert main(["party", "--chain", node.url, "--market", market.address, "--round",
+                     str(out.transport.chain_info.round_id), "--name", victim,
+                     "--keys", str(tmp_path / "parties" / victim)]) == 0
+        assert market.balance(out.transport.chain_info.round_id, account) == 0
+
+
+def test_when_the_coordinator_process_dies_for_good_the_others_cancel_and_withdraw(tmp_path):
+    """Every round ends: a coordinator that never comes back misses its deadline; once their
+    patience for it is up the other parties cancel the round (its bond forfeited to them) and
+    withdraw; the run says the coordinator's process failed."""
+    from offchain.errors import ProtocolViolation
+
+    mechanism, scenario, factory = _setup()
+    with start_anvil() as node:
+        chain = connect(node.url)
+        operator = chain.accounts(1)[0]
+        market = Market.deploy(chain, operator)
+        rule = deploy_rule(chain, mechanism.rule_contract, operator)
+        setup = factory()
+        killed = []
+
+        def crash(parties, info):
+            if not killed and info["phase"] == "Iterating" and info["iteration"] >= 1:
+                parties.kill("coordinator")
+                killed.append(parties.round_id)
+
+        with pytest.raises(ProtocolViolation, match="coordinator"):
+            spawn.run(setup, chain, market, rule, tmp_path / "parties", key_bits=2048, verify_openings=True,
+                      windows={}, settle_unconverged=False, patience=2.0, watch=crash)
+        rid = killed[0]
+        assert market.round_info(rid)["phase"] == "Closed"
+        from eth_account import Account
+
+        for party in (tmp_path / "parties").iterdir():
+            if party.name == "coordinator":
+                continue
+            key = json.loads((party / "secrets.jsonl").read_text().splitlines()[0])["v"]
+            assert market.balance(rid, Account.from_key(bytes.fromhex(key)).address) == 0, party.name

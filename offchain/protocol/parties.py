@@ -39,6 +39,9 @@ from ..record import Transaction
 from .driver import coordinator_answer
 
 POLL_SECONDS = 0.1
+REGISTRATION_PATIENCE = 60.0  # at least this long for every member to register: processes take seconds to start
+LATE_FACTOR = 3  # a party gives up on a late coordinator after this many times its patience (then cancels)
+NEVER = 2**64 - 1  # coordinatorDeadline while the coordinator owes nothing
 
 
 # ---------------------------------------------------------------------------------- a party's folder
@@ -169,6 +172,14 @@ class _Party:
         self._record(kind, receipts, iteration)
         return True
 
+    def _end_if_coordinator_late(self) -> None:
+        """The coordinator missed its deadline (not started, not published, not settled in time: it
+        may have crashed): once this party's patience for it is up, it cancels the round (anyone
+        may), so that every deposit can be withdrawn."""
+        late = self.market.coordinator_deadline(self.round_id)
+        if late != NEVER and self._past(late, ("coordinator late", late), patience=LATE_FACTOR * self.patience):
+            self._try("cancel", lambda: self.market.cancel(self.account, self.round_id))
+
     def withdraw(self) -> None:
         if self.market.balance(self.round_id, self.account) > 0:
             self._record("withdraw", self.market.withdraw(self.account, self.round_id))
@@ -193,9 +204,9 @@ def _deposit(party: _Party, amount: int) -> None:
         return
     if party.market.token.balance_of(party.account) < amount:
         return  # not minted yet
-    party._record("approve", party.market.approve_many([(party.account, amount)]))
-    party._record("deposit", party.market.deposit_many([(party.account, party.round_id, amount)], approve=False))
-    party.secrets.keep("deposited", lambda: True)
+    if party._try("approve", lambda: party.market.approve_many([(party.account, amount)])) and \
+            party._try("deposit", lambda: party.market.deposit_many([(party.account, party.round_id, amount)], approve=False)):
+        party.secrets.keep("deposited", lambda: True)  # (a refused deposit, e.g. registration over: it keeps its tokens)
 
 
 # ---------------------------------------------------------------------------------- payee
@@ -208,6 +219,7 @@ class PayeeParty(_Party):
         if info["phase"] in ("Settled", "Closed"):
             self.withdraw()
             return info["phase"]
+        self._end_if_coordinator_late()
         return None
 
 
@@ -265,7 +277,8 @@ class ProsumerParty(_Party):
         me = self.market.member(self.round_id, self.account)
         if not me["position"] and self.account.address not in self.market.participants(self.round_id):
             keys = self._keys(info).registration_keys(self.context, bool(info["modulus_bytes"]), bool(info["pair_lanes"]))
-            self._record("register", self.market.register_many([(self.account, self.round_id, keys)]))
+            if not self._try("register", lambda: self.market.register_many([(self.account, self.round_id, keys)])):
+                return  # refused (registration over): it takes no part, and waits for the round's end
         if not self.secrets.get("deposited"):
             _deposit(self, self.config.collateral)
 
@@ -449,6 +462,7 @@ class ProsumerParty(_Party):
         phase = info["phase"]
         if phase == "Registering":
             self._register(info)
+            self._end_if_coordinator_late()
             return None
         if self.keys is None or not hasattr(self, "peers"):
             if self.account.address.lower() not in [a.lower() for a in self.market.participants(self.round_id)]:
@@ -467,7 +481,9 @@ class ProsumerParty(_Party):
                 self._open_blame(info)
             elif self.chain.block_number > int(info["challenge_until"]):
                 self._reveal(info)
-        elif phase in ("Settled", "Closed"):
+        if phase in ("Iterating", "Concluded"):
+            self._end_if_coordinator_late()
+        if phase in ("Settled", "Closed"):
             if phase == "Settled" and self.observed < int(info["iteration"]):
                 self._catch_up(int(info["iteration"]))
                 self.agent.observe(int(info["iteration"]), Answer(final=True), self._received(int(info["iteration"])))
@@ -528,7 +544,8 @@ class CoordinatorParty(_Party):
         registered = {a.lower() for a in self.market.participants(self.round_id)}
         ready = [a for a in members if a.lower() in registered and self.market.balance(self.round_id, a) >= plan["collateral"]]
         payees_ready = all(self.market.balance(self.round_id, a) >= v for a, v in plan["payee_collateral"])
-        if (len(ready) < len(members) or not payees_ready) and not self._past(int(info["deadline"]), ("registration",)):
+        if (len(ready) < len(members) or not payees_ready) and \
+                not self._past(int(info["deadline"]), ("registration",), patience=max(self.patience, REGISTRATION_PATIENCE)):
             return
         prices = list(self.agent.start())
         self._record("start", self.market.start(self.account, self.round_id, prices), 0)
