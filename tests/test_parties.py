@@ -204,3 +204,31 @@ def test_when_the_coordinator_process_dies_for_good_the_others_cancel_and_withdr
                 continue
             key = json.loads((party / "secrets.jsonl").read_text().splitlines()[0])["v"]
             assert market.balance(rid, Account.from_key(bytes.fromhex(key)).address) == 0, party.name
+
+
+def test_when_the_coordinator_dies_after_concluding_the_prosumers_settle_the_round(tmp_path):
+    """Anyone may settle: a coordinator that dies once it concluded leaves the prosumers to move the
+    chain past the challenge window, reveal and settle themselves, with the in-process payments."""
+    mechanism, scenario, factory = _setup()
+    with start_anvil() as node:
+        chain = connect(node.url)
+        operator = chain.accounts(1)[0]
+        market = Market.deploy(chain, operator)
+        rule = deploy_rule(chain, mechanism.rule_contract, operator)
+        alone = run_round(factory(), ChainTransport(chain, market=market, rules={mechanism.rule_contract: rule}))
+        killed = []
+
+        def crash(parties, info):
+            if not killed and info["phase"] == "Concluded":
+                parties.kill("coordinator")
+                killed.append(info["iteration"])
+
+        from offchain.errors import ProtocolViolation
+
+        with pytest.raises(ProtocolViolation, match="coordinator"):  # its process failed: the run says so
+            spawn.run(factory(), chain, market, rule, tmp_path / "parties", key_bits=2048, verify_openings=True,
+                      windows={}, settle_unconverged=False, patience=2.0, watch=crash)
+        rid = max(e["args"]["roundId"] for e in market.contract.events.RoundCreated.get_logs(from_block=0))
+        assert killed and market.round_info(rid)["phase"] == "Settled"
+        settled = market.settlement_of(rid).payments
+        assert sorted(settled.values()) == sorted(alone.transport.market.settlement_of(alone.transport.round_id).payments.values())

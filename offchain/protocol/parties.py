@@ -172,6 +172,46 @@ class _Party:
         self._record(kind, receipts, iteration)
         return True
 
+    def _settle(self, info: dict) -> bool:
+        """Once every participant that stayed revealed (or the reveal window is over): settles
+        with the reveals posted on chain (anyone may); in a blame step, once its window is over.
+        Whether it sent the settlement (False: not yet due, or refused)."""
+        from ..chain.market import Reveal
+
+        if not self._past(int(info["challenge_until"]), ("challenge",), patience=2.0):
+            return False
+        members = [a.lower() for a in self.market.participants(self.round_id)]  # registration order
+        state = {m: self.market.member(self.round_id, m) for m in members}
+        stayed = [m for m in members if not state[m]["dropped_before_plus_one"]]
+        if info["blame_until"]:
+            if not self._past(int(info["blame_until"]), ("blame",)):
+                return False
+            self._past(int(info["challenge_until"]), ("blame challenge",), patience=2.0)
+        elif not all(state[m]["revealed"] for m in stayed) and not self._past(int(info["reveal_until"]), ("reveal",)):
+            return False
+        self.feed.poll()  # the reveals the views above count
+        posted = {c.tx.sender.lower(): c.args for c in self.feed.calls("reveal")}
+        if any(state[m]["revealed"] and m not in posted for m in members):
+            return False
+        reveals = []
+        for m in members:
+            a = posted.get(m)
+            counts = a is not None and not state[m]["culprit"]
+            if info["blame_until"]:
+                counts = counts and (state[m]["dropped_before_plus_one"] or state[m]["cleared"])
+            reveals.append(Reveal(list(a["values"]), bytes(a["salt"]), bytes(a["ciphertextHash"])) if counts else None)
+        return self._try("settle", lambda: self.market.settle(self.account, self.round_id, reveals).receipt)
+
+    def _settle_if_coordinator_silent(self, k: int, info: dict) -> None:
+        """After conclusion the coordinator moves the chain past the challenge window and settles;
+        if it does not within three times this party's patience (it crashed), this party does both
+        (anyone may settle), and cancels the round if it cannot settle."""
+        since = self._waiting.setdefault(("concluded", k), time.monotonic())
+        if time.monotonic() - since < LATE_FACTOR * self.patience:
+            return
+        if not self._settle(info):
+            self._end_if_coordinator_late()
+
     def _end_if_coordinator_late(self) -> None:
         """The coordinator missed its deadline (not started, not published, not settled in time: it
         may have crashed): once this party's patience for it is up, it cancels the round (anyone
@@ -219,7 +259,10 @@ class PayeeParty(_Party):
         if info["phase"] in ("Settled", "Closed"):
             self.withdraw()
             return info["phase"]
-        self._end_if_coordinator_late()
+        if info["phase"] == "Concluded":
+            self._settle_if_coordinator_silent(int(info["iteration"]), info)
+        else:
+            self._end_if_coordinator_late()
         return None
 
 
@@ -481,7 +524,8 @@ class ProsumerParty(_Party):
                 self._open_blame(info)
             elif self.chain.block_number > int(info["challenge_until"]):
                 self._reveal(info)
-        if phase in ("Iterating", "Concluded"):
+            self._settle_if_coordinator_silent(k, info)
+        if phase == "Iterating":
             self._end_if_coordinator_late()
         if phase in ("Settled", "Closed"):
             if phase == "Settled" and self.observed < int(info["iteration"]):
@@ -654,35 +698,6 @@ class CoordinatorParty(_Party):
                            "converged": answer.converged, "reason": answer.reason, "residuals": answer.residuals}}
         with open(self.folder / "iterations.jsonl", "a") as f:
             f.write(json.dumps(line, default=float) + "\n")
-
-    def _settle(self, info: dict) -> None:
-        """Once every participant that stayed revealed (or the reveal window is over): settles
-        with the reveals posted on chain; in a blame step, once its window is over."""
-        from ..chain.market import Reveal
-
-        if not self._past(int(info["challenge_until"]), ("challenge",), patience=2.0):
-            return
-        members = [a.lower() for a in self.market.participants(self.round_id)]  # registration order
-        state = {m: self.market.member(self.round_id, m) for m in members}
-        stayed = [m for m in members if not state[m]["dropped_before_plus_one"]]
-        if info["blame_until"]:
-            if not self._past(int(info["blame_until"]), ("blame",)):
-                return
-            self._past(int(info["challenge_until"]), ("blame challenge",), patience=2.0)
-        elif not all(state[m]["revealed"] for m in stayed) and not self._past(int(info["reveal_until"]), ("reveal",)):
-            return
-        self.feed.poll()  # the reveals the views above count
-        posted = {c.tx.sender.lower(): c.args for c in self.feed.calls("reveal")}
-        if any(state[m]["revealed"] and m not in posted for m in members):
-            return
-        reveals = []
-        for m in members:
-            a = posted.get(m)
-            counts = a is not None and not state[m]["culprit"]
-            if info["blame_until"]:
-                counts = counts and (state[m]["dropped_before_plus_one"] or state[m]["cleared"])
-            reveals.append(Reveal(list(a["values"]), bytes(a["salt"]), bytes(a["ciphertextHash"])) if counts else None)
-        self._try("settle", lambda: self.market.settle(self.account, self.round_id, reveals).receipt)
 
     def step(self, info: dict) -> str | None:
         phase = info["phase"]
