@@ -172,27 +172,27 @@ class _Party:
         self._record(kind, receipts, iteration)
         return True
 
-    def _settle(self, info: dict) -> bool:
+    def _settle(self, info: dict) -> bool | None:
         """Once every participant that stayed revealed (or the reveal window is over): settles
         with the reveals posted on chain (anyone may); in a blame step, once its window is over.
-        Whether it sent the settlement (False: not yet due, or refused)."""
+        True: sent; None: not due yet; False: refused (settled by someone else, or it cannot be)."""
         from ..chain.market import Reveal
 
         if not self._past(int(info["challenge_until"]), ("challenge",), patience=2.0):
-            return False
+            return None
         members = [a.lower() for a in self.market.participants(self.round_id)]  # registration order
         state = {m: self.market.member(self.round_id, m) for m in members}
         stayed = [m for m in members if not state[m]["dropped_before_plus_one"]]
         if info["blame_until"]:
             if not self._past(int(info["blame_until"]), ("blame",)):
-                return False
+                return None
             self._past(int(info["challenge_until"]), ("blame challenge",), patience=2.0)
         elif not all(state[m]["revealed"] for m in stayed) and not self._past(int(info["reveal_until"]), ("reveal",)):
-            return False
+            return None
         self.feed.poll()  # the reveals the views above count
         posted = {c.tx.sender.lower(): c.args for c in self.feed.calls("reveal")}
         if any(state[m]["revealed"] and m not in posted for m in members):
-            return False
+            return None
         reveals = []
         for m in members:
             a = posted.get(m)
@@ -205,11 +205,11 @@ class _Party:
     def _settle_if_coordinator_silent(self, k: int, info: dict) -> None:
         """After conclusion the coordinator moves the chain past the challenge window and settles;
         if it does not within three times this party's patience (it crashed), this party does both
-        (anyone may settle), and cancels the round if it cannot settle."""
+        (anyone may settle), and cancels the round if its settlement is refused."""
         since = self._waiting.setdefault(("concluded", k), time.monotonic())
         if time.monotonic() - since < LATE_FACTOR * self.patience:
             return
-        if not self._settle(info):
+        if self._settle(info) is False:  # refused: the round cannot be settled, so it is cancelled
             self._end_if_coordinator_late()
 
     def _end_if_coordinator_late(self) -> None:
