@@ -273,6 +273,7 @@ class Chain:
         self.account_seed = account_seed or (EMBEDDED_SEED if kind == "embedded" else secrets.token_bytes(32))
         self.journal: "TxJournal | None" = None  # a resumable run's record of what it sent
         self.stranded = 0  # transactions a dev node left pending, mined by a block the client asked for
+        self._stuck: dict[str, int] = {}  # transaction hash -> times it was found still pending
         self.started_here: bool = False  # a node the run started and stops (runner.ANVIL)
         self.state_file: Path | None = None  # where that node keeps its chain
         self.chain_id = int(w3.eth.chain_id)
@@ -766,11 +767,21 @@ class Chain:
             pass  # not a dev node: its blocks come on their own
         known = self._rpc_batch([("eth_getTransactionByHash", [h]) for h in todo])
         for (h, raw), tx in zip(todo.items(), known):
+            self._stuck[h] = self._stuck.get(h, 0) + 1
+            if tx is not None and raw and self._stuck[h] % 3 == 0:
+                # still pending after three mined blocks: anvil can leave a ready transaction out of
+                # every block (foundry-rs/foundry#10122); taken out of its pool and sent again, it is mined
+                try:
+                    self._rpc("anvil_dropTransaction", [h])
+                    tx = None
+                except ChainError:
+                    continue  # not anvil
             if tx is None and raw:
                 try:
                     self._rpc_batch([("eth_sendRawTransaction", [HexBytes(raw).to_0x_hex()])])
+                    self._rpc("evm_mine", [])
                 except ChainError:
-                    pass  # already known, or its nonce is spent: the next poll tells
+                    pass  # already known, or its nonce is spent, or not a dev node: the next poll tells
 
     def _why_unmined(self, todo: dict[str, bytes]) -> str:
         known = self._rpc_batch([("eth_getTransactionByHash", [h]) for h in todo])
